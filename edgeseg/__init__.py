@@ -1,0 +1,37 @@
+"""edgeseg: make a trained PyTorch segmentation model fast on edge GPUs without losing accuracy.
+
+Every pipeline stage is one function here and one CLI verb of the same name::
+
+    import edgeseg
+    edgeseg.train(arch="unet", data="synthetic", out="teacher.pt")
+
+The functions are imported lazily so that ``import edgeseg`` (and ``edgeseg --help``)
+never pulls in torch; the deploy side must run on machines that do not have it.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# verb -> module that defines a function of the same name
+_VERBS = {
+    "train": "edgeseg.train.api",
+    "distill": "edgeseg.distill.api",
+    "prune": "edgeseg.prune.api",
+    "export": "edgeseg.export.api",
+    "calibrate": "edgeseg.quant.api",
+    "build_engine": "edgeseg.engine.api",
+    "bench": "edgeseg.bench.api",
+    "eval": "edgeseg.bench.api",
+    "info": "edgeseg.info",
+    "demo": "edgeseg.demo",
+}
+
+__all__ = sorted(_VERBS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _VERBS:
+        return getattr(importlib.import_module(_VERBS[name]), name)
+    raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")

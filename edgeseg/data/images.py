@@ -1,0 +1,50 @@
+"""Reading images and label maps from disk into numpy, with clear errors for odd files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from edgeseg.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path} is not a readable image ({exc}); re-export or remove it.") from exc
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Return an RGB uint8 HxWx3 array.
+
+    Grayscale and palette images are expanded and an alpha channel is dropped (the
+    models take three channels); 16-bit images are refused because scaling them to
+    8 bits silently would change what the model sees.
+    """
+    path = Path(path)
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise DataError(f"{path} is a {image.mode} (16/32-bit) image; convert it to 8-bit RGB before using it.")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Return an HxW uint8 class-index map from a single-channel (L or P) PNG."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in ("L", "P"):
+        raise DataError(
+            f"Label {path} has mode {image.mode}; labels must be single-channel 8-bit PNGs holding class indices.")
+    return np.asarray(image)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))

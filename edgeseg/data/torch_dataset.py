@@ -1,0 +1,86 @@
+"""A torch Dataset over a SegmentationSplit, with augmentation that moves image and mask together."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from edgeseg.data.dataset import SegmentationSplit
+from edgeseg.runtime.preprocess import resize_image, resize_label
+from edgeseg.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Joint image/mask augmentation; mask pixels brought in by padding are ignored."""
+
+    scale: Tuple[float, float] = (0.75, 1.5)
+    flip: bool = True
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Images resized to the model input size once, kept in memory (uint8), augmented per access."""
+
+    def __init__(self, split: SegmentationSplit, spec: InputSpec, augment: Optional[AugmentConfig] = None):
+        self.spec, self.augment = spec, augment
+        self.ignore_index = split.info.ignore_index
+        self.images = np.stack([resize_image(split.image(i), spec.height, spec.width) for i in range(len(split))])
+        self.labels = np.stack([resize_label(split.label(i), spec.height, spec.width) for i in range(len(split))])
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1).float()
+        label = torch.from_numpy(self.labels[index].astype(np.int64))
+        if self.spec.color.upper() == "BGR":
+            image = image.flip(0)
+        if self.augment is not None:
+            image, label = self._augment(image, label)
+        return (image - self.mean) / self.std, label
+
+    def _augment(self, image: torch.Tensor, label: torch.Tensor):
+        cfg, (height, width) = self.augment, (self.spec.height, self.spec.width)
+        # random scale, then pad (image with the mean colour, mask with ignore) and crop back to size
+        s = float(np.random.uniform(*cfg.scale))
+        new_h, new_w = max(8, round(height * s)), max(8, round(width * s))
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0].long()
+        pad_h, pad_w = max(0, height - new_h), max(0, width - new_w)
+        if pad_h or pad_w:
+            image = torch.cat([F.pad(image[c:c + 1], (0, pad_w, 0, pad_h), value=float(self.mean[c]))
+                               for c in range(3)])
+            label = F.pad(label, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        top = np.random.randint(0, image.shape[1] - height + 1)
+        left = np.random.randint(0, image.shape[2] - width + 1)
+        image, label = image[:, top:top + height, left:left + width], label[top:top + height, left:left + width]
+        if cfg.flip and np.random.rand() < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        # colour jitter on the 0-255 image
+        gray = image.mean(0, keepdim=True)
+        image = gray + (image - gray) * np.random.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+        image = (image - image.mean()) * np.random.uniform(1 - cfg.contrast, 1 + cfg.contrast) + image.mean()
+        image = image * np.random.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+        return image.clamp(0, 255), label.contiguous()
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, warmup_steps: int = 0, power: float = 0.9) -> float:
+    """Linear warm-up, then the 'poly' decay of DeepLab: lr * (1 - t/T)^0.9."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * math.pow(max(0.0, 1.0 - progress), power)

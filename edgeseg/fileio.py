@@ -1,0 +1,81 @@
+"""Atomic writes: an artifact is either complete or absent, never half-written.
+
+Every file edgeseg produces goes through ``atomic_path``: the caller writes to a
+temporary name in the destination folder and the file is renamed into place only
+when the writer finished without an exception (rename within a folder is atomic on
+POSIX). A killed process leaves the old file, or none, plus a stray ``.tmp-*`` file.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeseg.errors import EdgesegError, InputFileError
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early, with one sentence, when ``path`` cannot be written."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise EdgesegError(f"Output folder {folder} does not exist; create it or choose another --out.")
+    if not os.access(folder, os.W_OK):
+        raise EdgesegError(f"Output folder {folder} is not writable; choose another --out.")
+    if path.is_dir():
+        raise EdgesegError(f"Output path {path} is a folder; give a file name.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise EdgesegError(f"The disk is full while writing {path}; free some space and run again.") from exc
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """Return ``path`` if it is a non-empty file, else raise one clear sentence."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{what} {path} does not exist; check the path.")
+    if path.is_dir():
+        raise InputFileError(f"{what} {path} is a folder, not a file; give the file itself.")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{what} {path} is empty; recreate it.")
+    return path
