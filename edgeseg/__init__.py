@@ -16,16 +16,16 @@ __version__ = "0.1.0"
 
 # verb -> module that defines a function of the same name
 _VERBS = {
-    "train": "edgeseg.train.api",
-    "distill": "edgeseg.distill.api",
-    "prune": "edgeseg.prune.api",
-    "export": "edgeseg.export.api",
+    "train": "edgeseg.training.api",
+    "distill": "edgeseg.distillation.api",
+    "prune": "edgeseg.pruning.api",
+    "export": "edgeseg.exporting.api",
     "calibrate": "edgeseg.quant.api",
     "build_engine": "edgeseg.engine.api",
-    "bench": "edgeseg.bench.api",
-    "eval": "edgeseg.bench.api",
-    "info": "edgeseg.info",
-    "demo": "edgeseg.demo",
+    "bench": "edgeseg.benchmark.api",
+    "eval": "edgeseg.benchmark.api",
+    "info": "edgeseg.artifact_info",
+    "demo": "edgeseg.pipeline",
 }
 
 __all__ = sorted(_VERBS) + ["__version__"]

@@ -19,6 +19,15 @@ from typing import Any, Iterator
 from edgeseg.errors import EdgesegError, InputFileError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what a plain open() would have given the file
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Fail early, with one sentence, when ``path`` cannot be written."""
     path = Path(path)
@@ -41,6 +50,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600 files; artifacts are meant to be shared
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

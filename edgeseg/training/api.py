@@ -15,8 +15,8 @@ from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
-from edgeseg.train.data import default_input_spec, training_splits
-from edgeseg.train.loop import TrainConfig, fit
+from edgeseg.training.data import dataset_reference, default_input_spec, training_splits
+from edgeseg.training.loop import TrainConfig, fit
 
 
 def cross_entropy_loss(ignore_index: int):
@@ -57,7 +57,7 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
                     arch_args=arch_args, meta=meta)
     sidecar = write_sidecar(out, "checkpoint", input_spec=spec, dataset=info, stage="train",
                             model=model_facts(model, arch, info.num_classes, spec),
-                            training={"data": str(Path(train_split.root)), "config": asdict(config),
+                            training={"data": dataset_reference(data), "config": asdict(config),
                                       "val_miou": history[-1].get("val_miou")})
     say(f"Wrote {out}")
     return sidecar

@@ -103,7 +103,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + value
                 step += 1
-                advance(1, status=f"epoch {epoch}/{config.epochs} loss {float(loss):.3f}")
+                advance(1, status=f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}")
             record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 2),
                       **{k: round(v / len(loader), 5) for k, v in sums.items()}}
             if val_set is not None and (epoch % config.val_every == 0 or epoch == config.epochs):

@@ -46,3 +46,8 @@ def check_classes(model_classes: int, info: DatasetInfo, what: str) -> None:
     if model_classes != info.num_classes:
         raise DataError(f"{what} predicts {model_classes} classes but the data has {info.num_classes}; "
                         f"use a model trained for this dataset or fix num_classes in dataset.yaml.")
+
+
+def dataset_reference(data: str | Path) -> str:
+    """How a sidecar names the data: 'synthetic', or an absolute path later stages can find again."""
+    return "synthetic" if str(data).lower() == "synthetic" else str(Path(data).resolve())

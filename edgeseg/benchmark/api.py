@@ -1,0 +1,167 @@
+"""``edgeseg bench`` and ``edgeseg eval``: accuracy over a whole split and latency, through a Runner."""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgeseg.benchmark.table import print_table
+from edgeseg.benchmark.timing import latency_stats, time_inference
+from edgeseg.console import progress_bar, say
+from edgeseg.data.dataset import SegmentationSplit, resolve_split
+from edgeseg.errors import AccuracyError, ConfigError, DataError
+from edgeseg.fileio import write_json_atomic
+from edgeseg.metrics import confusion_matrix, summarize
+from edgeseg.runtime.base import Runner
+from edgeseg.runtime.loader import Artifact, describe, open_runner
+from edgeseg.runtime.preprocess import preprocess, resize_label
+
+
+def _check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
+    model_info = artifact.dataset
+    if model_info is not None and model_info.num_classes != split.info.num_classes:
+        raise DataError(f"{artifact.path.name} predicts {model_info.num_classes} classes but {split.root} has "
+                        f"{split.info.num_classes}; evaluate it on the dataset it was trained for.")
+
+
+def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, description: str) -> Dict[str, object]:
+    """mIoU over the whole split from one global confusion matrix, with the time of each phase.
+
+    Predictions are made at the model's input size and resized (nearest) to the label's
+    native size, so mIoU is always measured on the original labels.
+    """
+    info = split.info
+    confusion = np.zeros((info.num_classes, info.num_classes), dtype=np.int64)
+    phases = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    spec = artifact.input_spec
+    with progress_bar(description, len(split)) as advance:
+        for index in range(len(split)):
+            t0 = time.perf_counter()
+            image, label = split.image(index), split.label(index)
+            t1 = time.perf_counter()
+            batch = preprocess(image, spec)
+            t2 = time.perf_counter()
+            logits = runner.infer(batch)
+            t3 = time.perf_counter()
+            if logits.shape[1] != info.num_classes:
+                raise DataError(f"{artifact.path.name} outputs {logits.shape[1]} classes but the data has "
+                                f"{info.num_classes}; evaluate it on the dataset it was trained for.")
+            pred = logits[0].argmax(0).astype(np.uint8)
+            pred = resize_label(pred, label.shape[0], label.shape[1])
+            confusion += confusion_matrix(pred, label, info.num_classes, info.ignore_index)
+            t4 = time.perf_counter()
+            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[name] += seconds
+            advance(1)
+    result = summarize(confusion, info.class_names())
+    result["phases_ms"] = {k: round(1e3 * v / len(split), 4) for k, v in phases.items()}
+    result["confusion"] = confusion.tolist()
+    return result
+
+
+def _open(path, device, threads, trust_checkpoint, trust_engine):
+    artifact = describe(path, trust_checkpoint)
+    return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
+
+
+def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
+              batch_size: int = 1, device: str = "cpu", threads: Optional[int] = None,
+              trust_checkpoint: bool = False, trust_engine: bool = False) -> dict:
+    """Latency (and, with a split, accuracy) of one artifact."""
+    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine)
+    if split is not None:
+        _check_classes(artifact, split)
+    meta_model = artifact.meta.get("model") or {}
+    result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
+              "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
+              "batch": batch_size, "params": meta_model.get("params"), "macs": meta_model.get("macs"),
+              "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
+    with runner:
+        if split is not None:
+            sample = preprocess(split.image(0), artifact.input_spec)
+        else:
+            from edgeseg.data.synthetic import render_scene
+
+            spec = artifact.input_spec
+            sample = preprocess(render_scene(np.random.default_rng(0), spec.height, spec.width)[0], spec)
+        timed = time_inference(runner, np.repeat(sample, batch_size, axis=0), warmup=warmup, iters=iters)
+        latency = latency_stats(timed)
+        result["latency_ms"] = latency
+        result["fps"] = round(1e3 * batch_size / latency["mean"], 3)
+        if split is not None:
+            result["num_images"] = len(split)
+            result.update(accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}"))
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json_out: Optional[str] = None,
+          warmup: int = 10, iters: int = 50, batch_size: int = 1, max_images: Optional[int] = None,
+          device: str = "cpu", threads: Optional[int] = None, min_miou: Optional[float] = None,
+          trust_checkpoint: bool = False, trust_engine: bool = False, show: bool = True) -> List[dict]:
+    """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
+
+    >>> edgeseg.bench(["student.pt", "student.onnx"], data="synthetic")  # doctest: +SKIP
+    """
+    models = [models] if isinstance(models, (str, Path)) else list(models)
+    if not models:
+        raise ConfigError("Give at least one artifact to bench.")
+    if warmup < 0 or iters < 1 or batch_size < 1:
+        raise ConfigError("--warmup must be >= 0, and --iters and --batch at least 1.")
+    split = _val_split(data, max_images) if data else None
+    results = [bench_one(m, split, warmup=warmup, iters=iters, batch_size=batch_size, device=device,
+                         threads=threads, trust_checkpoint=trust_checkpoint, trust_engine=trust_engine)
+               for m in models]
+    if show:
+        print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])
+    if json_out:
+        write_json_atomic(json_out, results[0] if len(results) == 1 else {"results": results})
+    _check_min_miou(results, min_miou)
+    return results
+
+
+def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: Optional[int] = None,
+         device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
+         trust_engine: bool = False, min_miou: Optional[float] = None) -> dict:
+    """mIoU and per-class IoU of ``model`` on ``data``'s val split (no timing).
+
+    >>> edgeseg.eval("student.onnx", data="camvid/")  # doctest: +SKIP
+    """
+    split = _val_split(data, max_images)
+    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine)
+    _check_classes(artifact, split)
+    with runner:
+        result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
+                  "num_images": len(split), **accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}")}
+    say(f"{artifact.path.name}: mIoU {result['miou']:.2f}% on {len(split)} images of {split.root}")
+    for name, iou in result["per_class_iou"].items():
+        say(f"  {name:<16} {'-' if iou is None else f'{iou:6.2f}'}")
+    if json_out:
+        write_json_atomic(json_out, result)
+    _check_min_miou([result], min_miou)
+    return result
+
+
+def _val_split(data: str, max_images: Optional[int]) -> SegmentationSplit:
+    split = resolve_split(data, "val")
+    if max_images:
+        split = split.subset(range(min(max_images, len(split))))
+    return split
+
+
+def _check_min_miou(results: List[dict], min_miou: Optional[float]) -> None:
+    if min_miou is None:
+        return
+    for result in results:
+        if "miou" in result and result["miou"] < min_miou:
+            raise AccuracyError(f"{Path(result['artifact']).name} reaches mIoU {result['miou']:.2f}%, below "
+                                f"--min-miou {min_miou}.")

@@ -1,0 +1,86 @@
+"""``edgeseg distill``: train a small student from a frozen teacher plus the ground truth."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from edgeseg.arch import canonical_name, create_model
+from edgeseg.checkpoint import load_model, save_checkpoint
+from edgeseg.console import say
+from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
+from edgeseg.distillation.losses import match_size, pixel_kl
+from edgeseg.errors import ConfigError
+from edgeseg.fileio import check_output_path
+from edgeseg.sidecar import write_sidecar
+from edgeseg.spec import InputSpec
+from edgeseg.training.api import model_facts
+from edgeseg.training.data import check_classes, dataset_reference, parse_size, training_splits
+from edgeseg.training.loop import TrainConfig, fit
+
+
+def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float):
+    """Ground-truth cross-entropy + kd_weight * pixel-wise KL to the frozen teacher."""
+
+    def loss_fn(student_logits, images, labels):
+        with torch.no_grad():
+            teacher_logits = match_size(teacher(images), student_logits)
+        ce = F.cross_entropy(student_logits, labels, ignore_index=ignore_index)
+        kd = pixel_kl(student_logits, teacher_logits, temperature)
+        return ce + kd_weight * kd, {"ce": ce.item(), "kd": kd.item()}
+
+    return loss_fn
+
+
+def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", epochs: int = 30,
+            batch_size: int = 8, optimizer: str = "adamw", lr: Optional[float] = None, weight_decay: float = 1e-4,
+            temperature: float = 4.0, kd_weight: float = 1.0, input_size: Optional[str] = None, seed: int = 0,
+            val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
+    """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
+
+    The teacher is frozen (eval mode, no gradients); its logits are resized to the
+    student's output size. Returns the student's sidecar.
+
+    >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
+    """
+    check_output_path(out)
+    if temperature <= 0:
+        raise ConfigError(f"--temperature must be positive, got {temperature}.")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         val_every=val_every, seed=seed, threads=threads)
+    student_arch = canonical_name(student)
+    loaded = load_model(teacher, trust_checkpoint=trust_checkpoint)
+    train_split, val_split = training_splits(data)
+    info = train_split.info
+    check_classes(loaded.num_classes, info, f"Teacher {teacher}")
+    if input_size:
+        height, width = parse_size(input_size)
+        spec = InputSpec(height, width, *(() if loaded.input_spec is None else
+                                          (loaded.input_spec.mean, loaded.input_spec.std, loaded.input_spec.color)))
+    else:
+        spec = loaded.input_spec or InputSpec(*train_split.image(0).shape[:2])
+    teacher_model = loaded.model.eval()
+    for param in teacher_model.parameters():
+        param.requires_grad_(False)
+    torch.manual_seed(seed)
+    model = create_model(student_arch, info.num_classes)
+    say(f"Distilling {loaded.arch} into {student_arch} on {len(train_split)} images at {spec.height}x{spec.width} "
+        f"(KL at T={temperature}, weight {kd_weight}, plus cross-entropy)")
+    train_set = SegmentationDataset(train_split, spec, AugmentConfig())
+    val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
+    history = fit(model, train_set, val_set, kd_loss(teacher_model, info.ignore_index, temperature, kd_weight),
+                  config, num_classes=info.num_classes, ignore_index=info.ignore_index,
+                  description=f"distill {student_arch}")
+    settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+kl", "temperature": temperature,
+                "kd_weight": kd_weight}
+    save_checkpoint(out, model, arch=student_arch, num_classes=info.num_classes, input_spec=spec, dataset=info,
+                    meta={"stage": "distill", "config": asdict(config), "distill": settings, "history": history})
+    sidecar = write_sidecar(out, "checkpoint", input_spec=spec, dataset=info, parent=teacher, stage="distill",
+                            model=model_facts(model, student_arch, info.num_classes, spec),
+                            training={"data": dataset_reference(data), "config": asdict(config),
+                                      "distill": settings, "val_miou": history[-1].get("val_miou")})
+    say(f"Wrote {out}")
+    return sidecar

@@ -1,0 +1,103 @@
+"""``edgeseg calibrate``: activation ranges from real images -> Q/DQ ONNX + TensorRT cache + ranges JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from edgeseg.console import progress_bar, say
+from edgeseg.data.images import list_images, read_image
+from edgeseg.errors import ConfigError, DataError, InputFileError
+from edgeseg.fileio import atomic_path, check_output_path, require_file, write_json_atomic, write_text_atomic
+from edgeseg.quant.collect import collect_histograms
+from edgeseg.quant.qdq import write_qdq
+from edgeseg.quant.trt_cache import format_cache
+from edgeseg.runtime.preprocess import preprocess
+from edgeseg.sidecar import read_sidecar, spec_from_sidecar, write_sidecar
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
+    """A deterministic sample of ``num`` image files from a folder (or a split's images/ folder)."""
+    folder = Path(images)
+    if str(images).lower() == "synthetic":
+        from edgeseg.data.synthetic import default_synthetic_root
+
+        folder = default_synthetic_root() / "train" / "images"
+    if not folder.is_dir():
+        raise DataError(f"Calibration folder {folder} does not exist; give a folder of images.")
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    elif (folder / "train" / "images").is_dir():
+        folder = folder / "train" / "images"
+    files = list_images(folder)
+    if not files:
+        raise DataError(f"Calibration folder {folder} holds no images (.jpg, .png, ...); add some from your "
+                        f"deployment domain.")
+    if num < len(files):
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in sorted(rng.choice(len(files), size=num, replace=False))]
+    return files
+
+
+def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "percentile",
+              percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True) -> dict:
+    """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
+
+    Images are pre-processed exactly as at inference, from the model's sidecar.
+
+    >>> edgeseg.calibrate("pruned.onnx", "calibration/", method="entropy")  # doctest: +SKIP
+    """
+    import onnx
+
+    model_path = require_file(model, "ONNX model")
+    if method not in METHODS:
+        raise ConfigError(f"Unknown calibration method '{method}'; choose one of: {', '.join(METHODS)}.")
+    if not 0 < percentile <= 100:
+        raise ConfigError(f"--percentile must be in (0, 100], got {percentile}.")
+    if num < 1:
+        raise ConfigError(f"--num must be at least 1, got {num}.")
+    meta = read_sidecar(model_path, required=True)
+    if meta.get("precision") not in (None, "fp32"):
+        raise InputFileError(f"{model} is already {meta.get('precision')}; calibrate the FP32 ONNX model instead.")
+    spec, info = spec_from_sidecar(meta)
+    try:
+        onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:
+        raise InputFileError(f"{model} is not a readable ONNX model ({type(exc).__name__}); re-export it.") from exc
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+    out_path = check_output_path(out or model_path.with_name(f"{stem}.int8.onnx"))
+    out_stem = out_path.name[: -len(".onnx")] if out_path.name.endswith(".onnx") else out_path.stem
+    out_base = out_stem[: -len(".int8")] if out_stem.endswith(".int8") else out_stem
+    cache_path = out_path.with_name(f"{out_base}.calib.cache")
+    ranges_path = out_path.with_name(f"{out_base}.ranges.json")
+
+    files = calibration_images(images, num, seed)
+    say(f"Calibrating {model_path.name} on {len(files)} images ({method}"
+        f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
+    batches = (preprocess(read_image(f), spec) for f in files)
+    with progress_bar("collect ranges", len(files)) as advance:
+        histograms = collect_histograms(model_path, batches, advance)
+    amax: Dict[str, float] = {name: h.amax(method, percentile) for name, h in histograms.items()}
+    ranges = {}
+    for name, h in histograms.items():
+        if symmetric:
+            ranges[name] = (-amax[name], amax[name])
+        else:  # asymmetric: the observed interval, clipped by the method's threshold
+            ranges[name] = (max(h.min, -amax[name]), min(h.max, amax[name]))
+    with atomic_path(out_path) as tmp:
+        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric)
+    write_text_atomic(cache_path, format_cache(amax, method))
+    settings = {"method": method, "percentile": percentile if method == "percentile" else None,
+                "symmetric": symmetric, "num_images": len(files), "seed": seed, "images": str(images)}
+    write_json_atomic(ranges_path, {**settings, "tensors": {
+        name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
+               "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
+    say(f"Wrote {out_path.name}, {cache_path.name} and {ranges_path.name}; {len(float_nodes)} node(s) kept in float")
+    return write_sidecar(out_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
+                         model=meta.get("model"), precision="int8", onnx=meta.get("onnx"),
+                         quantization=dict(settings, format="qdq", weights="per-channel symmetric int8",
+                                           float_nodes=float_nodes, calibration_cache=cache_path.name,
+                                           ranges=ranges_path.name))

@@ -1,0 +1,73 @@
+"""Writing the Q/DQ ONNX model from edgeseg's ranges with ONNX Runtime's quantizer.
+
+ONNX Runtime's QDQQuantizer places QuantizeLinear/DequantizeLinear pairs; it is fed the
+ranges edgeseg computed instead of running its own calibrator, so ONNX Runtime, the
+TensorRT cache and any explicit-quantization build share the same numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List, Tuple
+
+import numpy as np
+
+# Ops that get Q/DQ: the compute-heavy ones and those TensorRT fuses with them.
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+                 "GlobalAveragePool"]
+CONV_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def logits_nodes(model) -> List[str]:
+    """Nodes from the graph output back to (and including) the last convolutions: kept in float.
+
+    The classifier convolution, the additions and the resize that form the final logits
+    decide the argmax; quantising them costs accuracy for almost no speed.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    keep: List[str] = []
+    frontier = [o.name for o in model.graph.output]
+    seen = set()
+    while frontier:
+        tensor = frontier.pop()
+        node = producers.get(tensor)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        keep.append(node.name)
+        if node.op_type not in CONV_OPS:
+            frontier.extend(node.input)
+    return keep
+
+
+def ensure_node_names(model) -> None:
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+
+
+def write_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Dict[str, Tuple[float, float]], *,
+              symmetric: bool = True, nodes_to_exclude: Iterable[str] = ()) -> List[str]:
+    """Quantise ``onnx_path`` with per-channel symmetric INT8 weights and the given activation ranges.
+
+    Returns the names of the nodes kept in float.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
+
+    model = onnx.load(str(onnx_path))
+    ensure_node_names(model)
+    excluded = list(dict.fromkeys(list(logits_nodes(model)) + list(nodes_to_exclude)))
+    model = save_and_reload_model_with_shape_infer(model)
+    tensors = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.array(low, dtype=np.float32), highest=np.array(high, dtype=np.float32))
+        for name, (low, high) in ranges.items()})
+    quantizer = QDQQuantizer(
+        model, True, False, QuantType.QInt8, QuantType.QInt8 if symmetric else QuantType.QUInt8, tensors,
+        [], excluded, QUANTIZED_OPS,
+        {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True})
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(out_path))
+    return excluded

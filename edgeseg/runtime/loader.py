@@ -1,0 +1,68 @@
+"""Pick the runner for an artifact from its file type, with what its sidecar says about it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from edgeseg.errors import InputFileError
+from edgeseg.fileio import require_file
+from edgeseg.runtime.base import Runner
+from edgeseg.sidecar import read_sidecar, spec_from_sidecar
+from edgeseg.spec import DatasetInfo, InputSpec
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+@dataclass
+class Artifact:
+    """An artifact on disk and what is known about it before running it."""
+
+    path: Path
+    backend: str
+    input_spec: InputSpec
+    dataset: Optional[DatasetInfo]
+    precision: str
+    meta: dict
+
+
+def describe(path: str | Path, trust_checkpoint: bool = False) -> Artifact:
+    path = require_file(path, "Artifact")
+    suffix = path.suffix.lower()
+    meta = read_sidecar(path)
+    spec, info = spec_from_sidecar(meta)
+    if suffix in TORCH_SUFFIXES:
+        backend = "pytorch"
+        if spec is None:  # a checkpoint carries its own input spec; the sidecar is optional here
+            from edgeseg.checkpoint import load_model
+
+            loaded = load_model(path, trust_checkpoint=trust_checkpoint)
+            spec, info = loaded.input_spec, info or loaded.dataset
+    elif suffix in ONNX_SUFFIXES:
+        backend = "onnxruntime"
+    elif suffix in ENGINE_SUFFIXES:
+        backend = "tensorrt"
+    else:
+        raise InputFileError(f"{path} has an unknown type '{suffix}'; edgeseg runs .pt, .onnx and .engine files.")
+    if spec is None:
+        raise InputFileError(f"{path} has no sidecar {path.name}.json saying its input size; create the artifact with "
+                             f"edgeseg (or copy its .json next to it).")
+    return Artifact(path, backend, spec, info, meta.get("precision", "fp32"), meta)
+
+
+def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
+                trust_checkpoint: bool = False, trust_engine: bool = False) -> Runner:
+    shape = (3, artifact.input_spec.height, artifact.input_spec.width)
+    if artifact.backend == "pytorch":
+        from edgeseg.runtime.torch_runner import TorchRunner
+
+        return TorchRunner(str(artifact.path), shape, artifact.precision, device, trust_checkpoint, threads)
+    if artifact.backend == "onnxruntime":
+        from edgeseg.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(str(artifact.path), shape, artifact.precision, device, threads)
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(str(artifact.path), shape, artifact.precision, "cuda", artifact.meta, trust_engine)

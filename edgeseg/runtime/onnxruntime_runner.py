@@ -1,0 +1,61 @@
+"""ONNX Runtime runner: CPU everywhere, CUDA / TensorRT execution providers where installed."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from edgeseg.errors import InputFileError, MissingDependencyError
+from edgeseg.runtime.base import Runner
+
+
+def providers_for(device: str) -> List[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    wanted = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
+    chosen = [p for p in wanted.get(device, []) if p in available]
+    if not chosen:
+        raise MissingDependencyError(
+            f"ONNX Runtime here has no {device} provider (it has {', '.join(available)}); install onnxruntime-gpu "
+            f"(pip install 'edgeseg[gpu]') or use --device cpu.")
+    return chosen + ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str, input_shape, precision: str = "fp32", device: str = "cpu",
+                 threads: Optional[int] = None, optimize: bool = True):
+        super().__init__(path, input_shape, precision, device)
+        self.threads = threads
+        self.optimize = optimize
+        self.session = None
+
+    def _activate_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime is not installed; pip install onnxruntime.") from exc
+        options = ort.SessionOptions()
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
+                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=providers_for(self.device))
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            if isinstance(exc, MissingDependencyError):
+                raise
+            raise InputFileError(f"ONNX Runtime cannot load {self.path} ({str(exc).splitlines()[0][:160]}); "
+                                 f"re-export the model.") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
