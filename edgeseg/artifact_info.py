@@ -1,0 +1,50 @@
+"""``edgeseg info``: what an artifact is, from its sidecar, and whether the file still matches it."""
+from __future__ import annotations
+
+import json
+
+from edgeseg.console import out
+from edgeseg.errors import InputFileError
+from edgeseg.fileio import require_file, sha256_of
+from edgeseg.sidecar import read_sidecar
+
+
+def info(artifact: str, as_json: bool = False) -> dict:
+    """Print and return the sidecar of ``artifact``, with ``sha256_matches`` added.
+
+    >>> edgeseg.info("pruned.int8.onnx")  # doctest: +SKIP
+    """
+    path = require_file(artifact, "Artifact")
+    meta = read_sidecar(path)
+    if not meta:
+        raise InputFileError(f"{path} has no sidecar {path.name}.json; only artifacts made by edgeseg can be described.")
+    meta = dict(meta, sha256_matches=meta.get("sha256") == sha256_of(path))
+    if as_json:
+        out.print_json(json.dumps(meta))
+        return meta
+    model = meta.get("model") or {}
+    spec = meta.get("input") or {}
+    data = meta.get("dataset") or {}
+    lines = [
+        f"[bold]{path.name}[/bold]  ({meta.get('kind')}, made by `{meta.get('stage', '?')}`)",
+        f"  precision     {meta.get('precision', 'fp32')}",
+        f"  architecture  {model.get('arch', '?')}  params {model.get('params', 0) / 1e6:.2f}M  "
+        f"MACs {model.get('macs', 0) / 1e9:.3f}G",
+        f"  input         {spec.get('height')}x{spec.get('width')} {spec.get('color', 'RGB')}  "
+        f"mean {spec.get('mean')}  std {spec.get('std')}",
+        f"  classes       {data.get('num_classes')} ({', '.join(data.get('classes') or [])}), "
+        f"ignore {data.get('ignore_index')}",
+        f"  size          {meta.get('size_mb')} MB",
+        f"  sha256        {meta.get('sha256', '?')[:16]}…  "
+        + ("[green]matches the file[/green]" if meta["sha256_matches"] else "[red]does NOT match the file[/red]"),
+    ]
+    if meta.get("parent"):
+        lines.append(f"  made from     {meta['parent'].get('artifact')}")
+    for section in ("parity", "prune", "quantization", "engine", "training"):
+        if meta.get(section):
+            summary = {k: v for k, v in meta[section].items() if not isinstance(v, (dict, list))}
+            lines.append(f"  {section:<13} " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    lines.append("  versions      " + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items()))
+    for line in lines:
+        out.print(line)
+    return meta

@@ -1,0 +1,48 @@
+import click
+
+from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
+
+_device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--data", default=None, help="Labelled data for mIoU (its val split) [default: timing only].")
+@click.option("--json", "json_out", default=None, help="Write the results as JSON.")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--iters", type=int, default=50, show_default=True)
+@click.option("--batch", "batch_size", type=int, default=1, show_default=True)
+@click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")
+@_device
+@threads
+@trust_checkpoint
+@trust_engine
+def bench_command(models, **options):
+    """Latency (mean, p50, p90, p99), FPS and mIoU of one or more artifacts, in one table.
+
+    Example: edgeseg bench student.pt pruned.onnx pruned.int8.onnx --data camvid/
+    """
+    from edgeseg.benchmark.api import bench
+
+    bench(list(models), **options)
+
+
+@click.command("eval")
+@click.argument("model")
+@click.option("--data", required=True, help="Labelled data (its val split is used).")
+@click.option("--json", "json_out", default=None, help="Write the results as JSON.")
+@click.option("--max-images", type=int, default=None)
+@click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")
+@_device
+@threads
+@trust_checkpoint
+@trust_engine
+def eval_command(model, **options):
+    """mIoU and per-class IoU over a whole split (no timing).
+
+    Example: edgeseg eval pruned.int8.onnx --data camvid/
+    """
+    from edgeseg.benchmark.api import eval as evaluate
+
+    evaluate(model, **options)

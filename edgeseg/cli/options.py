@@ -1,0 +1,29 @@
+"""Options several verbs share, declared once."""
+from __future__ import annotations
+
+import click
+
+trust_checkpoint = click.option(
+    "--trust-checkpoint/--no-trust-checkpoint", default=False, show_default=True,
+    help="Allow loading a pickled Python module, which can run arbitrary code: only for files you made or trust.")
+trust_engine = click.option(
+    "--trust-engine/--no-trust-engine", default=False, show_default=True,
+    help="Run a TensorRT engine whose sha256 does not match its sidecar (engines are executable code).")
+threads = click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime.")
+seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
+
+
+def training_options(function):
+    """Optimisation options of train, distill (and prune's fine-tuning)."""
+    for option in reversed([
+        click.option("--epochs", type=int, default=30, show_default=True),
+        click.option("--batch-size", type=int, default=8, show_default=True),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
+        click.option("--lr", type=float, default=None, help="Peak learning rate [default: 1e-3 AdamW, 0.01 SGD]."),
+        click.option("--weight-decay", type=float, default=1e-4, show_default=True),
+        click.option("--input-size", default=None, help="Training/inference size HEIGHTxWIDTH, e.g. 180x240."),
+        click.option("--val-every", type=int, default=5, show_default=True, help="Validate every N epochs."),
+        seed, threads,
+    ]):
+        function = option(function)
+    return function

@@ -1,0 +1,29 @@
+import click
+
+from edgeseg.cli.options import training_options
+
+
+def _arch_args(pairs):
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--arch-arg")
+        args[key.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else value
+    return args
+
+
+@click.command("train")
+@click.option("--arch", required=True, help="Registered architecture, e.g. deeplabv3-resnet50, unet, mobilenetv3.")
+@click.option("--data", required=True, help="Dataset folder (train/ and val/ splits, or one split) or 'synthetic'.")
+@click.option("--out", default=None, help="Checkpoint to write [default: ARCH.pt].")
+@click.option("--arch-arg", multiple=True, help="Constructor argument KEY=VALUE, e.g. base_channels=16.")
+@training_options
+def train_command(arch, data, out, arch_arg, **options):
+    """Train an architecture from scratch.
+
+    Example: edgeseg train --arch deeplabv3-resnet50 --data camvid/ --out teacher.pt
+    """
+    from edgeseg.training.api import train
+
+    train(arch, data, out or f"{arch}.pt", arch_args=_arch_args(arch_arg), **options)
