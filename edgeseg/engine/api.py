@@ -52,9 +52,13 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         raise ConfigError(f"--backend tensorrt was asked for but {why}; install TensorRT or use --backend onnxruntime.")
     use_trt = have_trt and backend != "onnxruntime"
     if int8 and not is_qdq and not (use_trt and cache.exists()):
+        # ONNX Runtime (and TensorRT without a cache) take INT8 from the Q/DQ model calibrate wrote
         qdq = model_path.with_name(f"{base}.int8.onnx")
-        hint = f"pass {qdq.name}" if qdq.exists() else f"run edgeseg calibrate {model_path.name} first"
-        raise ConfigError(f"--int8 needs a calibrated model; {hint}.")
+        if not qdq.exists():
+            raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
+        say(f"Using {qdq.name}, the Q/DQ model edgeseg calibrate wrote next to {model_path.name}")
+        model_path, meta, is_qdq = qdq, read_sidecar(qdq, required=True), True
+        spec, info = spec_from_sidecar(meta)
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
     if use_trt:
         out_path = check_output_path(out or model_path.with_name(f"{base}.{precision}.engine"))

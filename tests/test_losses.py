@@ -1,0 +1,31 @@
+import math
+
+import pytest
+import torch
+
+from edgeseg.distillation.losses import match_size, pixel_kl
+
+
+def test_pixel_kl_matches_hand_computation():
+    student = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    teacher = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    t = 2.0
+    p = torch.softmax(teacher.flatten() / t, 0)
+    q = torch.softmax(student.flatten() / t, 0)
+    expected = float((p * (p / q).log()).sum()) * t * t
+    assert float(pixel_kl(student, teacher, t)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_pixel_kl_is_zero_for_identical_logits_and_averaged_over_pixels():
+    logits = torch.randn(2, 5, 4, 4)
+    assert float(pixel_kl(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    one = pixel_kl(logits[:, :, :1, :1], logits[:, :, :1, :1].roll(1, 1), 1.0)
+    tiled = pixel_kl(logits[:, :, :1, :1].expand(2, 5, 3, 3), logits[:, :, :1, :1].roll(1, 1).expand(2, 5, 3, 3), 1.0)
+    assert float(one) == pytest.approx(float(tiled), rel=1e-5)
+
+
+def test_teacher_logits_resized_to_student():
+    teacher = torch.randn(1, 3, 8, 8)
+    student = torch.randn(1, 3, 4, 4)
+    assert match_size(teacher, student).shape == (1, 3, 4, 4)
+    assert match_size(student, student) is student

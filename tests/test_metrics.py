@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from edgeseg.metrics import confusion_matrix, iou_per_class, mean_iou, summarize
+
+
+def test_confusion_and_iou_by_hand():
+    label = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = confusion_matrix(pred, label, 3, 255)
+    assert cm.tolist() == [[1, 1, 0], [0, 3, 0], [1, 0, 1]]  # the ignored pixel is not counted
+    ious = iou_per_class(cm)
+    # class 0: tp 1, fp 1, fn 1 -> 1/3; class 1: tp 3, fp 1 -> 3/4; class 2: tp 1, fn 1 -> 1/2
+    assert ious == pytest.approx([100 / 3, 75.0, 50.0])
+    assert mean_iou(cm) == pytest.approx((100 / 3 + 75 + 50) / 3)
+
+
+def test_global_matrix_is_not_a_mean_of_per_image_ious():
+    big = confusion_matrix(np.zeros(100, int), np.zeros(100, int), 2, 255)
+    small = confusion_matrix(np.array([1]), np.array([0]), 2, 255)
+    # one wrong pixel in a tiny image barely moves the global IoU
+    assert iou_per_class(big + small)[0] == pytest.approx(100 * 100 / 101)
+
+
+def test_absent_classes_are_nan_and_excluded():
+    cm = confusion_matrix(np.zeros(4, int), np.zeros(4, int), 3, 255)
+    summary = summarize(cm, ["a", "b", "c"])
+    assert summary["per_class_iou"] == {"a": 100.0, "b": None, "c": None}
+    assert summary["miou"] == 100.0

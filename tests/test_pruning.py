@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from edgeseg.arch import create_model, list_models
+from edgeseg.arch.profile import count_params
+from edgeseg.checkpoint import load_model, save_checkpoint
+from edgeseg.pruning.api import class_layers, prune, prune_model
+from edgeseg.spec import InputSpec
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_models()])
+def test_every_architecture_prunes_and_still_runs(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    classifiers = class_layers(model, 5)
+    before = count_params(model)
+    prune_model(model, 5, 64, 64, ratio=0.3)
+    assert count_params(model) < 0.85 * before
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5, 64, 64)
+    for layer in classifiers:  # the layers found before pruning still output every class
+        assert layer.weight.shape[0] == 5
+
+
+def test_pruned_checkpoint_reloads_without_user_code(tiny_student, tmp_path):
+    out = tmp_path / "pruned.pt"
+    prune(str(tiny_student), str(out), ratio=0.4)
+    loaded = load_model(out)
+    x = torch.randn(1, 3, 64, 64)
+    reference = load_model(tiny_student).model
+    assert count_params(loaded.model) < count_params(reference)
+    with torch.no_grad():
+        assert loaded.model(x).shape == reference(x).shape
+    meta = json.loads(out.with_name("pruned.pt.json").read_text())
+    assert meta["prune"]["ratio"] == 0.4 and meta["prune"]["channels"]
+    before, after = next(iter(meta["prune"]["channels"].values()))
+    assert after < before
+
+
+def test_pruning_is_deterministic(tmp_path):
+    def counts():
+        torch.manual_seed(0)
+        model = create_model("unet", 4, base_channels=8, encoder_depth=2)
+        prune_model(model, 4, 64, 64, ratio=0.5, importance="random", seed=1)
+        return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert counts() == counts()
+
+
+def test_prune_with_round_to_and_finetune(tiny_student, tiny_data, tmp_path):
+    out = tmp_path / "ft.pt"
+    meta = prune(str(tiny_student), str(out), ratio=0.3, round_to=4, finetune_epochs=1, data=str(tiny_data),
+                 batch_size=4)
+    assert meta["prune"]["val_miou"] is not None
+    model = load_model(out).model
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels != 8
+              and m.groups == 1]
+    assert all(w % 4 == 0 for w in widths)

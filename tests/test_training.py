@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from edgeseg.arch import create_model
+from edgeseg.checkpoint import load_model
+from edgeseg.data.dataset import resolve_split
+from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset, poly_lr
+from edgeseg.errors import DataError
+from edgeseg.spec import InputSpec
+from edgeseg.training.loop import TrainConfig, fit
+
+
+def test_poly_schedule_with_warmup():
+    assert poly_lr(1.0, 0, 100, warmup_steps=10) == pytest.approx(0.1)
+    assert poly_lr(1.0, 10, 100, warmup_steps=10) == pytest.approx(1.0)
+    assert poly_lr(1.0, 100, 100) == 0.0
+
+
+def test_augmentation_moves_image_and_mask_together(tiny_data):
+    split = resolve_split(tiny_data, "train")
+    dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig(scale=(0.5, 0.5), brightness=0,
+                                                                           contrast=0, saturation=0))
+    image, label = dataset[0]
+    assert image.shape == (3, 64, 64) and label.shape == (64, 64)
+    # scale 0.5 then padding: the padded area is ignored in the mask
+    assert (label == split.info.ignore_index).float().mean() >= 0.7
+
+
+def test_fit_reduces_the_loss(tiny_data):
+    split = resolve_split(tiny_data, "train")
+    dataset = SegmentationDataset(split, InputSpec(64, 64))
+    torch.manual_seed(0)
+    model = create_model("unet", split.info.num_classes, base_channels=8, encoder_depth=2)
+
+    def loss_fn(logits, _images, labels):
+        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        return loss, {"ce": loss.item()}
+
+    history = fit(model, dataset, None, loss_fn, TrainConfig(epochs=8, batch_size=4, lr=5e-3), num_classes=8,
+                  ignore_index=255, description="test")
+    assert history[-1]["ce"] < 0.8 * history[0]["ce"]
+
+
+def test_train_writes_checkpoint_and_sidecar(tiny_teacher):
+    meta = json.loads(tiny_teacher.with_name("teacher.pt.json").read_text())
+    assert meta["kind"] == "checkpoint" and meta["stage"] == "train"
+    assert meta["input"]["height"] == 64 and meta["dataset"]["num_classes"] == 8
+    assert meta["model"]["params"] > 0 and meta["model"]["macs"] > 0
+    assert "val_miou" in meta["training"]
+    assert load_model(tiny_teacher).arch == "unet"
+
+
+def test_distilled_student_records_its_teacher(tiny_student):
+    meta = json.loads(tiny_student.with_name("student.pt.json").read_text())
+    assert meta["model"]["arch"] == "lraspp-mobilenetv3-small"
+    assert meta["parent"]["artifact"] == "teacher.pt" and meta["training"]["distill"]["loss"] == "ce+kl"
+
+
+def test_distill_refuses_teacher_with_other_classes(tiny_data, tmp_path):
+    from edgeseg.checkpoint import save_checkpoint
+    from edgeseg.distillation.api import distill
+
+    teacher = tmp_path / "t.pt"
+    save_checkpoint(teacher, create_model("unet", 3, base_channels=8, encoder_depth=2), arch="unet", num_classes=3,
+                    input_spec=InputSpec(64, 64), dataset=None, arch_args={"base_channels": 8, "encoder_depth": 2})
+    with pytest.raises(DataError, match="predicts 3 classes but the data has 8"):
+        distill(str(teacher), str(tiny_data), str(tmp_path / "s.pt"), epochs=1)
+    assert not (tmp_path / "s.pt").exists()
