@@ -22,9 +22,9 @@ class DemoRecipe:
     teacher_args: dict = field(default_factory=lambda: {"base_channels": 16})
     teacher_epochs: int = 12
     student_arch: str = "mobilenetv3"
-    student_epochs: int = 20
+    student_epochs: int = 25
     prune_ratio: float = 0.4
-    finetune_epochs: int = 4
+    finetune_epochs: int = 8
     batch_size: int = 8
     calibration_images: int = 100
     calibration_method: str = "percentile"

@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from edgeseg import __version__
 from edgeseg.errors import InputFileError
@@ -71,7 +71,7 @@ def write_sidecar(artifact: str | os.PathLike, kind: str, *, input_spec: Optiona
     return data
 
 
-def spec_from_sidecar(meta: Dict[str, Any]) -> tuple[Optional[InputSpec], Optional[DatasetInfo]]:
+def spec_from_sidecar(meta: Dict[str, Any]) -> Tuple[Optional[InputSpec], Optional[DatasetInfo]]:
     spec = InputSpec.from_dict(meta["input"]) if meta.get("input") else None
     info = DatasetInfo.from_dict(meta["dataset"]) if meta.get("dataset") else None
     return spec, info

@@ -63,3 +63,25 @@ def test_runner_contract(tiny_onnx):
         assert runner.infer(np.zeros((2, 3, 64, 64), np.float32)).shape == (2, 8, 64, 64)
         assert runner.last_inference_ms > 0
     assert not runner.is_active
+
+
+def test_pipeline_keeps_order_and_times_each_stage():
+    from edgeseg.benchmark.pipeline import run_pipeline
+
+    seen = []
+    seconds = run_pipeline(20, lambda i: i * 2, lambda x: x + 1, seen.append, depth=2)
+    assert seen == [i * 2 + 1 for i in range(20)]
+    assert set(seconds) == {"load", "infer", "finish", "wall"}
+
+
+@pytest.mark.parametrize("failing", ["load", "finish"])
+def test_pipeline_reraises_errors_from_its_threads(failing):
+    from edgeseg.benchmark.pipeline import run_pipeline
+
+    def boom(_):
+        raise ValueError("bad image")
+
+    load = boom if failing == "load" else (lambda i: i)
+    finish = boom if failing == "finish" else (lambda r: None)
+    with pytest.raises(ValueError, match="bad image"):
+        run_pipeline(50, load, lambda x: x, finish, depth=2)

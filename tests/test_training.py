@@ -69,3 +69,12 @@ def test_distill_refuses_teacher_with_other_classes(tiny_data, tmp_path):
     with pytest.raises(DataError, match="predicts 3 classes but the data has 8"):
         distill(str(teacher), str(tiny_data), str(tmp_path / "s.pt"), epochs=1)
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_a_split_folder_trains_without_validating_on_itself(tiny_data):
+    from edgeseg.training.data import training_splits
+
+    train, val = training_splits(tiny_data / "train")
+    assert len(train) == 8 and val is None
+    train, val = training_splits(tiny_data)
+    assert len(train) == 8 and len(val) == 4

@@ -9,13 +9,15 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from edgeseg.benchmark.pipeline import run_pipeline
 from edgeseg.benchmark.table import print_table
 from edgeseg.benchmark.timing import latency_stats, time_inference
 from edgeseg.console import progress_bar, say
 from edgeseg.data.dataset import SegmentationSplit, resolve_split
 from edgeseg.errors import AccuracyError, ConfigError, DataError
 from edgeseg.fileio import write_json_atomic
-from edgeseg.metrics import confusion_matrix, summarize
+from edgeseg.metrics import summarize
+from edgeseg.runtime import native
 from edgeseg.runtime.base import Runner
 from edgeseg.runtime.loader import Artifact, describe, open_runner
 from edgeseg.runtime.preprocess import preprocess, resize_label
@@ -32,33 +34,40 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
     """mIoU over the whole split from one global confusion matrix, with the time of each phase.
 
     Predictions are made at the model's input size and resized (nearest) to the label's
-    native size, so mIoU is always measured on the original labels.
+    native size, so mIoU is always measured on the original labels. Decoding and
+    pre-processing run ahead on one thread, post-processing behind on another.
     """
     info = split.info
     confusion = np.zeros((info.num_classes, info.num_classes), dtype=np.int64)
-    phases = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     spec = artifact.input_spec
+    decode_seconds = [0.0]
+
+    def load(index):
+        started = time.perf_counter()
+        image, label = split.image(index), split.label(index)
+        decode_seconds[0] += time.perf_counter() - started
+        return preprocess(image, spec), label
+
+    def infer(item):
+        batch, label = item
+        return runner.infer(batch), label
+
     with progress_bar(description, len(split)) as advance:
-        for index in range(len(split)):
-            t0 = time.perf_counter()
-            image, label = split.image(index), split.label(index)
-            t1 = time.perf_counter()
-            batch = preprocess(image, spec)
-            t2 = time.perf_counter()
-            logits = runner.infer(batch)
-            t3 = time.perf_counter()
+        def finish(item):
+            logits, label = item
             if logits.shape[1] != info.num_classes:
                 raise DataError(f"{artifact.path.name} outputs {logits.shape[1]} classes but the data has "
                                 f"{info.num_classes}; evaluate it on the dataset it was trained for.")
-            pred = logits[0].argmax(0).astype(np.uint8)
-            pred = resize_label(pred, label.shape[0], label.shape[1])
-            confusion += confusion_matrix(pred, label, info.num_classes, info.ignore_index)
-            t4 = time.perf_counter()
-            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                phases[name] += seconds
+            pred = resize_label(native.argmax(logits)[0], label.shape[0], label.shape[1])
+            native.accumulate_confusion(confusion, pred, label, info.ignore_index)
             advance(1)
+
+        seconds = run_pipeline(len(split), load, infer, finish)
     result = summarize(confusion, info.class_names())
+    phases = {"decode": decode_seconds[0], "preprocess": seconds["load"] - decode_seconds[0],
+              "inference": seconds["infer"], "postprocess": seconds["finish"]}
     result["phases_ms"] = {k: round(1e3 * v / len(split), 4) for k, v in phases.items()}
+    result["wall_ms_per_image"] = round(1e3 * seconds["wall"] / len(split), 4)
     result["confusion"] = confusion.tolist()
     return result
 

@@ -18,7 +18,7 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 @click.option("--data", default=None, help="Dataset for fine-tuning.")
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 1e-4].")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")
 @seed
 @threads
 @trust_checkpoint

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -46,5 +47,5 @@ def read_label(path: str | Path) -> np.ndarray:
     return np.asarray(image)
 
 
-def list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))

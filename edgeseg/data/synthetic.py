@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 
@@ -163,7 +164,7 @@ def _draw_pedestrian(c: _Canvas, x: float, bottom: float, size: float) -> None:
     c.paint(head, (210, 170, 140), PEDESTRIAN)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
     """Draw one scene; return (RGB uint8 HxWx3 image, uint8 HxW label)."""
     c = _Canvas(height, width, rng)
     horizon = height * rng.uniform(0.35, 0.55)

@@ -138,8 +138,8 @@ def _finetune(net, reference, teacher, data, spec, num_classes, epochs, batch_si
     train_split, val_split = training_splits(data)
     info = train_split.info
     check_classes(num_classes, info, "The pruned model")
-    # fine-tuning starts from trained weights: a tenth of the from-scratch learning rate
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 1e-4, seed=seed,
+    # fine-tuning starts from trained weights: half the from-scratch AdamW learning rate
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
                          val_every=max(1, epochs), threads=threads)
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None

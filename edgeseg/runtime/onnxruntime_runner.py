@@ -25,7 +25,15 @@ def providers_for(device: str) -> List[str]:
 
 
 class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime with I/O binding: outputs land in preallocated buffers, never a fresh 8 MB array per call.
+
+    Results rotate through ``OUTPUT_RING`` buffers, so an array returned by ``infer``
+    stays valid for the next ``OUTPUT_RING - 1`` calls; bench's pipeline holds at most
+    six in flight.
+    """
+
     backend = "onnxruntime"
+    OUTPUT_RING = 8
 
     def __init__(self, path: str, input_shape, precision: str = "fp32", device: str = "cpu",
                  threads: Optional[int] = None, optimize: bool = True):
@@ -53,9 +61,26 @@ class OnnxRuntimeRunner(Runner):
                                  f"re-export the model.") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self.binding = self.session.io_binding()
+        self.ring: List[np.ndarray] = []
+        self.turn = 0
+
+    def _outputs_for(self, batch: np.ndarray) -> np.ndarray:
+        if not self.ring or self.ring[0].shape[0] != batch.shape[0]:
+            # learn the output shape once per batch size with a plain run, then preallocate
+            shape = self.session.run([self.output_name], {self.input_name: batch})[0].shape
+            self.ring = [np.empty(shape, dtype=np.float32) for _ in range(self.OUTPUT_RING)]
+        self.turn = (self.turn + 1) % self.OUTPUT_RING
+        return self.ring[self.turn]
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        out = self._outputs_for(batch)
+        binding = self.binding
+        binding.bind_cpu_input(self.input_name, batch)
+        binding.bind_output(self.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return out
 
     def _deactivate_impl(self) -> None:
-        self.session = None
+        self.session = self.binding = None
+        self.ring = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from edgeseg.runtime import native
 from edgeseg.spec import InputSpec
 
 
@@ -27,14 +28,8 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def normalize(image: np.ndarray, spec: InputSpec, dtype=np.float32) -> np.ndarray:
-    """HxWx3 uint8 (already at model size, RGB) -> 1x3xHxW ``dtype``, (x - mean) / std."""
-    if spec.color.upper() == "BGR":
-        image = image[..., ::-1]
-    scale = (1.0 / np.asarray(spec.std, dtype=np.float32))
-    shift = -np.asarray(spec.mean, dtype=np.float32) * scale
-    chw = image.transpose(2, 0, 1).astype(np.float32)
-    out = chw * scale[:, None, None] + shift[:, None, None]
-    return out[None].astype(dtype, copy=False)
+    """HxWx3 uint8 RGB (already at model size) -> 1x3xHxW ``dtype``, (x - mean) / std, fused in the C core."""
+    return native.normalize(image, spec.mean, spec.std, dtype=dtype, swap_rb=spec.color.upper() == "BGR")
 
 
 def preprocess(image: np.ndarray, spec: InputSpec, dtype=np.float32) -> np.ndarray:

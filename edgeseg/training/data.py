@@ -23,15 +23,13 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def training_splits(data: str | Path) -> Tuple[SegmentationSplit, Optional[SegmentationSplit]]:
-    """The train split and, when the dataset has one, the val split."""
+    """The train split and, when the dataset root has one, the val split (never the train folder again)."""
     train = resolve_split(data, "train")
-    val = None
-    if train.root.name == "train" or str(data).lower() == "synthetic" or (Path(data) / "leftImg8bit").is_dir():
-        try:
-            val = resolve_split(data, "val")
-        except DataError:
-            val = None
-    return train, val
+    if str(data).lower() == "synthetic":
+        return train, resolve_split(data, "val")
+    root = Path(data)
+    has_val = (root / "val" / "images").is_dir() or (root / "leftImg8bit" / "val").is_dir()
+    return train, (resolve_split(data, "val") if has_val else None)
 
 
 def default_input_spec(split: SegmentationSplit, input_size: Optional[str]) -> InputSpec:

@@ -1,0 +1,51 @@
+"""Helpers the benchmark scripts share: alternating timing, machine facts, writing results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def alternate(candidates: Dict[str, Callable[[], object]], rounds: int, inner: int = 1) -> Dict[str, List[float]]:
+    """Time each candidate ``rounds`` times, interleaved so machine noise hits all of them alike (ms per call)."""
+    samples: Dict[str, List[float]] = {name: [] for name in candidates}
+    for function in candidates.values():
+        function()  # warm-up
+    for _ in range(rounds):
+        for name, function in candidates.items():
+            started = time.perf_counter()
+            for _ in range(inner):
+                function()
+            samples[name].append((time.perf_counter() - started) * 1e3 / inner)
+    return samples
+
+
+def median(values: List[float]) -> float:
+    return round(float(np.median(values)), 4)
+
+
+def write_results(name: str, document: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
