@@ -85,3 +85,19 @@ def test_pipeline_reraises_errors_from_its_threads(failing):
     finish = boom if failing == "finish" else (lambda r: None)
     with pytest.raises(ValueError, match="bad image"):
         run_pipeline(50, load, lambda x: x, finish, depth=2)
+
+
+def test_duration_mode_and_host_vs_compute_latency(tiny_onnx):
+    result = bench(str(tiny_onnx), iters=1, warmup=1, warmup_ms=20, duration=0.3, show=False)[0]
+    assert result["iterations"] > 1  # as many as fit in the duration, not --iters
+    assert set(result["compute_latency_ms"]) >= {"mean", "p50", "p90", "p99"}
+    assert result["compute_latency_ms"]["p50"] <= result["latency_ms"]["p50"] + 1e-9
+    assert result["peak_device_memory_mb"] is None  # CPU
+
+
+def test_power_needs_tegrastats(tiny_onnx, monkeypatch):
+    from edgeseg.errors import MissingDependencyError
+
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(MissingDependencyError, match="tegrastats"):
+        bench(str(tiny_onnx), iters=1, warmup=0, power=True, show=False)

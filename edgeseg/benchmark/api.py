@@ -77,14 +77,25 @@ def _open(path, device, threads, trust_checkpoint, trust_engine):
     return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine)
 
 
+def _power_sampler(power: bool):
+    if not power:
+        import contextlib
+
+        return contextlib.nullcontext(None)
+    from edgeseg.benchmark.power import TegrastatsSampler
+
+    return TegrastatsSampler()
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
 
 
 def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
-              batch_size: int = 1, device: str = "cpu", threads: Optional[int] = None,
-              trust_checkpoint: bool = False, trust_engine: bool = False) -> dict:
+              warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
+              threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
+              trust_engine: bool = False) -> dict:
     """Latency (and, with a split, accuracy) of one artifact."""
     artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine)
     if split is not None:
@@ -102,10 +113,25 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
 
             spec = artifact.input_spec
             sample = preprocess(render_scene(np.random.default_rng(0), spec.height, spec.width)[0], spec)
-        timed = time_inference(runner, np.repeat(sample, batch_size, axis=0), warmup=warmup, iters=iters)
-        latency = latency_stats(timed)
+        batch = np.repeat(sample, batch_size, axis=0)
+        sampler = _power_sampler(power)
+        with sampler:
+            started = time.perf_counter()
+            host, compute = time_inference(runner, batch, warmup=warmup, iters=iters, warmup_ms=warmup_ms,
+                                           duration_s=duration)
+            seconds = time.perf_counter() - started
+        latency = latency_stats(host)
         result["latency_ms"] = latency
+        result["compute_latency_ms"] = latency_stats(compute)
+        result["iterations"] = len(host)
         result["fps"] = round(1e3 * batch_size / latency["mean"], 3)
+        if power:
+            from edgeseg.benchmark.power import summarize_power
+
+            summary = summarize_power(sampler.samples, frames=len(host) * batch_size, seconds=seconds)
+            result["power"] = {"average_w": summary.average_w, "energy_per_frame_mj": summary.energy_per_frame_mj,
+                               "samples": summary.samples, "rails_average_w": summary.rails_average_w}
+        result["peak_device_memory_mb"] = runner.peak_device_memory_mb()
         if split is not None:
             result["num_images"] = len(split)
             result.update(accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}"))
@@ -114,9 +140,10 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
 
 
 def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json_out: Optional[str] = None,
-          warmup: int = 10, iters: int = 50, batch_size: int = 1, max_images: Optional[int] = None,
-          device: str = "cpu", threads: Optional[int] = None, min_miou: Optional[float] = None,
-          trust_checkpoint: bool = False, trust_engine: bool = False, show: bool = True) -> List[dict]:
+          warmup: int = 10, iters: int = 50, warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1,
+          max_images: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
+          power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
+          trust_engine: bool = False, show: bool = True) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
 
     >>> edgeseg.bench(["student.pt", "student.onnx"], data="synthetic")  # doctest: +SKIP
@@ -127,8 +154,11 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
     if warmup < 0 or iters < 1 or batch_size < 1:
         raise ConfigError("--warmup must be >= 0, and --iters and --batch at least 1.")
     split = _val_split(data, max_images) if data else None
-    results = [bench_one(m, split, warmup=warmup, iters=iters, batch_size=batch_size, device=device,
-                         threads=threads, trust_checkpoint=trust_checkpoint, trust_engine=trust_engine)
+    if warmup_ms < 0 or duration < 0:
+        raise ConfigError("--warmup-ms and --duration cannot be negative.")
+    results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
+                         batch_size=batch_size, device=device, threads=threads, power=power,
+                         trust_checkpoint=trust_checkpoint, trust_engine=trust_engine)
                for m in models]
     if show:
         print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])

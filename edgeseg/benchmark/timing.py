@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -17,15 +17,22 @@ def latency_stats(samples_ms: List[float]) -> Dict[str, float]:
 
 
 def time_inference(runner: Runner, batch: np.ndarray, warmup: int = 10, iters: int = 50,
-                   warmup_ms: float = 0.0) -> List[float]:
-    """Per-call inference latency in ms after ``warmup`` calls (and at least ``warmup_ms`` of warm-up)."""
+                   warmup_ms: float = 0.0, duration_s: float = 0.0) -> Tuple[List[float], List[float]]:
+    """(host, compute) latency per call in ms.
+
+    Warm-up runs ``warmup`` calls and at least ``warmup_ms``; then ``iters`` calls, or
+    as many as fit in ``duration_s`` seconds when that is given (like trtexec's
+    --warmUp/--iterations/--duration).
+    """
     started = time.perf_counter()
     done = 0
     while done < warmup or (time.perf_counter() - started) * 1e3 < warmup_ms:
         runner.infer(batch)
         done += 1
-    samples = []
-    for _ in range(iters):
+    host, compute = [], []
+    started = time.perf_counter()
+    while (len(host) < iters) if not duration_s else (time.perf_counter() - started < duration_s or not host):
         runner.infer(batch)
-        samples.append(runner.last_inference_ms)
-    return samples
+        host.append(runner.last_inference_ms)
+        compute.append(runner.last_compute_ms)
+    return host, compute

@@ -10,7 +10,11 @@ _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]
 @click.option("--data", default=None, help="Labelled data for mIoU (its val split) [default: timing only].")
 @click.option("--json", "json_out", default=None, help="Write the results as JSON.")
 @click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--warmup-ms", type=float, default=0.0, show_default=True, help="Also warm up for at least this long.")
 @click.option("--iters", type=int, default=50, show_default=True)
+@click.option("--duration", type=float, default=0.0, help="Time for this many seconds instead of --iters.")
+@click.option("--power/--no-power", default=False, show_default=True,
+              help="On Jetson: sample tegrastats; report average W and mJ per frame.")
 @click.option("--batch", "batch_size", type=int, default=1, show_default=True)
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")

@@ -94,29 +94,43 @@ def entropy_amax(counts: np.ndarray, bin_width: float, levels: int = INT8_LEVELS
     last = int(nonzero[-1]) + 1 if nonzero.size else 0
     if last <= levels:
         return last * bin_width if last else bin_width
-    best_kl, best_i = math.inf, last
-    for i in range(levels, last + 1):
-        reference = counts[:i].copy()
-        reference[i - 1] += counts[i:].sum()
-        candidate = counts[:i]
-        edges = np.linspace(0, i, levels + 1).astype(np.int64)
-        chunk = np.searchsorted(edges, np.arange(i), side="right") - 1
-        used = candidate > 0
-        sums = np.bincount(chunk, weights=candidate, minlength=levels)
-        filled = np.bincount(chunk, weights=used, minlength=levels)
-        expanded = np.where(used, sums[chunk] / np.maximum(filled[chunk], 1), 0.0)
-        p = reference / reference.sum()
-        q_total = expanded.sum()
-        if q_total == 0:
-            continue
-        q = expanded / q_total
-        mask = p > 0
-        # q can be 0 where p > 0 only in the clipped last bin: smooth it rather than return infinity
-        q = np.where(mask & (q == 0), 1e-10, q)
-        kl = float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+    # coarse pass over every step-th candidate, then every candidate around the best one
+    step = max(1, (last - levels) // 256)
+    best_kl, best_i = _best_candidate(counts, range(levels, last + 1, step), levels)
+    if step > 1:
+        fine = range(max(levels, best_i - step), min(last, best_i + step) + 1)
+        best_kl, best_i = _best_candidate(counts, fine, levels)
+    return (best_i + 0.5) * bin_width
+
+
+def _kl_of_candidate(counts: np.ndarray, i: int, levels: int) -> float:
+    reference = counts[:i].copy()
+    reference[i - 1] += counts[i:].sum()
+    candidate = counts[:i]
+    edges = np.linspace(0, i, levels + 1).astype(np.int64)
+    chunk = np.searchsorted(edges, np.arange(i), side="right") - 1
+    used = candidate > 0
+    sums = np.bincount(chunk, weights=candidate, minlength=levels)
+    filled = np.bincount(chunk, weights=used, minlength=levels)
+    expanded = np.where(used, sums[chunk] / np.maximum(filled[chunk], 1), 0.0)
+    q_total = expanded.sum()
+    if q_total == 0:
+        return math.inf
+    p = reference / reference.sum()
+    q = expanded / q_total
+    mask = p > 0
+    # q can be 0 where p > 0 only in the clipped last bin: smooth it rather than return infinity
+    q = np.where(mask & (q == 0), 1e-10, q)
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def _best_candidate(counts: np.ndarray, candidates, levels: int):
+    best_kl, best_i = math.inf, None
+    for i in candidates:
+        kl = _kl_of_candidate(counts, i, levels)
         if kl < best_kl:
             best_kl, best_i = kl, i
-    return (best_i + 0.5) * bin_width
+    return best_kl, best_i if best_i is not None else candidates[-1]
 
 
 def mse_amax(counts: np.ndarray, bin_width: float, levels: int = INT8_LEVELS, candidates: int = 256) -> float:

@@ -25,7 +25,9 @@ class Runner:
         self.precision = precision
         self.device = device
         self.is_active = False
-        self.last_inference_ms: Optional[float] = None
+        self.last_inference_ms: Optional[float] = None  # host latency: copies in and out included
+        self.last_compute_ms: Optional[float] = None  # device compute alone, where the backend can tell
+        self._compute_ms: Optional[float] = None
 
     # --- public contract -------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -42,10 +44,17 @@ class Runner:
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
             raise ConfigError(f"{self.path} takes input of shape (N, {', '.join(map(str, self.input_shape))}), "
                               f"got {tuple(batch.shape)}; pre-process images to the model's input size.")
+        self._compute_ms = None
         started = time.perf_counter()
         logits = self._infer_impl(np.ascontiguousarray(batch))
         self.last_inference_ms = (time.perf_counter() - started) * 1e3
+        # on the CPU there are no copies: compute time is the host time
+        self.last_compute_ms = self._compute_ms if self._compute_ms is not None else self.last_inference_ms
         return logits
+
+    def peak_device_memory_mb(self) -> Optional[float]:
+        """Peak device memory this runner used, where the backend can tell (None on the CPU)."""
+        return None
 
     def deactivate(self) -> None:
         if self.is_active:

@@ -58,7 +58,8 @@ def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] 
     if artifact.backend == "pytorch":
         from edgeseg.runtime.torch_runner import TorchRunner
 
-        return TorchRunner(str(artifact.path), shape, artifact.precision, device, trust_checkpoint, threads)
+        precision = "fp16" if device == "cuda" and artifact.precision == "fp16" else artifact.precision
+        return TorchRunner(str(artifact.path), shape, precision, device, trust_checkpoint, threads)
     if artifact.backend == "onnxruntime":
         from edgeseg.runtime.onnxruntime_runner import OnnxRuntimeRunner
 

@@ -63,6 +63,8 @@ class TensorRTRunner(Runner):
             raise EdgesegError(f"TensorRT could not load {self.path}; it was built for another GPU or TensorRT.")
         self.context = self.engine.create_execution_context()
         self.stream = _check(self.cudart.cudaStreamCreate())
+        # events around the execution alone give the compute time; host time adds the copies
+        self.events = (_check(self.cudart.cudaEventCreate()), _check(self.cudart.cudaEventCreate()))
         self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT >= 8.5 has it; 10+ has only it
         self.buffers = {}
 
@@ -103,22 +105,27 @@ class TensorRTRunner(Runner):
         kind = cudart.cudaMemcpyKind
         _check(cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice,
                                       self.stream))
+        _check(cudart.cudaEventRecord(self.events[0], self.stream))
         if self.tensor_api:
             self.context.set_tensor_address(input_name, d_in)
             self.context.set_tensor_address(output_name, d_out)
             ok = self.context.execute_async_v3(self.stream)
         else:
             ok = self.context.execute_async_v2([d_in, d_out], self.stream)
+        _check(cudart.cudaEventRecord(self.events[1], self.stream))
         if not ok:
             raise EdgesegError(f"TensorRT failed to execute {self.path}.")
         _check(cudart.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes, kind.cudaMemcpyDeviceToHost,
                                       self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
+        self._compute_ms = float(_check(cudart.cudaEventElapsedTime(self.events[0], self.events[1])))
         return host_out.astype(np.float32, copy=False)
 
     def _deactivate_impl(self) -> None:
         for pointer, _ in self.buffers.values():
             self.cudart.cudaFree(pointer)
         self.buffers = {}
+        for event in self.events:
+            self.cudart.cudaEventDestroy(event)
         self.cudart.cudaStreamDestroy(self.stream)
         self.context = self.engine = self.runtime = None
