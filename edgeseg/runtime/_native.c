@@ -118,6 +118,61 @@ done:
     return result;
 }
 
+#define ARGMAX_TILE 4096 /* pixels per tile: best values and indices stay in L1 while classes stream by */
+
+/* Exact numpy semantics for one tile: the first maximum wins and the first NaN beats everything. */
+static void argmax_tile_exact(const float *plane, Py_ssize_t classes, Py_ssize_t pixels, Py_ssize_t offset,
+                              Py_ssize_t count, float *best, int32_t *index)
+{
+    for (Py_ssize_t p = 0; p < count; p++) {
+        best[p] = plane[offset + p];
+        index[p] = 0;
+    }
+    for (Py_ssize_t c = 1; c < classes; c++) {
+        const float *row = plane + c * pixels + offset;
+        for (Py_ssize_t p = 0; p < count; p++) {
+            float v = row[p];
+            if (v > best[p] || (v != v && best[p] == best[p])) {
+                best[p] = v;
+                index[p] = (int32_t)c;
+            }
+        }
+    }
+}
+
+/* Fast path over one class row: a branchless compare-and-select the compiler vectorises.
+ * NaN never wins a `>` comparison, so a row holding one is flagged for the exact loop. */
+static int32_t argmax_row_fast(const float *restrict row, Py_ssize_t count, float *restrict best,
+                               int32_t *restrict index, int32_t c)
+{
+    int32_t nan_seen = 0;
+    for (Py_ssize_t p = 0; p < count; p++) {
+        float v = row[p];
+        float b = best[p];
+        int32_t take = -(int32_t)(v > b); /* all ones where v wins */
+        nan_seen |= -(int32_t)(v != v);
+        best[p] = v > b ? v : b;
+        index[p] = (index[p] & ~take) | (c & take);
+    }
+    return nan_seen;
+}
+
+/* Returns non-zero when a NaN was seen: the caller then redoes the tile with the exact loop. */
+static int32_t argmax_tile_fast(const float *plane, Py_ssize_t classes, Py_ssize_t pixels, Py_ssize_t offset,
+                                Py_ssize_t count, float *best, int32_t *index)
+{
+    const float *first = plane + offset;
+    int32_t nan_seen = 0;
+    for (Py_ssize_t p = 0; p < count; p++) {
+        best[p] = first[p];
+        index[p] = 0;
+        nan_seen |= -(int32_t)(first[p] != first[p]);
+    }
+    for (Py_ssize_t c = 1; c < classes; c++)
+        nan_seen |= argmax_row_fast(plane + c * pixels + offset, count, best, index, (int32_t)c);
+    return nan_seen;
+}
+
 static PyObject *native_argmax(PyObject *self, PyObject *args)
 {
     PyObject *logits_obj, *out_obj;
@@ -144,42 +199,25 @@ static PyObject *native_argmax(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "more than 256 classes need an int32 output");
         goto done;
     }
-    float *best = (float *)malloc((size_t)pixels * sizeof(float));
-    int32_t *index = (int32_t *)malloc((size_t)pixels * sizeof(int32_t));
-    if (!best || !index) {
-        free(best);
-        free(index);
-        PyErr_NoMemory();
-        goto done;
-    }
     Py_BEGIN_ALLOW_THREADS
+    float best[ARGMAX_TILE];
+    int32_t index[ARGMAX_TILE];
     for (Py_ssize_t n = 0; n < batch; n++) {
         const float *plane = (const float *)logits.buf + n * classes * pixels;
-        memcpy(best, plane, (size_t)pixels * sizeof(float));
-        memset(index, 0, (size_t)pixels * sizeof(int32_t));
-        /* class-major loop: reads each logit plane sequentially, as NCHW stores it */
-        for (Py_ssize_t c = 1; c < classes; c++) {
-            const float *row = plane + c * pixels;
-            for (Py_ssize_t p = 0; p < pixels; p++) {
-                float v = row[p];
-                /* numpy's argmax: the first maximum wins, and the first NaN beats everything */
-                if (v > best[p] || (v != v && best[p] == best[p])) {
-                    best[p] = v;
-                    index[p] = (int32_t)c;
-                }
+        for (Py_ssize_t offset = 0; offset < pixels; offset += ARGMAX_TILE) {
+            Py_ssize_t count = pixels - offset < ARGMAX_TILE ? pixels - offset : ARGMAX_TILE;
+            if (argmax_tile_fast(plane, classes, pixels, offset, count, best, index))
+                argmax_tile_exact(plane, classes, pixels, offset, count, best, index);
+            if (out.itemsize == 1) {
+                uint8_t *dst = (uint8_t *)out.buf + n * pixels + offset;
+                for (Py_ssize_t p = 0; p < count; p++)
+                    dst[p] = (uint8_t)index[p];
+            } else {
+                memcpy((int32_t *)out.buf + n * pixels + offset, index, (size_t)count * sizeof(int32_t));
             }
-        }
-        if (out.itemsize == 1) {
-            uint8_t *dst = (uint8_t *)out.buf + n * pixels;
-            for (Py_ssize_t p = 0; p < pixels; p++)
-                dst[p] = (uint8_t)index[p];
-        } else {
-            memcpy((int32_t *)out.buf + n * pixels, index, (size_t)pixels * sizeof(int32_t));
         }
     }
     Py_END_ALLOW_THREADS
-    free(best);
-    free(index);
     Py_INCREF(Py_None); /* Py_NewRef needs 3.10; JetPack 5 ships 3.8 */
     result = Py_None;
 done:
@@ -229,6 +267,18 @@ static PyObject *native_confusion(PyObject *self, PyObject *args)
     int64_t classes = matrix.shape[0];
     int64_t *cells = (int64_t *)matrix.buf;
     Py_BEGIN_ALLOW_THREADS
+    if (pred.itemsize == 1 && label.itemsize == 1) {
+        /* the common case (argmax output vs PNG labels) without a per-pixel type switch */
+        const uint8_t *guesses = (const uint8_t *)pred.buf, *truths = (const uint8_t *)label.buf;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            int64_t truth = truths[i];
+            if (truth == ignore_index || truth >= classes)
+                continue;
+            int64_t guess = guesses[i] >= classes ? classes - 1 : guesses[i];
+            cells[truth * classes + guess]++;
+        }
+        count = 0;
+    }
     for (Py_ssize_t i = 0; i < count; i++) {
         int64_t truth = read_label(&label, i);
         if (truth == ignore_index || truth < 0 || truth >= classes)

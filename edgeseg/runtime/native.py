@@ -64,7 +64,7 @@ def argmax(logits: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 def confusion_numpy(matrix: np.ndarray, pred: np.ndarray, label: np.ndarray, ignore_index: int) -> np.ndarray:
     from edgeseg.metrics import confusion_matrix
 
-    matrix += confusion_matrix(pred, label, matrix.shape[0], ignore_index)
+    matrix += confusion_matrix(pred.reshape(-1), label.reshape(-1), matrix.shape[0], ignore_index)
     return matrix
 
 
