@@ -101,3 +101,36 @@ def test_power_needs_tegrastats(tiny_onnx, monkeypatch):
     monkeypatch.setenv("PATH", "")
     with pytest.raises(MissingDependencyError, match="tegrastats"):
         bench(str(tiny_onnx), iters=1, warmup=0, power=True, show=False)
+
+
+def _fake_engine(tmp_path, tiny_onnx, sha_matches):
+    import hashlib
+    import shutil
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    meta = json.loads(tiny_onnx.with_name("student.onnx.json").read_text())
+    meta["sha256"] = hashlib.sha256(engine.read_bytes()).hexdigest() if sha_matches else "0" * 64
+    (tmp_path / "m.engine.json").write_text(json.dumps(meta))
+    return engine
+
+
+def test_engine_with_foreign_sha256_is_refused_before_anything_loads(tiny_onnx, tmp_path):
+    from edgeseg.errors import UntrustedFileError
+
+    engine = _fake_engine(tmp_path, tiny_onnx, sha_matches=False)
+    with pytest.raises(UntrustedFileError, match="--trust-engine"):
+        open_runner(describe(engine)).activate()
+
+
+def test_engine_without_tensorrt_says_what_is_missing(tiny_onnx, tmp_path):
+    from edgeseg.errors import MissingDependencyError
+
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    engine = _fake_engine(tmp_path, tiny_onnx, sha_matches=True)
+    with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
+        open_runner(describe(engine)).activate()

@@ -68,3 +68,11 @@ def test_bad_buffers_are_rejected():
         native._native.normalize(np.zeros((4, 4), np.uint8), (1, 1, 1), (0, 0, 0), np.zeros(48, np.float32), False)
     with pytest.raises(ValueError, match="int32 output"):
         native._native.argmax(np.zeros((1, 300, 2, 2), np.float32), np.zeros((1, 2, 2), np.uint8))
+
+
+def test_the_c_core_is_built_where_a_compiler_exists():
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the numpy twin is the expected backend")
+    assert native.BACKEND == "c", "the package build did not compile edgeseg/runtime/_native.c"

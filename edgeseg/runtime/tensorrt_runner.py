@@ -7,6 +7,7 @@ sidecar is refused unless the user says ``--trust-engine``.
 """
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -36,22 +37,30 @@ def _check(result):
 
 
 class TensorRTRunner(Runner):
+    """Engine execution with pinned host buffers, so the copies really are asynchronous DMA transfers.
+
+    Outputs rotate through ``OUTPUT_RING`` pinned buffers (the same contract as the
+    ONNX Runtime runner: a returned array stays valid for the next ring-size-minus-one calls).
+    """
+
     backend = "tensorrt"
+    OUTPUT_RING = 8
 
     def __init__(self, path: str, input_shape, precision: str, device: str, meta: dict, trust_engine: bool = False):
         super().__init__(path, input_shape, precision, device)
         self.meta, self.trust_engine = meta, trust_engine
 
     def _activate_impl(self) -> None:
+        # the trust check comes first: it must hold whether or not TensorRT is installed
+        expected = self.meta.get("sha256")
+        if not self.trust_engine and expected != sha256_of(self.path):
+            raise UntrustedFileError(f"{self.path} does not match the sha256 in its sidecar (or has none); an engine "
+                                     f"is executable code, so rebuild it or pass --trust-engine if you made it.")
         try:
             import tensorrt as trt
         except ImportError as exc:
             raise MissingDependencyError("TensorRT is not installed; engines run only where TensorRT is (ONNX files "
                                          "run everywhere with ONNX Runtime).") from exc
-        expected = self.meta.get("sha256")
-        if not self.trust_engine and expected != sha256_of(self.path):
-            raise UntrustedFileError(f"{self.path} does not match the sha256 in its sidecar (or has none); an engine "
-                                     f"is executable code, so rebuild it or pass --trust-engine if you made it.")
         built = (self.meta.get("engine") or {}).get("tensorrt")
         if built and built != trt.__version__:
             raise EdgesegError(f"{Path(self.path).name} was built with TensorRT {built} but this machine has "
@@ -67,6 +76,8 @@ class TensorRTRunner(Runner):
         self.events = (_check(self.cudart.cudaEventCreate()), _check(self.cudart.cudaEventCreate()))
         self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT >= 8.5 has it; 10+ has only it
         self.buffers = {}
+        self.pinned = {}  # key -> (pointer, numpy view)
+        self.turn = 0
 
     def _io(self):
         """[(name, is_input, numpy dtype)] in engine order."""
@@ -87,6 +98,27 @@ class TensorRTRunner(Runner):
             self.buffers[name] = (pointer, nbytes)
         return pointer
 
+    def _pinned(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        """A page-locked host array (cudaMallocHost), reused while its shape stays the same."""
+        entry = self.pinned.get(key)
+        if entry is not None and entry[1].shape == shape and entry[1].dtype == dtype:
+            return entry[1]
+        if entry is not None:
+            _check(self.cudart.cudaFreeHost(entry[0]))
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        pointer = _check(self.cudart.cudaMallocHost(nbytes))
+        raw = (ctypes.c_byte * nbytes).from_address(int(pointer))
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        self.pinned[key] = (pointer, array)
+        return array
+
+    def peak_device_memory_mb(self):
+        """Engine activation memory plus the I/O buffers edgeseg allocated."""
+        if getattr(self, "engine", None) is None:
+            return None
+        activations = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine, "device_memory_size", 0)
+        return round((int(activations) + sum(size for _, size in self.buffers.values())) / 2 ** 20, 2)
+
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         cudart = self.cudart
         io = self._io()
@@ -98,8 +130,10 @@ class TensorRTRunner(Runner):
         else:
             self.context.set_binding_shape(0, batch.shape)
             out_shape = tuple(self.context.get_binding_shape(1))
-        host_in = np.ascontiguousarray(batch.astype(next(d for n, i, d in io if i), copy=False))
-        host_out = np.empty(out_shape, dtype=output_dtype)
+        host_in = self._pinned("input", tuple(batch.shape), next(d for n, i, d in io if i))
+        np.copyto(host_in, batch, casting="same_kind")
+        self.turn = (self.turn + 1) % self.OUTPUT_RING
+        host_out = self._pinned(f"output{self.turn}", out_shape, output_dtype)
         d_in = self._device_buffer(input_name, host_in.nbytes)
         d_out = self._device_buffer(output_name, host_out.nbytes)
         kind = cudart.cudaMemcpyKind
@@ -119,12 +153,14 @@ class TensorRTRunner(Runner):
                                       self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
         self._compute_ms = float(_check(cudart.cudaEventElapsedTime(self.events[0], self.events[1])))
-        return host_out.astype(np.float32, copy=False)
+        return host_out if host_out.dtype == np.float32 else host_out.astype(np.float32)
 
     def _deactivate_impl(self) -> None:
         for pointer, _ in self.buffers.values():
             self.cudart.cudaFree(pointer)
-        self.buffers = {}
+        for pointer, _ in self.pinned.values():
+            self.cudart.cudaFreeHost(pointer)
+        self.buffers, self.pinned = {}, {}
         for event in self.events:
             self.cudart.cudaEventDestroy(event)
         self.cudart.cudaStreamDestroy(self.stream)
