@@ -42,3 +42,9 @@ def test_implicit_int8_uses_the_cache_before_tensorrt_11():
     assert make_plan("8.5.2", fp16=False, int8=True, onnx_is_qdq=False, has_cache=True).use_calibration_cache
     with pytest.raises(ConfigError, match="Q/DQ"):
         make_plan("11.1.0", fp16=False, int8=True, onnx_is_qdq=False, has_cache=True)
+
+
+def test_float_fallback_layers_are_pinned_only_for_implicit_int8():
+    implicit = make_plan("10.3.0", fp16=False, int8=True, onnx_is_qdq=False, has_cache=True, float_layers=True)
+    explicit = make_plan("10.3.0", fp16=False, int8=True, onnx_is_qdq=True, has_cache=False, float_layers=True)
+    assert implicit.obey_precision_constraints and not explicit.obey_precision_constraints

@@ -106,3 +106,36 @@ def test_empty_calibration_folder(tiny_onnx, tmp_path):
     with pytest.raises(DataError, match="holds no images"):
         calibrate(str(tiny_onnx), str(tmp_path / "empty"), str(tmp_path / "x.int8.onnx"))
     assert not (tmp_path / "x.int8.onnx").exists()
+
+
+def test_accuracy_budget_keeps_sensitive_layers_in_float(tiny_teacher, tiny_data, tmp_path, capsys):
+    from edgeseg.exporting.api import export
+    from edgeseg.quant.api import calibrate
+
+    fp32 = tmp_path / "unet.onnx"  # a U-Net has few layers, which keeps the many re-quantisations quick
+    export(str(tiny_teacher), str(fp32), data=str(tiny_data))
+    out = tmp_path / "b.int8.onnx"
+    meta = calibrate(str(fp32), str(tiny_data), str(out), num=4, data=str(tiny_data), max_miou_drop=0.0,
+                     report=True, method="minmax")
+    accuracy = meta["accuracy"]
+    assert "Per-layer INT8 sensitivity" in capsys.readouterr().out
+    ranking = [row["miou_with_layer_in_float"] for row in accuracy["sensitivity"]]
+    assert ranking == sorted(ranking, reverse=True) and len(ranking) > 3
+    fallback = meta["quantization"]["fallback_layers"]
+    if accuracy["int8_miou_all_layers"] < accuracy["fp32_miou"]:
+        assert fallback and accuracy["fallback_steps"]
+    assert accuracy["miou_drop"] <= 0.0 or len(fallback) == len(ranking)
+    # the fallback layers really are float in the written model: no DequantizeLinear feeds their weights
+    model = onnx.load(str(out))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name in fallback:
+            assert producers.get(node.input[1]) != "DequantizeLinear"
+
+
+def test_budget_options_need_data(tiny_onnx, tmp_path):
+    from edgeseg.errors import ConfigError
+    from edgeseg.quant.api import calibrate
+
+    with pytest.raises(ConfigError, match="need labelled --data"):
+        calibrate(str(tiny_onnx), str(tmp_path), max_miou_drop=0.3)

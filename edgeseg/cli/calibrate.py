@@ -11,6 +11,15 @@ import click
 @click.option("--num", type=int, default=500, show_default=True, help="Images to use (all if fewer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")
 @click.option("--symmetric/--asymmetric", default=True, show_default=True, help="Activation quantisation.")
+@click.option("--data", default=None, help="Labelled data (val split) to measure INT8 against FP32.")
+@click.option("--max-miou-drop", type=float, default=None,
+              help="Keep the most sensitive layers in float until INT8 is within this many mIoU points of FP32.")
+@click.option("--report", is_flag=True, help="Print the per-layer sensitivity table (needs --data).")
+@click.option("--sensitivity-images", type=int, default=50, show_default=True,
+              help="Images used to rank layers (the budget is always checked on all of them).")
+@click.option("--max-images", type=int, default=None, help="Use only the first N images of --data.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where ONNX Runtime collects the ranges.")
 def calibrate_command(model, images, **options):
     """Collect INT8 ranges; write a Q/DQ ONNX, a TensorRT calibration cache and the ranges.
 

@@ -65,11 +65,14 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         say(f"Backend: TensorRT {why} (found with a CUDA device)")
         from edgeseg.engine.tensorrt_build import build_engine_file
 
+        # the layers calibrate's accuracy budget kept in float stay in float on TensorRT too
+        qdq_meta = read_sidecar(model_path.with_name(f"{base}.int8.onnx")) if not is_qdq else meta
+        float_layers = (qdq_meta.get("quantization") or {}).get("fallback_layers") or []
         with atomic_path(out_path) as tmp:
             details = build_engine_file(model_path, tmp, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq,
                                         calibration_cache=cache if cache.exists() and not is_qdq else None,
                                         input_shape=(3, spec.height, spec.width), max_batch=max_batch,
-                                        workspace_mb=workspace_mb)
+                                        workspace_mb=workspace_mb, float_layers=float_layers)
         kind = "engine"
     else:
         default = model_path.with_name(f"{base}.{precision}.ort.onnx")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from edgeseg.errors import ConfigError, EdgesegError
 
@@ -26,9 +26,11 @@ class BuildPlan:
     fp16_flag: bool
     int8_flag: bool
     use_calibration_cache: bool
+    obey_precision_constraints: bool = False
 
 
-def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, has_cache: bool) -> BuildPlan:
+def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, has_cache: bool,
+              float_layers: bool = False) -> BuildPlan:
     major = int(trt_version.split(".")[0])
     if major < 8:
         raise ConfigError(f"TensorRT {trt_version} is too old; edgeseg supports 8.5 and newer.")
@@ -42,7 +44,9 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
     if int8 and not onnx_is_qdq and not has_cache:
         raise ConfigError("--int8 needs a calibration cache (model.calib.cache from edgeseg calibrate) or a Q/DQ "
                           "ONNX model.")
-    return BuildPlan(major, major < 10, False, fp16, int8, int8 and not onnx_is_qdq)
+    implicit = int8 and not onnx_is_qdq
+    # layers the accuracy budget keeps in float are pinned to FP32 only where TensorRT picks precisions itself
+    return BuildPlan(major, major < 10, False, fp16, int8, implicit, obey_precision_constraints=implicit and float_layers)
 
 
 def _cache_calibrator(trt, cache_text: str, trt_version: str):
@@ -74,13 +78,13 @@ def _cache_calibrator(trt, cache_text: str, trt_version: str):
 
 def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onnx_is_qdq: bool,
                       calibration_cache: Optional[Path], input_shape: Tuple[int, int, int], max_batch: int,
-                      workspace_mb: int) -> dict:
+                      workspace_mb: int, float_layers: Sequence[str] = ()) -> dict:
     """Build and serialise an engine; return what the sidecar should record."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     plan = make_plan(trt.__version__, fp16=fp16, int8=int8, onnx_is_qdq=onnx_is_qdq,
-                     has_cache=calibration_cache is not None)
+                     has_cache=calibration_cache is not None, float_layers=bool(float_layers))
     builder = trt.Builder(logger)
     flags = 0
     if plan.explicit_batch_flag:
@@ -103,6 +107,15 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
         config.set_flag(trt.BuilderFlag.FP16)
     if plan.int8_flag:
         config.set_flag(trt.BuilderFlag.INT8)
+    if plan.obey_precision_constraints:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        wanted = set(float_layers)
+        for index in range(network.num_layers):
+            layer = network.get_layer(index)
+            if layer.name in wanted:  # the ONNX parser names layers after their ONNX nodes
+                layer.precision = trt.float32
+                for output in range(layer.num_outputs):
+                    layer.set_output_type(output, trt.float32)
     if plan.use_calibration_cache:
         config.set_calibration_profile(profile)
         config.int8_calibrator = _cache_calibrator(trt, calibration_cache.read_text(), trt.__version__)
@@ -111,4 +124,5 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
         raise EdgesegError(f"TensorRT could not build an engine from {onnx_path.name}; run with a larger "
                            f"--workspace-mb or check the log above.")
     out.write_bytes(bytes(serialized))
-    return {"tensorrt": trt.__version__, "plan": plan.__dict__, "max_batch": max_batch, "workspace_mb": workspace_mb}
+    return {"tensorrt": trt.__version__, "plan": plan.__dict__, "max_batch": max_batch, "workspace_mb": workspace_mb,
+            "float_layers": list(float_layers)}

@@ -43,10 +43,15 @@ def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
 
 
 def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "percentile",
-              percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True) -> dict:
+              percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True,
+              data: Optional[str] = None, max_miou_drop: Optional[float] = None, report: bool = False,
+              sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu") -> dict:
     """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
 
-    Images are pre-processed exactly as at inference, from the model's sidecar.
+    Images are pre-processed exactly as at inference, from the model's sidecar. With
+    labelled ``data``, INT8 is evaluated against FP32; with ``max_miou_drop`` the most
+    sensitive layers are kept in float until the drop is within budget; ``report``
+    prints the per-layer sensitivity table.
 
     >>> edgeseg.calibrate("pruned.onnx", "calibration/", method="entropy")  # doctest: +SKIP
     """
@@ -59,6 +64,10 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         raise ConfigError(f"--percentile must be in (0, 100], got {percentile}.")
     if num < 1:
         raise ConfigError(f"--num must be at least 1, got {num}.")
+    if (max_miou_drop is not None or report) and not data:
+        raise ConfigError("--max-miou-drop and --report need labelled --data to measure mIoU on.")
+    if max_miou_drop is not None and max_miou_drop < 0:
+        raise ConfigError(f"--max-miou-drop must be >= 0, got {max_miou_drop}.")
     meta = read_sidecar(model_path, required=True)
     if meta.get("precision") not in (None, "fp32"):
         raise InputFileError(f"{model} is already {meta.get('precision')}; calibrate the FP32 ONNX model instead.")
@@ -79,7 +88,7 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
-        histograms = collect_histograms(model_path, batches, advance)
+        histograms = collect_histograms(model_path, batches, advance, device=device)
     amax: Dict[str, float] = {name: h.amax(method, percentile) for name, h in histograms.items()}
     ranges = {}
     for name, h in histograms.items():
@@ -87,8 +96,13 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
             ranges[name] = (-amax[name], amax[name])
         else:  # asymmetric: the observed interval, clipped by the method's threshold
             ranges[name] = (max(h.min, -amax[name]), min(h.max, amax[name]))
+    accuracy = None
+    fallback: List[str] = []
+    if data:
+        fallback, accuracy = _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, report,
+                                              sensitivity_images, max_images)
     with atomic_path(out_path) as tmp:
-        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric)
+        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback)
     write_text_atomic(cache_path, format_cache(amax, method))
     settings = {"method": method, "percentile": percentile if method == "percentile" else None,
                 "symmetric": symmetric, "num_images": len(files), "seed": seed, "images": str(images)}
@@ -99,5 +113,58 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     return write_sidecar(out_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
                          model=meta.get("model"), precision="int8", onnx=meta.get("onnx"),
                          quantization=dict(settings, format="qdq", weights="per-channel symmetric int8",
-                                           float_nodes=float_nodes, calibration_cache=cache_path.name,
-                                           ranges=ranges_path.name))
+                                           float_nodes=float_nodes, fallback_layers=fallback,
+                                           calibration_cache=cache_path.name, ranges=ranges_path.name),
+                         accuracy=accuracy)
+
+
+def _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, report, sensitivity_images,
+                     max_images):
+    """Measure INT8 against FP32; rank layers and fall back to float when over budget (or asked to report)."""
+    from edgeseg.quant.qdq import logits_nodes
+    from edgeseg.quant.sensitivity import Quantizer, fit_budget, load_eval_set, onnx_miou, quantized_layers, rank_layers
+
+    import onnx
+
+    evalset = load_eval_set(data, spec, max_images)
+    fp32_miou = onnx_miou(model_path, evalset)
+    quantizer = Quantizer(model_path, ranges, symmetric, evalset)
+    int8_miou = quantizer.miou([])
+    say(f"mIoU on {len(evalset.batches)} images: FP32 {fp32_miou:.2f}%, INT8 {int8_miou:.2f}% "
+        f"(drop {fp32_miou - int8_miou:.2f})")
+    accuracy = {"data": str(data), "num_images": len(evalset.batches), "fp32_miou": fp32_miou,
+                "int8_miou_all_layers": int8_miou, "int8_miou": int8_miou,
+                "miou_drop": round(fp32_miou - int8_miou, 4), "max_miou_drop": max_miou_drop}
+    over_budget = max_miou_drop is not None and fp32_miou - int8_miou > max_miou_drop
+    if not (over_budget or report):
+        return [], accuracy
+    layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
+    subset = evalset.subset(sensitivity_images)
+    with progress_bar("layer sensitivity", len(layers)) as advance:
+        ranking = rank_layers(quantizer, layers, subset, advance)
+    accuracy["sensitivity"] = [{"layer": name, "miou_with_layer_in_float": miou,
+                                "images": len(subset.batches)} for name, miou in ranking]
+    if report:
+        _print_sensitivity(ranking, quantizer.miou([], subset))
+    fallback: List[str] = []
+    if over_budget:
+        with progress_bar("fit the budget", len(ranking)) as advance:
+            fallback, int8_miou, steps = fit_budget(quantizer, ranking, fp32_miou, max_miou_drop, advance)
+        accuracy.update(int8_miou=int8_miou, miou_drop=round(fp32_miou - int8_miou, 4), fallback_steps=steps)
+        within = fp32_miou - int8_miou <= max_miou_drop
+        say(f"{len(fallback)} layer(s) kept in float: INT8 mIoU {int8_miou:.2f}% (drop {fp32_miou - int8_miou:.2f}, "
+            f"budget {max_miou_drop}){'' if within else ' - still over budget with every layer tried'}")
+    return fallback, accuracy
+
+
+def _print_sensitivity(ranking, all_int8_miou: float) -> None:
+    from rich.table import Table
+
+    from edgeseg.console import out
+
+    table = Table(title=f"Per-layer INT8 sensitivity (all layers INT8: {all_int8_miou:.2f}% mIoU)")
+    for header in ("rank", "layer", "mIoU with this layer in float", "gain"):
+        table.add_column(header, justify="left" if header == "layer" else "right")
+    for rank, (name, miou) in enumerate(ranking, 1):
+        table.add_row(str(rank), name, f"{miou:.2f}", f"{miou - all_int8_miou:+.2f}")
+    out.print(table)

@@ -25,8 +25,11 @@ def float_tensors(model) -> List[str]:
     return [n for n in dict.fromkeys(names) if types.get(n) == onnx.TensorProto.FLOAT and n not in initializers]
 
 
-def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], progress=None) -> Dict[str, StreamingHistogram]:
-    """Stream ``batches`` through the model and histogram every float activation."""
+def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], progress=None,
+                       device: str = "cpu") -> Dict[str, StreamingHistogram]:
+    """Stream ``batches`` through the model (ONNX Runtime on ``device``) and histogram every float activation."""
+    from edgeseg.runtime.onnxruntime_runner import providers_for
+
     import onnx
     import onnxruntime as ort
 
@@ -39,7 +42,7 @@ def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], pro
     options = ort.SessionOptions()
     # no graph rewrites: a fused node would hide the very tensors whose ranges we need
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers_for("cuda" if device == "cuda" else "cpu"))
     input_name = session.get_inputs()[0].name
     histograms = {name: StreamingHistogram() for name in names}
     for batch in batches:
