@@ -1,0 +1,140 @@
+"""INT8 accuracy on CamVid val: edgeseg's calibration methods against ONNX Runtime's and NNCF's defaults.
+
+One run, one FP32 model (LR-ASPP MobileNetV3-Large trained on CamVid by `edgeseg train`,
+cached under benchmarks/cache/), the same calibration images (CamVid train), mIoU at
+the labels' native 360x480 on the whole val split. Targets (issue 4): edgeseg's default
+within 0.5 mIoU of FP32 and not below either peer; with --max-miou-drop 0.3 the drop
+is at most 0.3.
+
+Run: python benchmarks/int8_accuracy.py [--data ../shared/data/camvid]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import machine, write_results
+
+CACHE = Path(__file__).resolve().parent / "cache"
+RECIPE = {"arch": "mobilenetv3", "input_size": "180x240", "epochs": 25}
+
+
+def fp32_model(data: Path) -> Path:
+    """The CamVid student as ONNX, trained and exported by edgeseg once and then reused."""
+    from edgeseg.exporting.api import export
+    from edgeseg.training.api import train
+
+    CACHE.mkdir(exist_ok=True)
+    checkpoint, onnx_path = CACHE / "camvid-mobilenetv3.pt", CACHE / "camvid-mobilenetv3.onnx"
+    if not checkpoint.exists():
+        train(RECIPE["arch"], str(data), str(checkpoint), epochs=RECIPE["epochs"], input_size=RECIPE["input_size"])
+    if not onnx_path.exists():
+        export(str(checkpoint), str(onnx_path), data=str(data))
+    return onnx_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"))
+    parser.add_argument("--num", type=int, default=500, help="calibration images (all 367 train images by default)")
+    args = parser.parse_args()
+    data = Path(args.data)
+    if not (data / "val" / "images").is_dir():
+        sys.exit(f"CamVid is not at {data}; pass --data DIR (a folder with train/ and val/).")
+
+    from edgeseg.data.images import read_image
+    from edgeseg.quant.api import calibrate, calibration_images
+    from edgeseg.quant.collect import collect_histograms
+    from edgeseg.quant.qdq import write_qdq
+    from edgeseg.quant.sensitivity import load_eval_set, onnx_miou
+    from edgeseg.runtime.preprocess import preprocess
+    from edgeseg.sidecar import read_sidecar, spec_from_sidecar
+
+    started = time.perf_counter()
+    model = fp32_model(data)
+    spec, _ = spec_from_sidecar(read_sidecar(model))
+    files = calibration_images(data / "train" / "images", args.num, seed=0)
+    inputs = [preprocess(read_image(f), spec) for f in files]
+    evalset = load_eval_set(str(data), spec)
+    work = CACHE / "int8"
+    work.mkdir(exist_ok=True)
+    rows = {"FP32": onnx_miou(model, evalset)}
+
+    # edgeseg: one histogram pass, every method's thresholds from it
+    histograms = collect_histograms(model, iter(inputs))
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        for symmetric in (True, False):
+            if not symmetric and method != "percentile":
+                continue  # asymmetric is compared on the default method only
+            ranges = {}
+            for name, h in histograms.items():
+                amax = h.amax(method, 99.99)
+                ranges[name] = (-amax, amax) if symmetric else (max(h.min, -amax), min(h.max, amax))
+            path = work / f"edgeseg-{method}-{'sym' if symmetric else 'asym'}.onnx"
+            write_qdq(model, path, ranges, symmetric=symmetric)
+            label = f"edgeseg {method}{' (default)' if method == 'percentile' and symmetric else ''}"
+            rows[label + ("" if symmetric else ", asymmetric activations")] = onnx_miou(path, evalset)
+
+    # peer 1: ONNX Runtime's quantize_static with its defaults (MinMax, QDQ) and per-channel weights
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": x} for x in inputs])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    ort_path = work / "onnxruntime-quantize-static.onnx"
+    quantize_static(str(model), str(ort_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    rows["ONNX Runtime quantize_static (MinMax, QDQ, per-channel)"] = onnx_miou(ort_path, evalset)
+
+    # peer 2: NNCF post-training quantization of the ONNX model, if NNCF is installed
+    try:
+        import nncf
+        import onnx
+
+        nncf_model = nncf.quantize(onnx.load(str(model)), nncf.Dataset(inputs, lambda x: {"input": x}),
+                                   subset_size=len(inputs))
+        nncf_path = work / "nncf.onnx"
+        onnx.save(nncf_model, str(nncf_path))
+        rows[f"NNCF {nncf.__version__} quantize (defaults)"] = onnx_miou(nncf_path, evalset)
+    except ImportError:
+        rows["NNCF"] = None
+
+    # the accuracy budget through the public command
+    budget = calibrate(str(model), str(data / "train" / "images"), str(work / "budget.int8.onnx"),
+                       num=args.num, data=str(data), max_miou_drop=0.3)
+    accuracy = budget["accuracy"]
+    rows["edgeseg default with --max-miou-drop 0.3"] = accuracy["int8_miou"]
+
+    fp32 = rows["FP32"]
+    default = rows["edgeseg percentile (default)"]
+    peers = [v for k, v in rows.items() if v is not None and (k.startswith("ONNX Runtime") or k.startswith("NNCF"))]
+    document = {"machine": machine(), "model": str(model.name), "recipe": RECIPE, "calibration_images": len(inputs),
+                "val_images": len(evalset.batches), "miou": rows,
+                "budget": {"max_miou_drop": 0.3, "fallback_layers": budget["quantization"]["fallback_layers"],
+                           "drop": accuracy["miou_drop"]},
+                "targets": {"default_within_0.5_of_fp32": fp32 - default <= 0.5,
+                            "default_not_below_peers": all(default >= p for p in peers),
+                            "budget_drop_at_most_0.3": accuracy["miou_drop"] <= 0.3},
+                "minutes": round((time.perf_counter() - started) / 60, 1)}
+    lines = ["# INT8 accuracy on CamVid val (101 images, 360x480 labels)", "",
+             f"Model: LR-ASPP MobileNetV3-Large trained by `edgeseg train` ({RECIPE['epochs']} epochs at "
+             f"{RECIPE['input_size']}); calibration: {len(inputs)} CamVid train images; ONNX Runtime CPU; "
+             f"{time.strftime('%Y-%m-%d')}.", "", "| model | mIoU % | change vs FP32 |", "|---|---:|---:|"]
+    for name, value in rows.items():
+        lines.append(f"| {name} | {'-' if value is None else f'{value:.2f}'} | "
+                     f"{'-' if value is None else f'{value - fp32:+.2f}'} |")
+    lines += ["", f"Budget run: {len(document['budget']['fallback_layers'])} layer(s) kept in float, drop "
+              f"{accuracy['miou_drop']:.2f}.", "", "Targets: " + ", ".join(
+                  f"{k} {'met' if v else 'NOT met'}" for k, v in document["targets"].items()), ""]
+    write_results("int8_accuracy", document, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
