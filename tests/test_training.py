@@ -78,3 +78,36 @@ def test_a_split_folder_trains_without_validating_on_itself(tiny_data):
     assert len(train) == 8 and val is None
     train, val = training_splits(tiny_data)
     assert len(train) == 8 and len(val) == 4
+
+
+def test_distill_with_kl_cwd_and_features(tiny_teacher, tiny_data, tmp_path):
+    from edgeseg.distillation.api import distill
+
+    meta = distill(str(tiny_teacher), str(tiny_data), str(tmp_path / "s.pt"), student="mobilenetv3-small",
+                   epochs=1, batch_size=4, loss="kl+cwd+feat", loss_weights={"cwd": 2.0},
+                   feature_pairs=["net.backbone.12:encoder.2"], feature_loss="cwd")
+    settings = meta["training"]["distill"]
+    assert settings["loss"] == "ce+kl+cwd+feat" and settings["weights"] == {"kl": 1.0, "cwd": 2.0, "feat": 1.0}
+    # the connector was training-only: the saved student is a plain registered architecture
+    state = load_model(tmp_path / "s.pt").model.state_dict()
+    assert not any("connector" in key or "project" in key for key in state)
+
+
+def test_distillation_terms_are_validated():
+    from edgeseg.distillation.objective import parse_loss
+    from edgeseg.errors import ConfigError
+
+    assert parse_loss("ce+kl+cwd", {}) == {"kl": 1.0, "cwd": 3.0}
+    with pytest.raises(ConfigError, match="is not a"):
+        parse_loss("kl+dice", {})
+    with pytest.raises(ConfigError, match="unknown term"):
+        parse_loss("kl", {"foo": 1.0})
+
+
+def test_feature_pair_naming_a_missing_module(tiny_teacher, tiny_data, tmp_path):
+    from edgeseg.distillation.api import distill
+    from edgeseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has no module 'nope'"):
+        distill(str(tiny_teacher), str(tiny_data), str(tmp_path / "s.pt"), student="mobilenetv3-small", epochs=1,
+                loss="feat", feature_pairs=["nope:encoder.2"])

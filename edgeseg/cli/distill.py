@@ -10,13 +10,26 @@ from edgeseg.cli.options import training_options, trust_checkpoint
 @click.option("--out", default="student.pt", show_default=True, help="Student checkpoint to write.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature of the KL term.")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the KL term next to CE.")
+@click.option("--loss", default="kl", show_default=True,
+              help="Distillation terms joined by '+': kl (pixel-wise KL), cwd (channel-wise), feat (features).")
+@click.option("--loss-weight", "loss_weight", multiple=True, help="TERM=WEIGHT, e.g. cwd=3 [defaults: kl 1, cwd 3, feat 1].")
+@click.option("--feature-pair", "feature_pairs", multiple=True,
+              help="STUDENT_MODULE:TEACHER_MODULE whose outputs the 'feat' term matches.")
+@click.option("--feature-loss", type=click.Choice(["mse", "cwd"]), default="mse", show_default=True)
 @trust_checkpoint
 @training_options
-def distill_command(teacher, **options):
+def distill_command(teacher, loss_weight, **options):
     """Distill a teacher into a small student (pixel-wise KL + cross-entropy).
 
-    Example: edgeseg distill teacher.pt --student mobilenetv3 --data camvid/
+    Example: edgeseg distill teacher.pt --student mobilenetv3 --data camvid/ --loss kl+cwd
     """
     from edgeseg.distillation.api import distill
 
-    distill(teacher, **options)
+    weights = {}
+    for pair in loss_weight:
+        term, sep, value = pair.partition("=")
+        try:
+            weights[term.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"'{pair}' is not TERM=NUMBER", param_hint="--loss-weight") from None
+    distill(teacher, loss_weights=weights, **options)

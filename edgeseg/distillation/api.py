@@ -13,6 +13,7 @@ from edgeseg.checkpoint import load_model, save_checkpoint
 from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.distillation.losses import match_size, pixel_kl
+from edgeseg.distillation.objective import DistillationObjective, parse_loss
 from edgeseg.errors import ConfigError
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
@@ -23,7 +24,7 @@ from edgeseg.training.loop import TrainConfig, fit
 
 
 def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float):
-    """Ground-truth cross-entropy + kd_weight * pixel-wise KL to the frozen teacher."""
+    """Ground-truth cross-entropy + kd_weight * pixel-wise KL to the frozen teacher (used by prune's fine-tuning)."""
 
     def loss_fn(student_logits, images, labels):
         with torch.no_grad():
@@ -35,20 +36,36 @@ def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_
     return loss_fn
 
 
+def _pairs(feature_pairs) -> list:
+    pairs = []
+    for pair in feature_pairs or ():
+        student_name, sep, teacher_name = pair.partition(":")
+        if not sep:
+            raise ConfigError(f"--feature-pair '{pair}' is not STUDENT_MODULE:TEACHER_MODULE.")
+        pairs.append((student_name, teacher_name))
+    return pairs
+
+
 def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", epochs: int = 30,
             batch_size: int = 8, optimizer: str = "adamw", lr: Optional[float] = None, weight_decay: float = 1e-4,
-            temperature: float = 4.0, kd_weight: float = 1.0, input_size: Optional[str] = None, seed: int = 0,
-            val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
+            temperature: float = 4.0, kd_weight: float = 1.0, loss: str = "kl", loss_weights: Optional[dict] = None,
+            feature_pairs: Optional[list] = None, feature_loss: str = "mse", input_size: Optional[str] = None,
+            seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
-    The teacher is frozen (eval mode, no gradients); its logits are resized to the
-    student's output size. Returns the student's sidecar.
+    ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
+    distillation), ``feat`` (feature distillation on ``feature_pairs``); cross-entropy on
+    the labels is always added. The teacher is frozen (eval mode, no gradients); its
+    logits are resized to the student's output size. Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
     check_output_path(out)
     if temperature <= 0:
         raise ConfigError(f"--temperature must be positive, got {temperature}.")
+    weights = dict(loss_weights or {})
+    weights.setdefault("kl", kd_weight)
+    terms = parse_loss(loss, weights)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads)
     student_arch = canonical_name(student)
@@ -67,15 +84,20 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
         param.requires_grad_(False)
     torch.manual_seed(seed)
     model = create_model(student_arch, info.num_classes)
+    objective = DistillationObjective(teacher_model, model, terms, ignore_index=info.ignore_index,
+                                      temperature=temperature, feature_pairs=_pairs(feature_pairs),
+                                      feature_kind=feature_loss, input_size=(spec.height, spec.width))
+    described = " + ".join(f"{w} x {t}" for t, w in terms.items())
     say(f"Distilling {loaded.arch} into {student_arch} on {len(train_split)} images at {spec.height}x{spec.width} "
-        f"(KL at T={temperature}, weight {kd_weight}, plus cross-entropy)")
+        f"(cross-entropy + {described}, T={temperature})")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
-    history = fit(model, train_set, val_set, kd_loss(teacher_model, info.ignore_index, temperature, kd_weight),
-                  config, num_classes=info.num_classes, ignore_index=info.ignore_index,
-                  description=f"distill {student_arch}")
-    settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+kl", "temperature": temperature,
-                "kd_weight": kd_weight}
+    history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
+                  ignore_index=info.ignore_index, description=f"distill {student_arch}",
+                  extra_params=objective.parameters())
+    settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
+                "weights": terms, "temperature": temperature, "feature_pairs": _pairs(feature_pairs),
+                "feature_loss": feature_loss if "feat" in terms else None}
     save_checkpoint(out, model, arch=student_arch, num_classes=info.num_classes, input_spec=spec, dataset=info,
                     meta={"stage": "distill", "config": asdict(config), "distill": settings, "history": history})
     sidecar = write_sidecar(out, "checkpoint", input_spec=spec, dataset=info, parent=teacher, stage="distill",
