@@ -111,3 +111,42 @@ def test_feature_pair_naming_a_missing_module(tiny_teacher, tiny_data, tmp_path)
     with pytest.raises(ConfigError, match="has no module 'nope'"):
         distill(str(tiny_teacher), str(tiny_data), str(tmp_path / "s.pt"), student="mobilenetv3-small", epochs=1,
                 loss="feat", feature_pairs=["nope:encoder.2"])
+
+
+def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0):
+    split = resolve_split(tiny_data, "train")
+    dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig())
+    torch.manual_seed(0)
+    model = create_model("unet", 8, base_channels=8, encoder_depth=2)
+    calls = {"n": 0}
+
+    def loss_fn(logits, _images, labels):
+        calls["n"] += 1
+        if crash_at_step is not None and calls["n"] == crash_at_step:
+            raise KeyboardInterrupt("killed")
+        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        return loss, {"ce": loss.item()}
+
+    history = fit(model, dataset, None, loss_fn, TrainConfig(epochs=epochs, batch_size=4, grad_clip=1.0,
+                                                             ema_decay=ema),
+                  num_classes=8, ignore_index=255, description="t", checkpoint_to=str(out), resume=resume)
+    return model, history
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_exactly_after_a_kill(tiny_data, tmp_path, ema):
+    straight, _ = _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=3, ema=ema)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit(tiny_data, tmp_path / "b.pt", epochs=3, crash_at_step=6, ema=ema)  # 2 steps per epoch: dies in epoch 3
+    assert (tmp_path / "b.pt.state").exists() and (tmp_path / "b.pt.log.csv").read_text().count("\n") == 3
+    resumed, history = _tiny_fit(tiny_data, tmp_path / "b.pt", epochs=3, resume=True, ema=ema)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_without_state_is_a_clear_error(tiny_data, tmp_path):
+    from edgeseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="found no training state"):
+        _tiny_fit(tiny_data, tmp_path / "none.pt", epochs=1, resume=True)

@@ -23,6 +23,12 @@ def training_options(function):
         click.option("--weight-decay", type=float, default=1e-4, show_default=True),
         click.option("--input-size", default=None, help="Training/inference size HEIGHTxWIDTH, e.g. 180x240."),
         click.option("--val-every", type=int, default=5, show_default=True, help="Validate every N epochs."),
+        click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear LR warm-up."),
+        click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm (0 = off)."),
+        click.option("--ema-decay", type=float, default=0.0, show_default=True,
+                     help="Keep an exponential moving average of the weights (e.g. 0.999; 0 = off)."),
+        click.option("--resume/--no-resume", default=False, show_default=True,
+                     help="Continue a killed run from OUT.state (written after every epoch)."),
         seed, threads,
     ]):
         function = option(function)

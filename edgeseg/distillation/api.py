@@ -21,6 +21,7 @@ from edgeseg.spec import InputSpec
 from edgeseg.training.api import model_facts
 from edgeseg.training.data import check_classes, dataset_reference, parse_size, training_splits
 from edgeseg.training.loop import TrainConfig, fit
+from edgeseg.training.state import state_path
 
 
 def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float):
@@ -50,7 +51,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             batch_size: int = 8, optimizer: str = "adamw", lr: Optional[float] = None, weight_decay: float = 1e-4,
             temperature: float = 4.0, kd_weight: float = 1.0, loss: str = "kl", loss_weights: Optional[dict] = None,
             feature_pairs: Optional[list] = None, feature_loss: str = "mse", input_size: Optional[str] = None,
-            seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
+            seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None,
+            resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -67,7 +69,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     weights.setdefault("kl", kd_weight)
     terms = parse_loss(loss, weights)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                         val_every=val_every, seed=seed, threads=threads)
+                         val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
+                         warmup_epochs=warmup_epochs)
     student_arch = canonical_name(student)
     loaded = load_model(teacher, trust_checkpoint=trust_checkpoint)
     train_split, val_split = training_splits(data)
@@ -94,7 +97,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
-                  extra_params=objective.parameters())
+                  extra_params=objective.parameters(), checkpoint_to=out, resume=resume)
     settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
                 "weights": terms, "temperature": temperature, "feature_pairs": _pairs(feature_pairs),
                 "feature_loss": feature_loss if "feat" in terms else None}
@@ -104,5 +107,6 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                             model=model_facts(model, student_arch, info.num_classes, spec),
                             training={"data": dataset_reference(data), "config": asdict(config),
                                       "distill": settings, "val_miou": history[-1].get("val_miou")})
+    state_path(out).unlink(missing_ok=True)  # the run finished: the final checkpoint replaces the resume state
     say(f"Wrote {out}")
     return sidecar
