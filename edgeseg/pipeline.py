@@ -27,7 +27,7 @@ class DemoRecipe:
     finetune_epochs: int = 8
     batch_size: int = 8
     calibration_images: int = 100
-    calibration_method: str = "percentile"
+    calibration_method: str = "mse"
     bench_iters: int = 30
 
     @classmethod

@@ -85,7 +85,7 @@ def test_calibrate_writes_qdq_cache_and_ranges(tiny_int8, tiny_onnx, tiny_data):
     cache = tiny_int8.with_name("student.calib.cache").read_text().splitlines()
     ranges = json.loads(tiny_int8.with_name("student.ranges.json").read_text())
     assert cache[0].startswith("TRT-") and len(cache) - 1 == len(ranges["tensors"])
-    assert "input" in ranges["tensors"] and ranges["method"] == "percentile"
+    assert "input" in ranges["tensors"] and ranges["method"] == "mse" and ranges["bias_correction"] is True
 
 
 def test_calibration_is_deterministic(tiny_onnx, tiny_data, tmp_path):
@@ -139,3 +139,28 @@ def test_budget_options_need_data(tiny_onnx, tmp_path):
 
     with pytest.raises(ConfigError, match="need labelled --data"):
         calibrate(str(tiny_onnx), str(tmp_path), max_miou_drop=0.3)
+
+
+def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeseg.quant.bias_correction import correct_biases, int8_per_channel
+
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph)
+    mean = np.array([2.0, -1.0, 0.5])
+    assert correct_biases(model, {"x": mean}) == ["conv"]
+    new_bias = numpy_helper.to_array(model.graph.initializer[1])
+    # for an input equal to its mean everywhere (away from the padded border), the INT8 conv with the new
+    # bias gives what the float conv gave with the old one
+    float_out = (weights * mean[None, :, None, None]).sum(axis=(1, 2, 3)) + bias
+    int8_out = (int8_per_channel(weights) * mean[None, :, None, None]).sum(axis=(1, 2, 3)) + new_bias
+    assert np.allclose(float_out, int8_out, atol=1e-5)
+    assert not np.allclose(new_bias, bias)

@@ -5,8 +5,10 @@ import click
 @click.argument("model")
 @click.option("--images", required=True, help="Folder of calibration images (or a dataset folder, or 'synthetic').")
 @click.option("--out", default=None, help="Q/DQ ONNX to write [default: MODEL.int8.onnx].")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="percentile",
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="mse",
               show_default=True)
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Fold the INT8 weight-rounding shift into the conv biases (Nagel et al. 2019).")
 @click.option("--percentile", type=float, default=99.99, show_default=True)
 @click.option("--num", type=int, default=500, show_default=True, help="Images to use (all if fewer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")

@@ -42,8 +42,9 @@ def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
     return files
 
 
-def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "percentile",
+def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "mse",
               percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True,
+              bias_correction: bool = True,
               data: Optional[str] = None, max_miou_drop: Optional[float] = None, report: bool = False,
               sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu") -> dict:
     """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
@@ -88,7 +89,12 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
-        histograms = collect_histograms(model_path, batches, advance, device=device)
+        channel_means: Dict[str, np.ndarray] = {}
+        histograms = collect_histograms(model_path, batches, advance, device=device, channel_means=channel_means)
+    base_model = model_path
+    corrected: List[str] = []
+    if bias_correction:
+        base_model, corrected = _bias_corrected(model_path, channel_means)
     amax: Dict[str, float] = {name: h.amax(method, percentile) for name, h in histograms.items()}
     ranges = {}
     for name, h in histograms.items():
@@ -99,13 +105,13 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     accuracy = None
     fallback: List[str] = []
     if data:
-        fallback, accuracy = _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, report,
-                                              sensitivity_images, max_images)
+        fallback, accuracy = _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_miou_drop,
+                                              report, sensitivity_images, max_images)
     with atomic_path(out_path) as tmp:
-        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback)
+        float_nodes = write_qdq(base_model, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback)
     write_text_atomic(cache_path, format_cache(amax, method))
     settings = {"method": method, "percentile": percentile if method == "percentile" else None,
-                "symmetric": symmetric, "num_images": len(files), "seed": seed, "images": str(images)}
+                "symmetric": symmetric, "bias_correction": bool(bias_correction), "bias_corrected_layers": len(corrected), "num_images": len(files), "seed": seed, "images": str(images)}
     write_json_atomic(ranges_path, {**settings, "tensors": {
         name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
                "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
@@ -118,8 +124,25 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
                          accuracy=accuracy)
 
 
-def _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, report, sensitivity_images,
-                     max_images):
+def _bias_corrected(model_path: Path, channel_means) -> tuple:
+    """A temporary FP32 copy of the model whose conv biases absorb the INT8 weight-rounding shift."""
+    import tempfile
+
+    import onnx
+
+    from edgeseg.quant.bias_correction import correct_biases
+    from edgeseg.quant.qdq import ensure_node_names, logits_nodes
+
+    model = onnx.load(str(model_path))
+    ensure_node_names(model)  # same names write_qdq gives, so exclusion lists keep matching
+    corrected = correct_biases(model, channel_means, skip=logits_nodes(model))
+    path = Path(tempfile.mkdtemp(prefix="edgeseg-bias-")) / model_path.name
+    onnx.save(model, str(path))
+    return path, corrected
+
+
+def _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_miou_drop, report,
+                     sensitivity_images, max_images):
     """Measure INT8 against FP32; rank layers and fall back to float when over budget (or asked to report)."""
     from edgeseg.quant.qdq import logits_nodes
     from edgeseg.quant.sensitivity import Quantizer, fit_budget, load_eval_set, onnx_miou, quantized_layers, rank_layers
@@ -128,7 +151,7 @@ def _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, r
 
     evalset = load_eval_set(data, spec, max_images)
     fp32_miou = onnx_miou(model_path, evalset)
-    quantizer = Quantizer(model_path, ranges, symmetric, evalset)
+    quantizer = Quantizer(base_model, ranges, symmetric, evalset)
     int8_miou = quantizer.miou([])
     say(f"mIoU on {len(evalset.batches)} images: FP32 {fp32_miou:.2f}%, INT8 {int8_miou:.2f}% "
         f"(drop {fp32_miou - int8_miou:.2f})")
@@ -138,7 +161,7 @@ def _accuracy_budget(model_path, ranges, symmetric, data, spec, max_miou_drop, r
     over_budget = max_miou_drop is not None and fp32_miou - int8_miou > max_miou_drop
     if not (over_budget or report):
         return [], accuracy
-    layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
+    layers = quantized_layers(base_model, logits_nodes(onnx.load(str(model_path))))
     subset = evalset.subset(sensitivity_images)
     with progress_bar("layer sensitivity", len(layers)) as advance:
         ranking = rank_layers(quantizer, layers, subset, advance)

@@ -26,8 +26,12 @@ def float_tensors(model) -> List[str]:
 
 
 def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], progress=None,
-                       device: str = "cpu") -> Dict[str, StreamingHistogram]:
-    """Stream ``batches`` through the model (ONNX Runtime on ``device``) and histogram every float activation."""
+                       device: str = "cpu", channel_means: Dict[str, np.ndarray] = None) -> Dict[str, StreamingHistogram]:
+    """Stream ``batches`` through the model (ONNX Runtime on ``device``) and histogram every float activation.
+
+    When a ``channel_means`` dict is given, it is filled with the per-channel mean of every
+    4-D activation (what bias correction needs), from the same pass.
+    """
     from edgeseg.runtime.onnxruntime_runner import providers_for
 
     import onnx
@@ -45,10 +49,17 @@ def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], pro
     session = ort.InferenceSession(model.SerializeToString(), options, providers=providers_for("cuda" if device == "cuda" else "cpu"))
     input_name = session.get_inputs()[0].name
     histograms = {name: StreamingHistogram() for name in names}
+    sums: Dict[str, np.ndarray] = {}
+    counts: Dict[str, int] = {}
     for batch in batches:
         outputs = session.run(names, {input_name: batch})
         for name, value in zip(names, outputs):
             histograms[name].update(value)
+            if channel_means is not None and value.ndim == 4:
+                sums[name] = sums.get(name, 0.0) + value.sum(axis=(0, 2, 3), dtype=np.float64)
+                counts[name] = counts.get(name, 0) + value.shape[0] * value.shape[2] * value.shape[3]
         if progress is not None:
             progress(1)
+    if channel_means is not None:
+        channel_means.update({name: sums[name] / counts[name] for name in sums})
     return histograms
