@@ -105,7 +105,6 @@ def test_power_needs_tegrastats(tiny_onnx, monkeypatch):
 
 def _fake_engine(tmp_path, tiny_onnx, sha_matches):
     import hashlib
-    import shutil
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")

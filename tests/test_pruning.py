@@ -5,9 +5,8 @@ import torch
 
 from edgeseg.arch import create_model, list_models
 from edgeseg.arch.profile import count_params
-from edgeseg.checkpoint import load_model, save_checkpoint
+from edgeseg.checkpoint import load_model
 from edgeseg.pruning.api import class_layers, prune, prune_model
-from edgeseg.spec import InputSpec
 
 
 @pytest.mark.parametrize("name", [e.name for e in list_models()])

@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from edgeseg.checkpoint import load_model

@@ -8,7 +8,6 @@ This is the only package that imports torch_pruning.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Dict, List, Optional
 
 import torch

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 def _edgeseg(*args):
