@@ -9,7 +9,10 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 @click.argument("model")
 @click.option("--ratio", type=float, default=0.4, show_default=True, help="Fraction of channels to remove.")
 @click.option("--out", default=None, help="Pruned checkpoint [default: pruned.pt next to MODEL].")
-@click.option("--importance", type=click.Choice(["magnitude", "random"]), default="magnitude", show_default=True)
+@click.option("--target-macs", type=float, default=None, help="Prune in steps until MACs <= this (e.g. 5e8).")
+@click.option("--target-params", type=float, default=None, help="Prune in steps until parameters <= this.")
+@click.option("--importance", type=click.Choice(["magnitude", "bn-scale", "random"]), default="magnitude",
+              show_default=True)
 @click.option("--global/--uniform", "global_pruning", default=False, show_default=True,
               help="Rank channels across layers, or prune each layer by the same ratio.")
 @click.option("--round-to", type=int, default=None, help="Keep channel counts multiples of N (8 suits TensorRT).")

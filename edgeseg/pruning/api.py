@@ -20,7 +20,7 @@ from edgeseg.errors import ConfigError, InputFileError
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
 
-IMPORTANCES = ("magnitude", "random")
+IMPORTANCES = ("magnitude", "bn-scale", "random")
 
 
 def class_layers(model: nn.Module, num_classes: int) -> List[nn.Module]:
@@ -39,6 +39,8 @@ def _importance(name: str):
 
     if name == "magnitude":
         return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "bn-scale":  # network slimming (Liu et al. 2017): a channel matters as much as its BN scale
+        return tp.importance.BNScaleImportance()
     if name == "random":
         return tp.importance.RandomImportance()
     raise ConfigError(f"Unknown importance '{name}'; choose one of: {', '.join(IMPORTANCES)}.")
@@ -62,6 +64,36 @@ def prune_model(model: nn.Module, num_classes: int, height: int, width: int, *, 
     return model
 
 
+def prune_to_target(model: nn.Module, num_classes: int, height: int, width: int, *, target_macs: Optional[int] = None,
+                    target_params: Optional[int] = None, importance: str = "magnitude", global_pruning: bool = False,
+                    round_to: Optional[int] = None, max_ratio: float = 0.9, steps: int = 30, seed: int = 0) -> int:
+    """Prune in small steps until MACs and params are at or below their targets; return the steps taken.
+
+    Each step removes a further 1/steps of ``max_ratio`` (Torch-Pruning's iterative
+    schedule), so the result lands just under the target instead of far below it.
+    """
+    import torch_pruning as tp
+
+    if target_macs is None and target_params is None:
+        raise ConfigError("Give --target-macs or --target-params (or use --ratio).")
+    torch.manual_seed(seed)
+    model.eval()
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 3, height, width), importance=_importance(importance),
+                                  pruning_ratio=max_ratio, iterative_steps=steps, global_pruning=global_pruning,
+                                  ignored_layers=class_layers(model, num_classes), round_to=round_to)
+
+    def reached() -> bool:
+        return ((target_macs is None or count_macs(model, height, width) <= target_macs)
+                and (target_params is None or count_params(model) <= target_params))
+
+    for step in range(1, steps + 1):
+        pruner.step()
+        if reached():
+            return step
+    raise ConfigError(f"Even removing {max_ratio:.0%} of the channels does not reach the target "
+                      f"(MACs {count_macs(model, height, width):,}, params {count_params(model):,}); raise the target.")
+
+
 def _channel_changes(before: Dict[str, dict], after: Dict[str, dict]) -> Dict[str, list]:
     """{layer: [channels before, channels after]} for the layers whose output width changed."""
     changes = {}
@@ -72,7 +104,8 @@ def _channel_changes(before: Dict[str, dict], after: Dict[str, dict]) -> Dict[st
     return changes
 
 
-def prune(model: str, out: str, *, ratio: float = 0.4, importance: str = "magnitude", global_pruning: bool = False,
+def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[float] = None,
+          target_params: Optional[float] = None, importance: str = "magnitude", global_pruning: bool = False,
           round_to: Optional[int] = None, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
           trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
@@ -98,8 +131,15 @@ def prune(model: str, out: str, *, ratio: float = 0.4, importance: str = "magnit
     reference = None
     if finetune_epochs and teacher is None:
         reference = load_model(model, trust_checkpoint=trust_checkpoint).model  # the unpruned model teaches
-    prune_model(net, loaded.num_classes, spec.height, spec.width, ratio=ratio, importance=importance,
-                global_pruning=global_pruning, round_to=round_to, seed=seed)
+    if target_macs is not None or target_params is not None:
+        steps = prune_to_target(net, loaded.num_classes, spec.height, spec.width,
+                                target_macs=int(target_macs) if target_macs is not None else None,
+                                target_params=int(target_params) if target_params is not None else None,
+                                importance=importance, global_pruning=global_pruning, round_to=round_to, seed=seed)
+        say(f"Target reached after {steps} pruning step(s)")
+    else:
+        prune_model(net, loaded.num_classes, spec.height, spec.width, ratio=ratio, importance=importance,
+                    global_pruning=global_pruning, round_to=round_to, seed=seed)
     params_after, macs_after = count_params(net), count_macs(net, spec.height, spec.width)
     say(f"Pruned {loaded.arch}: params {params_before / 1e6:.2f}M -> {params_after / 1e6:.2f}M, "
         f"MACs {macs_before / 1e9:.3f}G -> {macs_after / 1e9:.3f}G")
@@ -108,7 +148,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, importance: str = "magnit
         history = _finetune(net, reference, teacher, data, spec, loaded.num_classes, finetune_epochs, batch_size, lr,
                             seed, trust_checkpoint, threads)
     after = layer_structure(net)
-    settings = {"ratio": ratio, "importance": importance, "global": global_pruning, "round_to": round_to,
+    settings = {"ratio": ratio if target_macs is None and target_params is None else None,
+                "target_macs": target_macs, "target_params": target_params, "importance": importance, "global": global_pruning, "round_to": round_to,
                 "finetune_epochs": finetune_epochs, "seed": seed}
     meta = dict(loaded.meta, stage="prune", prune=settings, finetune_history=history)
     save_checkpoint(out, net, arch=loaded.arch, num_classes=loaded.num_classes, input_spec=spec,
