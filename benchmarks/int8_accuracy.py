@@ -79,7 +79,7 @@ def main() -> None:
             rows[label + ("" if symmetric else ", asymmetric activations")] = onnx_miou(path, evalset)
 
     # edgeseg's default through the public command: mse thresholds + bias correction, symmetric
-    default_meta = calibrate(str(model), str(data / "train" / "images"), str(work / "default.int8.onnx"),
+    calibrate(str(model), str(data / "train" / "images"), str(work / "default.int8.onnx"),
                              num=args.num)
     rows["edgeseg default (mse + bias correction)"] = onnx_miou(work / "default.int8.onnx", evalset)
 
@@ -115,7 +115,6 @@ def main() -> None:
                        num=args.num, data=str(data), max_miou_drop=0.3)
     accuracy = budget["accuracy"]
     rows["edgeseg default with --max-miou-drop 0.3"] = accuracy["int8_miou"]
-    del default_meta
 
     fp32 = rows["FP32"]
     default = rows["edgeseg default (mse + bias correction)"]

@@ -35,8 +35,7 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
     if major < 8:
         raise ConfigError(f"TensorRT {trt_version} is too old; edgeseg supports 8.5 and newer.")
     if major >= 11:
-        if fp16 and not onnx_is_qdq:
-            pass  # the FP16 ONNX carries the precision; nothing to flag
+        # no FP16/INT8 flags exist any more: an FP16 ONNX or a Q/DQ ONNX carries the precision
         if int8 and not onnx_is_qdq:
             raise ConfigError("TensorRT 11 builds INT8 only from a Q/DQ ONNX; pass the model.int8.onnx written by "
                               "edgeseg calibrate.")

@@ -52,8 +52,6 @@ class OnnxRuntimeRunner(Runner):
                                             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         if self.threads:
             options.intra_op_num_threads = self.threads
-        # idle ORT workers would otherwise spin and steal the cores the pre/post-processing threads need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         try:
             self.session = ort.InferenceSession(self.path, options, providers=providers_for(self.device))
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models

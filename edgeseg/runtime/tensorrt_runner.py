@@ -63,6 +63,10 @@ class TensorRTRunner(Runner):
         self.buffers = {}  # name -> (device pointer, bytes)
         self.pinned = {}  # key -> (handle, numpy view)
         self.turn = 0
+        # engine I/O names and dtypes never change: look them up once, not on every inference
+        io = self._io()
+        self.input_name, self.input_dtype = next((n, d) for n, is_input, d in io if is_input)
+        self.output_name, self.output_dtype = next((n, d) for n, is_input, d in io if not is_input)
 
     def _io(self):
         """[(name, is_input, numpy dtype)] in engine order."""
@@ -102,9 +106,8 @@ class TensorRTRunner(Runner):
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         cuda, stream = self.cuda, self.stream
-        io = self._io()
-        input_name, input_dtype = next((n, d) for n, is_input, d in io if is_input)
-        output_name, output_dtype = next((n, d) for n, is_input, d in io if not is_input)
+        input_name, input_dtype = self.input_name, self.input_dtype
+        output_name, output_dtype = self.output_name, self.output_dtype
         if self.tensor_api:
             self.context.set_input_shape(input_name, batch.shape)
             out_shape = tuple(self.context.get_tensor_shape(output_name))
