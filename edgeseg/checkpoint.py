@@ -117,6 +117,29 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
+def _from_state_dict(state_dict: dict, path: Path, arch: str, num_classes: int, spec, info) -> LoadedModel:
+    """A bare state_dict: a registered architecture, or ``torchvision:NAME`` for torchvision's own models."""
+    from edgeseg.arch.torchvision_models import classes_in_state_dict, from_torchvision_weights
+
+    found = classes_in_state_dict(state_dict)
+    if found > 0 and found != num_classes:
+        raise ConfigError(f"The weights in {path} predict {found} classes but {num_classes} are needed (the data's); "
+                          f"use weights trained for this dataset.")
+    if arch.startswith("torchvision:"):
+        name = arch.split(":", 1)[1]
+        try:
+            model = from_torchvision_weights(name, state_dict, num_classes)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise InputFileError(f"The weights in {path} do not fit torchvision's {name} ({first}).") from exc
+        return LoadedModel(model.eval(), arch, num_classes, spec, info, rebuildable=False)
+    canonical = canonical_name(arch)
+    state_dict = _adapt_keys(create_model(canonical, num_classes), state_dict)
+    loaded = _from_payload({"arch": canonical, "num_classes": num_classes, "state_dict": state_dict}, path)
+    loaded.input_spec, loaded.dataset = spec or loaded.input_spec, info or loaded.dataset
+    return loaded
+
+
 def _from_payload(payload: dict, path: Path) -> LoadedModel:
     try:
         arch = payload["arch"]
@@ -141,6 +164,74 @@ def _from_payload(payload: dict, path: Path) -> LoadedModel:
     )
 
 
+class ExportedProgramModel(nn.Module):
+    """A ``torch.export`` program (``.pt2``) as a module: runs at the shape it was exported with.
+
+    Exported graphs carry shape guards; a batch of another size is run in chunks of the
+    exported batch and other image sizes are resized to the exported one (segmentation
+    logits are resized back by whoever consumes them, e.g. the distillation losses).
+    """
+
+    def __init__(self, program):
+        super().__init__()
+        self.graph = program.module()
+        example = program.example_inputs[0][0] if program.example_inputs else None
+        self.example_shape = tuple(example.shape) if example is not None else None
+
+    def train(self, mode: bool = True):  # exported graphs are frozen in the mode they were exported in
+        self.training = mode
+        return self
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.graph(x)
+        return out["out"] if isinstance(out, dict) else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.example_shape is None or tuple(x.shape) == self.example_shape:
+            return self._run(x)
+        try:
+            return self._run(x)
+        except Exception:  # a shape guard of a static export: fall back to the exported shape
+            batch, _, height, width = self.example_shape
+            if (height, width) != tuple(x.shape[2:]):
+                x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+            chunks = []
+            for start in range(0, x.shape[0], batch):
+                part = x[start:start + batch]
+                missing = batch - part.shape[0]
+                if missing:
+                    part = torch.cat([part, part[-1:].expand(missing, *part.shape[1:])])
+                chunks.append(self._run(part)[: batch - missing])
+            return torch.cat(chunks)
+
+
+def _load_exported_program(path: Path) -> nn.Module:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise InputFileError(f"{path} is not a loadable torch.export program ({type(exc).__name__}); re-export it "
+                             f"with torch.export.save.") from exc
+    return ExportedProgramModel(program)
+
+
+def _is_exported_program(path: Path) -> bool:
+    if path.suffix == ".pt2":
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/archive_format") for n in archive.namelist())
+
+
+def _adapt_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Accept plain torchvision weights for edgeseg's wrapped torchvision models ('net.' prefix, no aux head)."""
+    expected = model.state_dict().keys()
+    if all(k in expected for k in state_dict):
+        return state_dict
+    prefixed = {f"net.{k}": v for k, v in state_dict.items() if not k.startswith("aux_classifier.")}
+    return prefixed if all(k in expected for k in prefixed) else state_dict
+
+
 def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int:
     height, width = (input_spec.height, input_spec.width) if input_spec else (64, 64)
     with torch.no_grad():
@@ -162,6 +253,10 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
     side_spec, side_info = spec_from_sidecar(read_sidecar(path))
+    if _is_exported_program(path):
+        model = _load_exported_program(path)
+        return LoadedModel(model, "torch.export", _infer_num_classes(model, side_spec), side_spec, side_info,
+                           rebuildable=False)
     if _is_torchscript(path):
         try:
             model = torch.jit.load(str(path), map_location="cpu").eval()
@@ -193,6 +288,6 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         if arch is None or num_classes is None:
             raise ConfigError(f"{path} is a bare state_dict; say which architecture it is with --arch NAME and "
                               f"its --num-classes.")
-        return _from_payload({"arch": arch, "num_classes": num_classes, "state_dict": payload}, path)
+        return _from_state_dict(payload, path, arch, num_classes, side_spec, side_info)
     raise InputFileError(f"{path} holds neither an edgeseg checkpoint, a state_dict nor TorchScript; "
                          f"save the model with edgeseg or torch.save(model.state_dict()).")

@@ -5,6 +5,9 @@ from edgeseg.cli.options import training_options, trust_checkpoint
 
 @click.command("distill")
 @click.argument("teacher")
+@click.option("--teacher-arch", default=None,
+              help="Architecture of a bare state_dict teacher: a registered name or torchvision:NAME "
+                   "(e.g. torchvision:deeplabv3_resnet101).")
 @click.option("--student", default="mobilenetv3", show_default=True, help="Registered student architecture.")
 @click.option("--data", required=True, help="Dataset folder or 'synthetic'.")
 @click.option("--out", default="student.pt", show_default=True, help="Student checkpoint to write.")
@@ -22,6 +25,8 @@ def distill_command(teacher, loss_weight, **options):
     """Distill a teacher into a small student (pixel-wise KL + cross-entropy).
 
     Example: edgeseg distill teacher.pt --student mobilenetv3 --data camvid/ --loss kl+cwd
+
+    Several processes (DDP): torchrun --nproc_per_node 2 -m edgeseg.cli distill teacher.pt ...
     """
     from edgeseg.distillation.api import distill
 

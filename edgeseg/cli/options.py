@@ -13,9 +13,21 @@ threads = click.option("--threads", type=int, default=None, help="CPU threads fo
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
 
 
+def _apply_recipe(ctx, _param, value):
+    """--recipe FILE: the file's section for this verb becomes the default of every option not given."""
+    if value:
+        from edgeseg.recipe import load_recipe
+
+        allowed = [p.name for p in ctx.command.params if p.name != "recipe"]
+        ctx.default_map = {**(ctx.default_map or {}), **load_recipe(value, ctx.command.name, allowed)}
+    return value
+
+
 def training_options(function):
-    """Optimisation options of train, distill (and prune's fine-tuning)."""
+    """Optimisation options of train and distill."""
     for option in reversed([
+        click.option("--recipe", default=None, is_eager=True, expose_value=False, callback=_apply_recipe,
+                     help="YAML recipe whose section for this verb sets the options not given here."),
         click.option("--epochs", type=int, default=30, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
@@ -29,6 +41,13 @@ def training_options(function):
                      help="Keep an exponential moving average of the weights (e.g. 0.999; 0 = off)."),
         click.option("--resume/--no-resume", default=False, show_default=True,
                      help="Continue a killed run from OUT.state (written after every epoch)."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="cpu or cuda (under torchrun: one GPU per process)."),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."),
+        click.option("--sync-bn/--no-sync-bn", default=False, show_default=True,
+                     help="SyncBatchNorm across torchrun processes (CUDA)."),
+        click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+                     help="Write TensorBoard events to OUT.tb/."),
         seed, threads,
     ]):
         function = option(function)

@@ -23,6 +23,8 @@ def train_command(arch, data, out, arch_arg, **options):
     """Train an architecture from scratch.
 
     Example: edgeseg train --arch deeplabv3-resnet50 --data camvid/ --out teacher.pt
+
+    Several processes (DDP): torchrun --nproc_per_node 2 -m edgeseg.cli train --arch unet ...
     """
     from edgeseg.training.api import train
 

@@ -1,26 +1,24 @@
 """``edgeseg distill``: train a small student from a frozen teacher plus the ground truth."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Optional
 
 import torch
 from torch.nn import functional as F
 
 from edgeseg.arch import canonical_name, create_model
-from edgeseg.checkpoint import load_model, save_checkpoint
+from edgeseg.checkpoint import load_model
 from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.distillation.losses import match_size, pixel_kl
 from edgeseg.distillation.objective import DistillationObjective, parse_loss
 from edgeseg.errors import ConfigError
 from edgeseg.fileio import check_output_path
-from edgeseg.sidecar import write_sidecar
 from edgeseg.spec import InputSpec
-from edgeseg.training.api import model_facts
-from edgeseg.training.data import check_classes, dataset_reference, parse_size, training_splits
+from edgeseg.training import distributed
+from edgeseg.training.api import ResultWriter
+from edgeseg.training.data import check_classes, parse_size, training_splits
 from edgeseg.training.loop import TrainConfig, fit
-from edgeseg.training.state import state_path
 
 
 def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float):
@@ -51,13 +49,20 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             temperature: float = 4.0, kd_weight: float = 1.0, loss: str = "kl", loss_weights: Optional[dict] = None,
             feature_pairs: Optional[list] = None, feature_loss: str = "mse", input_size: Optional[str] = None,
             seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None,
-            resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0) -> dict:
+            resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
+            teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
+            tensorboard: bool = True) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
     distillation), ``feat`` (feature distillation on ``feature_pairs``); cross-entropy on
     the labels is always added. The teacher is frozen (eval mode, no gradients); its
-    logits are resized to the student's output size. Returns the student's sidecar.
+    logits are resized to the student's output size. The teacher may be an edgeseg
+    checkpoint, TorchScript, a ``torch.export`` program (``.pt2``), or a bare state_dict
+    with ``teacher_arch`` (a registered name, or ``torchvision:NAME`` such as
+    ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
+    ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. Returns the
+    student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
@@ -69,11 +74,11 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     terms = parse_loss(loss, weights)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
-                         warmup_epochs=warmup_epochs)
+                         warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     student_arch = canonical_name(student)
-    loaded = load_model(teacher, trust_checkpoint=trust_checkpoint)
     train_split, val_split = training_splits(data)
     info = train_split.info
+    loaded = load_model(teacher, trust_checkpoint=trust_checkpoint, arch=teacher_arch, num_classes=info.num_classes)
     check_classes(loaded.num_classes, info, f"Teacher {teacher}")
     if input_size:
         height, width = parse_size(input_size)
@@ -81,7 +86,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                                           (loaded.input_spec.mean, loaded.input_spec.std, loaded.input_spec.color)))
     else:
         spec = loaded.input_spec or InputSpec(*train_split.image(0).shape[:2])
-    teacher_model = loaded.model.eval()
+    workers = distributed.current()
+    teacher_model = loaded.model.eval().to(distributed.device_for(device, workers))
     for param in teacher_model.parameters():
         param.requires_grad_(False)
     torch.manual_seed(seed)
@@ -90,22 +96,17 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                                       temperature=temperature, feature_pairs=_pairs(feature_pairs),
                                       feature_kind=feature_loss, input_size=(spec.height, spec.width))
     described = " + ".join(f"{w} x {t}" for t, w in terms.items())
-    say(f"Distilling {loaded.arch} into {student_arch} on {len(train_split)} images at {spec.height}x{spec.width} "
-        f"(cross-entropy + {described}, T={temperature})")
+    if workers.is_main:
+        say(f"Distilling {loaded.arch} into {student_arch} on {len(train_split)} images at {spec.height}x{spec.width} "
+            f"(cross-entropy + {described}, T={temperature})")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
-    history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
-                  ignore_index=info.ignore_index, description=f"distill {student_arch}",
-                  extra_params=objective.parameters(), checkpoint_to=out, resume=resume)
     settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
                 "weights": terms, "temperature": temperature, "feature_pairs": _pairs(feature_pairs),
                 "feature_loss": feature_loss if "feat" in terms else None}
-    save_checkpoint(out, model, arch=student_arch, num_classes=info.num_classes, input_spec=spec, dataset=info,
-                    meta={"stage": "distill", "config": asdict(config), "distill": settings, "history": history})
-    sidecar = write_sidecar(out, "checkpoint", input_spec=spec, dataset=info, parent=teacher, stage="distill",
-                            model=model_facts(model, student_arch, info.num_classes, spec),
-                            training={"data": dataset_reference(data), "config": asdict(config),
-                                      "distill": settings, "val_miou": history[-1].get("val_miou")})
-    state_path(out).unlink(missing_ok=True)  # the run finished: the final checkpoint replaces the resume state
-    say(f"Wrote {out}")
-    return sidecar
+    writer = ResultWriter(out, student_arch, info, spec, data, config, "distill", parent=teacher,
+                          extra={"distill": settings})
+    history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
+                  ignore_index=info.ignore_index, description=f"distill {student_arch}",
+                  extra_params=objective.parameters(), checkpoint_to=out, resume=resume, on_best=writer.best)
+    return writer.final(model, history) if workers.is_main else {}

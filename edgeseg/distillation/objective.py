@@ -39,6 +39,10 @@ def _module(model: torch.nn.Module, name: str, role: str) -> torch.nn.Module:
     return modules[name]
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.zeros(())).device
+
+
 class DistillationObjective:
     """Callable(student_logits, images, labels) -> (loss, parts) for the training loop."""
 
@@ -60,8 +64,8 @@ class DistillationObjective:
                 was_training = student.training
                 student.eval()
                 dummy = torch.zeros(1, 3, *input_size)
-                student(dummy)
-                teacher(dummy)
+                student(dummy.to(_device_of(student)))
+                teacher(dummy.to(_device_of(teacher)))
                 student.train(was_training)
             for index, (student_name, teacher_name) in enumerate(self.pairs):
                 s_channels = self.captured[f"s:{student_name}"].shape[1]

@@ -1,7 +1,9 @@
 """``edgeseg train``: train a registered architecture from scratch on a dataset."""
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -14,6 +16,7 @@ from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
+from edgeseg.training import distributed
 from edgeseg.training.data import dataset_reference, default_input_spec, training_splits
 from edgeseg.training.loop import TrainConfig, fit
 from edgeseg.training.state import state_path
@@ -30,41 +33,76 @@ def cross_entropy_loss(ignore_index: int):
 def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int = 8, optimizer: str = "adamw",
           lr: Optional[float] = None, weight_decay: float = 1e-4, input_size: Optional[str] = None, seed: int = 0,
           val_every: int = 5, arch_args: Optional[dict] = None, threads: Optional[int] = None,
-          resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0) -> dict:
+          resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
+          device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True) -> dict:
     """Train ``arch`` from scratch on ``data`` and write an edgeseg checkpoint to ``out``.
 
     Cross-entropy with the dataset's ignore index, poly LR, joint scale/crop/flip/colour
-    augmentation. Returns the checkpoint's sidecar.
+    augmentation. The best validated weights also go to ``<out stem>.best.pt``. Under
+    ``torchrun`` the processes share the work (DDP) and rank 0 writes. Returns the
+    checkpoint's sidecar.
 
     >>> edgeseg.train("unet", "synthetic", "teacher.pt", epochs=2)  # doctest: +SKIP
     """
     check_output_path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
-                         warmup_epochs=warmup_epochs)
+                         warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     arch = canonical_name(arch)
     train_split, val_split = training_splits(data)
     info = train_split.info
     spec = default_input_spec(train_split, input_size)
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, **(arch_args or {}))
-    say(f"Training {arch} from scratch on {len(train_split)} images of {train_split.root} at "
-        f"{spec.height}x{spec.width} ({info.num_classes} classes)")
+    main_process = distributed.current().is_main
+    if main_process:
+        say(f"Training {arch} from scratch on {len(train_split)} images of {train_split.root} at "
+            f"{spec.height}x{spec.width} ({info.num_classes} classes)")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
+    writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args)
     history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index), config,
                   num_classes=info.num_classes, ignore_index=info.ignore_index, description=f"train {arch}",
-                  checkpoint_to=out, resume=resume)
-    meta = {"stage": "train", "config": asdict(config), "history": history}
-    save_checkpoint(out, model, arch=arch, num_classes=info.num_classes, input_spec=spec, dataset=info,
-                    arch_args=arch_args, meta=meta)
-    sidecar = write_sidecar(out, "checkpoint", input_spec=spec, dataset=info, stage="train",
-                            model=model_facts(model, arch, info.num_classes, spec),
-                            training={"data": dataset_reference(data), "config": asdict(config),
-                                      "val_miou": history[-1].get("val_miou")})
-    state_path(out).unlink(missing_ok=True)  # the run finished: the final checkpoint replaces the resume state
-    say(f"Wrote {out}")
-    return sidecar
+                  checkpoint_to=out, resume=resume, on_best=writer.best)
+    return writer.final(model, history) if main_process else {}
+
+
+class ResultWriter:
+    """Writes what a training verb produces: the final checkpoint (+ sidecar) and the best-validated one."""
+
+    def __init__(self, out: str, arch: str, info, spec, data: str, config: TrainConfig, stage: str, *,
+                 arch_args: Optional[dict] = None, parent: Optional[str] = None, extra: Optional[dict] = None):
+        self.out, self.arch, self.info, self.spec, self.data = out, arch, info, spec, data
+        self.config, self.stage, self.arch_args, self.parent = config, stage, arch_args, parent
+        self.extra = extra or {}  # e.g. {"distill": settings}: stored in meta and the sidecar's training block
+
+    @property
+    def best_path(self) -> Path:
+        out = Path(self.out)
+        return out.with_name(f"{out.stem}.best{out.suffix or '.pt'}")
+
+    def _write(self, path, model, history: list, val_miou) -> dict:
+        if next(model.parameters()).device.type != "cpu":  # the best weights are saved mid-training, on the GPU
+            model = copy.deepcopy(model).cpu()
+        meta = {"stage": self.stage, "config": asdict(self.config), **self.extra, "history": history}
+        save_checkpoint(path, model, arch=self.arch, num_classes=self.info.num_classes, input_spec=self.spec,
+                        dataset=self.info, arch_args=self.arch_args, meta=meta)
+        return write_sidecar(path, "checkpoint", input_spec=self.spec, dataset=self.info, parent=self.parent,
+                             stage=self.stage, model=model_facts(model, self.arch, self.info.num_classes, self.spec),
+                             training={"data": dataset_reference(self.data), "config": asdict(self.config),
+                                       **self.extra, "val_miou": val_miou})
+
+    def best(self, model, record: dict) -> None:
+        """``fit``'s on_best hook: keep the weights of the best validation so far."""
+        was_training = model.training
+        self._write(self.best_path, model, [record], record["val_miou"])
+        model.train(was_training)
+
+    def final(self, model, history: list) -> dict:
+        sidecar = self._write(self.out, model, history, history[-1].get("val_miou") if history else None)
+        state_path(self.out).unlink(missing_ok=True)  # the run finished: the final checkpoint replaces the state
+        say(f"Wrote {self.out}" + (f" (best validation: {self.best_path.name})" if self.best_path.exists() else ""))
+        return sidecar
 
 
 def model_facts(model, arch: str, num_classes: int, spec) -> dict:

@@ -5,6 +5,7 @@ the only thing that differs between plain training and distillation.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,10 @@ class TrainConfig:
     threads: Optional[int] = None
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off (e.g. 0.999)
+    device: str = "cpu"  # "cuda" trains on the GPU (one per process under torchrun)
+    amp: bool = True  # mixed precision, on CUDA only
+    sync_bn: bool = False  # SyncBatchNorm across torchrun processes
+    tensorboard: bool = True  # TensorBoard events next to the checkpoint
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_LR:
@@ -61,13 +66,14 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate_miou(model: nn.Module, dataset, num_classes: int, ignore_index: int, batch_size: int = 8) -> float:
+def evaluate_miou(model: nn.Module, dataset, num_classes: int, ignore_index: int, batch_size: int = 8,
+                  device: torch.device = torch.device("cpu")) -> float:
     """mIoU (%) at the model input size over a non-augmented dataset, from one confusion matrix."""
     model.eval()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, labels in loader:
-        pred = model(images).argmax(1)
+        pred = model(images.to(device)).argmax(1).cpu()
         confusion += confusion_matrix(pred.numpy(), labels.numpy(), num_classes, ignore_index)
     return mean_iou(confusion)
 
@@ -97,32 +103,47 @@ class _Ema:
 
 def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConfig, *, num_classes: int,
         ignore_index: int, description: str, extra_params: Optional[List[nn.Parameter]] = None,
-        checkpoint_to: Optional[str] = None, resume: bool = False) -> List[dict]:
+        checkpoint_to: Optional[str] = None, resume: bool = False,
+        on_best: Optional[Callable[[nn.Module, dict], None]] = None) -> List[dict]:
     """Train ``model`` in place; return one record per epoch (loss parts, lr, val mIoU when measured).
 
     With ``checkpoint_to``, the full training state is written atomically after every
-    epoch to ``<checkpoint_to>.state`` and a CSV log to ``<checkpoint_to>.log.csv``;
-    ``resume`` continues from that state exactly. With EMA on, the averaged weights are
-    validated and copied into ``model`` at the end.
+    epoch to ``<checkpoint_to>.state``, with a CSV log ``<checkpoint_to>.log.csv`` and
+    TensorBoard events in ``<checkpoint_to>.tb/``; ``resume`` continues from that state
+    exactly. ``on_best(model, record)`` is called whenever validation reaches a new best
+    mIoU. With EMA on, the averaged weights are validated and copied into ``model`` at
+    the end. Under torchrun the work is shared by DDP and only rank 0 writes or draws.
     """
+    from edgeseg.training import distributed
     from edgeseg.training.state import load_state, restore_rng, save_state, state_path
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    if len(train_set) < config.batch_size:
+    workers = distributed.join(config.device)
+    device = distributed.device_for(config.device, workers)
+    seed_everything(config.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
+    if len(train_set) < config.batch_size * workers.world_size:
         raise ConfigError(f"The training split has {len(train_set)} images, fewer than --batch-size "
-                          f"{config.batch_size}; lower --batch-size.")
+                          f"{config.batch_size} x {workers.world_size} process(es); lower --batch-size.")
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                         generator=generator)
+    sampler = None
+    if workers.distributed:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            train_set, num_replicas=workers.world_size, rank=workers.rank, shuffle=True, seed=config.seed,
+            drop_last=True)
+        np.random.seed((config.seed + workers.rank) % (2 ** 32))  # each process augments its shard differently
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
+                                         sampler=sampler, drop_last=True, generator=generator)
+    model.to(device)
+    for param in extra_params or []:
+        param.data = param.data.to(device)
     params = list(model.parameters()) + list(extra_params or [])
     optimizer = make_optimizer(params, config)
     ema = _Ema(model, config.ema_decay) if config.ema_decay else None
     total_steps = config.epochs * len(loader)
     warmup_steps = int(config.warmup_epochs * len(loader))
     history: List[dict] = []
-    step, first_epoch = 0, 1
+    step, first_epoch, best = 0, 1, None
     state_file = state_path(checkpoint_to) if checkpoint_to else None
     if resume:
         if state_file is None or not state_file.exists():
@@ -134,46 +155,152 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
             ema.model.load_state_dict(state["ema"])
         restore_rng(state, generator)
         step, first_epoch, history = state["step"], state["epoch"] + 1, list(state["history"])
-        say(f"Resuming after epoch {state['epoch']} of {config.epochs}")
-    with progress_bar(description, total_steps) as advance:
+        best = state.get("best")
+        if workers.is_main:
+            say(f"Resuming after epoch {state['epoch']} of {config.epochs}")
+    trained = model  # the plain module: what is validated, saved and returned
+    if workers.distributed:
+        if config.sync_bn:
+            if device.type != "cuda":
+                raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); drop it on CPU.")
+            model = trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = _Autocast(config.amp and device.type == "cuda", device)
+    events = _TensorBoard(checkpoint_to if workers.is_main and config.tensorboard else None)
+    bar = progress_bar(description, total_steps) if workers.is_main else contextlib.nullcontext(_no_progress)
+    with bar as advance, events:
         advance(step)
         for epoch in range(first_epoch, config.epochs + 1):
             model.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             sums: Dict[str, float] = {}
             started = time.perf_counter()
             lr = config.base_lr
             for images, labels in loader:
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 lr = poly_lr(config.base_lr, step, total_steps, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                logits = model(images)
-                loss, parts = loss_fn(logits, images, labels)
+                with amp.context():  # the teacher inside loss_fn runs under the same autocast
+                    logits = model(images)
+                    loss, parts = loss_fn(logits.float(), images, labels)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                amp.backward(loss)
+                distributed.average_gradients(extra_params or [], workers)  # e.g. feature connectors: outside DDP
                 if config.grad_clip:
+                    amp.unscale(optimizer)
                     parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
-                optimizer.step()
+                amp.step(optimizer)
                 if ema is not None:
-                    ema.update(model)
+                    ema.update(trained)
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + value
                 step += 1
                 advance(1, status=f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}")
+            means = distributed.mean_across({k: v / len(loader) for k, v in sums.items()}, workers, device)
             record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 2),
-                      **{k: round(v / len(loader), 5) for k, v in sums.items()}}
-            if val_set is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
-                evaluated = ema.model if ema is not None else model
-                record["val_miou"] = round(evaluate_miou(evaluated, val_set, num_classes, ignore_index), 3)
+                      **{k: round(v, 5) for k, v in means.items()}}
+            if workers.is_main and val_set is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
+                evaluated = ema.model if ema is not None else trained
+                record["val_miou"] = round(evaluate_miou(evaluated, val_set, num_classes, ignore_index,
+                                                         device=device), 3)
                 say(f"  epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in record.items() if k != "epoch"))
+                if on_best is not None and (best is None or record["val_miou"] > best):
+                    best = record["val_miou"]
+                    on_best(evaluated, record)
             history.append(record)
-            if state_file is not None:
-                save_state(state_file, model=model, optimizer=optimizer, epoch=epoch, step=step, history=history,
-                           generator=generator, ema=ema)
-                _write_csv(Path(str(checkpoint_to) + ".log.csv"), history)
+            if workers.is_main:
+                events.write(record, step)
+                if state_file is not None:
+                    save_state(state_file, model=trained, optimizer=optimizer, epoch=epoch, step=step,
+                               history=history, generator=generator, ema=ema, best=best)
+                    _write_csv(Path(str(checkpoint_to) + ".log.csv"), history)
+            distributed.barrier(workers)
     if ema is not None:
-        model.load_state_dict(ema.state_dict())
-    model.eval()
+        trained.load_state_dict(ema.state_dict())
+    if config.sync_bn:
+        _plain_batchnorm(trained)
+    trained.to("cpu").eval()
+    distributed.leave(workers)
     return history
+
+
+def _plain_batchnorm(module: nn.Module) -> None:
+    """Turn SyncBatchNorm layers back into BatchNorm2d (same parameters), so the model runs on CPU again."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            _plain_batchnorm(child)
+
+
+def _no_progress(n: int = 1, status: str = "") -> None:
+    """Ranks other than 0 draw nothing."""
+
+
+class _Autocast:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); a no-op elsewhere."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = enabled
+        self.dtype = torch.float32
+        self.scaler = None
+        if enabled:
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+
+    def context(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.enabled else contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, optimizer) -> None:
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer) -> None:
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+
+class _TensorBoard:
+    """Per-epoch scalars as TensorBoard events in ``<checkpoint>.tb/`` (skipped, with a note, without tensorboard)."""
+
+    def __init__(self, checkpoint_to: Optional[str]):
+        self.writer = None
+        if checkpoint_to is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            say("TensorBoard events are not written: the tensorboard package is not installed.")
+            return
+        self.writer = SummaryWriter(log_dir=str(checkpoint_to) + ".tb")
+
+    def write(self, record: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{'val' if key.startswith('val_') else 'train'}/{key}", value,
+                                       record["epoch"])
+        self.writer.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _write_csv(path: Path, history: List[dict]) -> None:
