@@ -49,14 +49,19 @@ def main() -> None:
     minutes = {}
 
     def timed(key, path, make):
+        """Train ``path`` unless it is cached; a run killed mid-way resumes from its .state file."""
         if not path.exists():
             t0 = time.perf_counter()
             make()
             minutes[key] = round((time.perf_counter() - t0) / 60, 1)
         return path
 
-    teacher = timed("teacher", CACHE / "teacher-unet.pt", lambda: train(
-        teacher_recipe.pop("arch"), str(data), str(CACHE / "teacher-unet.pt"), **teacher_recipe))
+    def resume(path: Path) -> bool:
+        return path.with_name(path.name + ".state").exists()
+
+    teacher_path = CACHE / "teacher-unet.pt"
+    teacher = timed("teacher", teacher_path, lambda: train(
+        teacher_recipe.pop("arch"), str(data), str(teacher_path), resume=resume(teacher_path), **teacher_recipe))
     students = {}
     for label, loss in VARIANTS.items():
         path = CACHE / f"student-{loss or 'ce'}.pt"
@@ -64,11 +69,11 @@ def main() -> None:
         if loss is None:  # the same optimisation, no teacher
             options = {k: v for k, v in options.items() if k not in ("temperature", "loss_weights")}
             students[label] = timed(label, path, lambda: train(student_recipe["student"], str(data), str(path),
-                                                               **options))
+                                                               resume=resume(path), **options))
         else:
             students[label] = timed(label, path, lambda: distill(str(teacher), str(data), str(path),
                                                                  student=student_recipe["student"], loss=loss,
-                                                                 **options))
+                                                                 resume=resume(path), **options))
 
     height, width = (int(v) for v in student_recipe["input_size"].split("x"))
     macs = {"teacher": count_macs(load_model(str(teacher)).model, height, width),
