@@ -127,3 +127,20 @@ def test_torchrun_two_processes_with_gloo(tiny_data, tmp_path):
     assert loaded.arch == "unet" and loaded.meta["history"][-1]["val_miou"] is not None
     # only rank 0 talks and writes
     assert "Training unet" in done.stderr and done.stderr.count("Training unet") == 1
+
+
+def test_recipe_maps_dicts_to_repeatable_options(tmp_path):
+    from edgeseg.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  arch: unet\n  arch_args: {base_channels: 16}\n  batch-size: 4\n")
+    options = load_recipe(recipe, "train", ["arch", "arch_arg", "batch_size"])
+    assert options == {"arch": "unet", "arch_arg": ["base_channels=16"], "batch_size": 4}
+    with pytest.raises(ConfigError, match="no 'distill:' section"):
+        load_recipe(recipe, "distill", ["epochs"])
+    repo_recipe = Path(__file__).resolve().parents[1] / "models" / "camvid-distill.yaml"
+    from edgeseg.cli.distill import distill_command
+    from edgeseg.cli.train import train_command
+
+    for section, command in (("train", train_command), ("distill", distill_command)):
+        assert load_recipe(repo_recipe, section, [p.name for p in command.params])  # the committed recipe is valid
