@@ -134,13 +134,13 @@ def _from_state_dict(state_dict: dict, path: Path, arch: str, num_classes: int, 
             raise InputFileError(f"The weights in {path} do not fit torchvision's {name} ({first}).") from exc
         return LoadedModel(model.eval(), arch, num_classes, spec, info, rebuildable=False)
     canonical = canonical_name(arch)
-    state_dict = _adapt_keys(create_model(canonical, num_classes), state_dict)
-    loaded = _from_payload({"arch": canonical, "num_classes": num_classes, "state_dict": state_dict}, path)
+    loaded = _from_payload({"arch": canonical, "num_classes": num_classes, "state_dict": state_dict}, path,
+                           adapt_keys=True)
     loaded.input_spec, loaded.dataset = spec or loaded.input_spec, info or loaded.dataset
     return loaded
 
 
-def _from_payload(payload: dict, path: Path) -> LoadedModel:
+def _from_payload(payload: dict, path: Path, adapt_keys: bool = False) -> LoadedModel:
     try:
         arch = payload["arch"]
         num_classes = int(payload["num_classes"])
@@ -151,7 +151,7 @@ def _from_payload(payload: dict, path: Path) -> LoadedModel:
     if payload.get("structure"):
         _apply_structure(model, payload["structure"], state_dict)
     try:
-        model.load_state_dict(state_dict)
+        model.load_state_dict(_adapt_keys(model, state_dict) if adapt_keys else state_dict)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise InputFileError(f"The weights in {path} do not fit architecture '{arch}' ({first}); "
@@ -187,11 +187,11 @@ class ExportedProgramModel(nn.Module):
         return out["out"] if isinstance(out, dict) else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.example_shape is None or tuple(x.shape) == self.example_shape:
-            return self._run(x)
         try:
             return self._run(x)
         except Exception:  # a shape guard of a static export: fall back to the exported shape
+            if self.example_shape is None or tuple(x.shape) == self.example_shape:
+                raise  # not a shape problem
             batch, _, height, width = self.example_shape
             if (height, width) != tuple(x.shape[2:]):
                 x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)

@@ -150,3 +150,18 @@ def test_resume_without_state_is_a_clear_error(tiny_data, tmp_path):
 
     with pytest.raises(ConfigError, match="found no training state"):
         _tiny_fit(tiny_data, tmp_path / "none.pt", epochs=1, resume=True)
+
+
+def test_precise_batchnorm_replaces_lagging_running_statistics():
+    from edgeseg.training.loop import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01))
+    batches = [(torch.randn(4, 3, 8, 8) * 3 + 5, torch.zeros(4, 8, 8)) for _ in range(3)]
+    model.eval()
+    recalibrate_batchnorm(model, batches, torch.device("cpu"))
+    with torch.no_grad():
+        features = torch.cat([model[0](images) for images, _ in batches])
+    per_batch_means = torch.stack([f.mean((0, 2, 3)) for f in features.split(4)])
+    torch.testing.assert_close(model[1].running_mean, per_batch_means.mean(0))
+    assert model[1].momentum == 0.01 and not model.training  # settings and mode restored
