@@ -11,6 +11,21 @@ from typing import Callable, Dict, List
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parent / "cache"
+# The CamVid student the INT8 and pruning benchmarks start from (trained once, cached, git-ignored).
+STUDENT_RECIPE = {"arch": "mobilenetv3", "input_size": "180x240", "epochs": 25}
+
+
+def camvid_student(data: Path) -> Path:
+    """LR-ASPP MobileNetV3-Large trained by `edgeseg train` on CamVid (~25 min on 2 cores the first time)."""
+    from edgeseg.training.api import train
+
+    CACHE.mkdir(exist_ok=True)
+    checkpoint = CACHE / "camvid-mobilenetv3.pt"
+    if not checkpoint.exists():
+        train(STUDENT_RECIPE["arch"], str(data), str(checkpoint), epochs=STUDENT_RECIPE["epochs"],
+              input_size=STUDENT_RECIPE["input_size"])
+    return checkpoint
 
 
 def machine() -> Dict[str, str]:

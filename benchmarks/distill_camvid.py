@@ -1,6 +1,6 @@
 """Distillation on CamVid: does a frozen teacher make the same student, with the same budget, better?
 
-One run, recipe models/camvid-distill.yaml: a UNet teacher trained by `edgeseg train`,
+One run, recipe models/camvid-distill.yaml: a DeepLabV3-MobileNetV3 teacher trained by `edgeseg train`,
 then LR-ASPP MobileNetV3-Large students with the same seed, epochs and optimizer:
 cross-entropy only; + pixel-wise KL; + channel-wise distillation (CWD); + KL + CWD.
 Every model is evaluated on all of CamVid val at the labels' native 360x480. Target
@@ -59,7 +59,8 @@ def main() -> None:
     def resume(path: Path) -> bool:
         return path.with_name(path.name + ".state").exists()
 
-    teacher_path = CACHE / "teacher-unet.pt"
+    teacher_arch = teacher_recipe["arch"]
+    teacher_path = CACHE / f"teacher-{teacher_arch}-{teacher_recipe['epochs']}ep.pt"
     teacher = timed("teacher", teacher_path, lambda: train(
         teacher_recipe.pop("arch"), str(data), str(teacher_path), resume=resume(teacher_path), **teacher_recipe))
     students = {}
@@ -78,7 +79,7 @@ def main() -> None:
     height, width = (int(v) for v in student_recipe["input_size"].split("x"))
     macs = {"teacher": count_macs(load_model(str(teacher)).model, height, width),
             "student": count_macs(load_model(str(students["cross-entropy only"])).model, height, width)}
-    rows = {"teacher (UNet, reference)": evaluate(str(teacher), str(data))}
+    rows = {f"teacher ({teacher_arch}, reference)": evaluate(str(teacher), str(data))}
     for label, path in students.items():
         rows[label] = evaluate(str(path), str(data))
     baseline = rows["cross-entropy only"]["miou"]
@@ -94,7 +95,7 @@ def main() -> None:
                             "teacher_at_least_3x_student_macs": macs["teacher"] >= 3 * macs["student"]},
                 "training_minutes": minutes, "minutes": round((time.perf_counter() - started) / 60, 1)}
     lines = ["# Distillation on CamVid (train -> val, 101 images at 360x480)", "",
-             f"Recipe `models/camvid-distill.yaml`: teacher UNet (base 16) {teacher_recipe.get('epochs')} epochs, "
+             f"Recipe `models/camvid-distill.yaml`: teacher {teacher_arch} {teacher_recipe.get('epochs')} epochs, "
              f"students LR-ASPP MobileNetV3-Large {student_recipe['epochs']} epochs each, all from scratch at "
              f"{student_recipe['input_size']} on a {machine()['cores']}-core CPU; T={student_recipe['temperature']}, "
              f"weights {student_recipe['loss_weights']}; {time.strftime('%Y-%m-%d')}. Teacher/student MACs: "

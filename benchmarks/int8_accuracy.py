@@ -16,21 +16,16 @@ import time
 from pathlib import Path
 
 
-from common import machine, write_results
+from common import CACHE, STUDENT_RECIPE as RECIPE, camvid_student, machine, write_results
 
-CACHE = Path(__file__).resolve().parent / "cache"
-RECIPE = {"arch": "mobilenetv3", "input_size": "180x240", "epochs": 25}
 
 
 def fp32_model(data: Path) -> Path:
     """The CamVid student as ONNX, trained and exported by edgeseg once and then reused."""
     from edgeseg.exporting.api import export
-    from edgeseg.training.api import train
 
-    CACHE.mkdir(exist_ok=True)
-    checkpoint, onnx_path = CACHE / "camvid-mobilenetv3.pt", CACHE / "camvid-mobilenetv3.onnx"
-    if not checkpoint.exists():
-        train(RECIPE["arch"], str(data), str(checkpoint), epochs=RECIPE["epochs"], input_size=RECIPE["input_size"])
+    checkpoint = camvid_student(data)
+    onnx_path = checkpoint.with_suffix(".onnx")
     if not onnx_path.exists():
         export(str(checkpoint), str(onnx_path), data=str(data))
     return onnx_path

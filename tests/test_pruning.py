@@ -6,7 +6,8 @@ import torch
 from edgeseg.arch import create_model, list_models
 from edgeseg.arch.profile import count_params
 from edgeseg.checkpoint import load_model
-from edgeseg.pruning.api import class_layers, prune, prune_model
+from edgeseg.pruning.api import prune, prune_model
+from edgeseg.pruning.importance import class_layers
 
 
 @pytest.mark.parametrize("name", [e.name for e in list_models()])
@@ -97,3 +98,113 @@ def test_prune_command_with_a_parameter_target(tiny_student, tmp_path):
     meta = prune(str(tiny_student), str(tmp_path / "p.pt"), target_params=0.6 * before)
     assert meta["model"]["params"] <= 0.6 * before and meta["prune"]["target_params"] == 0.6 * before
     assert load_model(tmp_path / "p.pt").model(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 64, 64)
+
+
+def _two_layer_net():
+    """conv(3->8) + BN + ReLU + classifier conv(8->4); channels 0-3 have big weights but feed nothing."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 1)).eval()
+    with torch.no_grad():
+        net[0].weight[:4] *= 10.0
+        net[3].weight[:, :4] = 0.0
+    return net
+
+
+def _batches():
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randn(4, 3, 16, 16, generator=generator), torch.randint(0, 4, (4, 16, 16), generator=generator))
+            for _ in range(2)]
+
+
+def test_taylor_importance_removes_channels_the_loss_does_not_depend_on():
+    from edgeseg.pruning.importance import accumulate_gradients
+
+    by_magnitude = prune_model(_two_layer_net(), 4, 16, 16, ratio=0.5)
+    assert (by_magnitude[3].weight.abs().sum((0, 2, 3)) == 0).all()  # magnitude keeps the big dead channels
+
+    net = _two_layer_net()
+    prune_model(net, 4, 16, 16, ratio=0.5, importance="taylor",
+                gradients=lambda model: accumulate_gradients(model, _batches(), ignore_index=255))
+    assert net[3].in_channels == 4 and (net[3].weight.abs().sum((0, 2, 3)) > 0).all()  # taylor drops them
+    assert all(p.grad is None for p in net.parameters())  # the ranking gradients are not left behind
+
+
+def test_taylor_without_data_is_a_clear_error(tiny_student, tmp_path):
+    from edgeseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--importance taylor needs --data"):
+        prune(str(tiny_student), str(tmp_path / "p.pt"), importance="taylor")
+    with pytest.raises(ConfigError, match="add --importance bn-scale"):
+        prune(str(tiny_student), str(tmp_path / "p.pt"), sparsity_epochs=1, data="synthetic")
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_prune_with_taylor_on_data(tiny_student, tiny_data, tmp_path):
+    meta = prune(str(tiny_student), str(tmp_path / "t.pt"), ratio=0.3, importance="taylor", data=str(tiny_data),
+                 taylor_images=4, batch_size=2)
+    assert meta["prune"]["importance"] == "taylor" and meta["prune"]["channels"]
+    assert load_model(tmp_path / "t.pt").model(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 64, 64)
+
+
+def test_sparsity_phase_shrinks_batchnorm_scales(tiny_student, tiny_data):
+    from edgeseg.pruning.importance import bn_l1_penalty
+    from edgeseg.pruning.training import load_prune_data, sparsity_phase
+
+    def l1_after(strength):
+        loaded = load_model(tiny_student)
+        data = load_prune_data(str(tiny_data), loaded.input_spec, loaded.num_classes)
+        history = sparsity_phase(loaded.model, data, loaded.num_classes, epochs=2, strength=strength, batch_size=2,
+                                 lr=5e-2, seed=0, threads=None)
+        assert "bn_l1" in history[-1]
+        return bn_l1_penalty(loaded.model).item()
+
+    assert l1_after(1e-2) < 0.8 * l1_after(0.0)
+
+
+def test_network_slimming_end_to_end(tiny_student, tiny_data, tmp_path):
+    meta = prune(str(tiny_student), str(tmp_path / "slim.pt"), ratio=0.3, importance="bn-scale", sparsity_epochs=1,
+                 sparsity=1e-3, data=str(tiny_data), batch_size=4)
+    assert meta["prune"]["sparsity_epochs"] == 1 and meta["prune"]["sparsity"] == 1e-3
+    assert load_model(tmp_path / "slim.pt").meta["sparsity_history"]
+
+
+def test_latency_target_stops_at_the_first_confirmed_step():
+    from edgeseg.arch.profile import count_macs
+    from edgeseg.pruning.schedule import prune_to_target
+
+    torch.manual_seed(0)
+    model = create_model("unet", 4, base_channels=16, encoder_depth=2)
+    start = count_macs(model, 64, 64)
+    calls = []
+
+    def fake_latency(net):  # proportional to MACs, but the first reading under the target is a lucky one
+        calls.append(1)
+        ms = 10.0 * count_macs(net, 64, 64) / start
+        return ms - 3.0 if len(calls) == 1 else ms
+
+    trace = []
+    steps = prune_to_target(model, 4, 64, 64, latency_ms=fake_latency, target_latency_ms=7.5, trace=trace,
+                            steps=20)
+    assert steps == len(trace) and trace[-1]["latency_ms"] <= 7.5
+    assert all(record["latency_ms"] > 7.5 for record in trace[:-1])
+    assert trace[0]["latency_ms"] > 7.5  # the lucky first reading was re-measured, not believed
+
+
+def test_prune_to_a_measured_latency_on_onnxruntime(tiny_student, tmp_path):
+    meta = prune(str(tiny_student), str(tmp_path / "fast.pt"), target_latency_ms=1e4, backend="onnxruntime")
+    latency = meta["prune"]["latency"]
+    assert latency["backend"] == "onnxruntime" and latency["before_ms"] > 0 and latency["after_ms"] > 0
+    assert len(latency["steps"]) == 1 and latency["steps"][0]["macs"] < meta["prune"]["macs_before"]
+    assert meta["prune"]["ratio"] is None and meta["prune"]["target_latency_ms"] == 1e4
+
+
+def test_latency_on_tensorrt_without_it_is_a_clear_error(tiny_student, tmp_path):
+    from edgeseg.engine.api import tensorrt_available
+    from edgeseg.errors import ConfigError
+
+    if tensorrt_available()[0]:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(ConfigError, match="--backend tensorrt needs TensorRT"):
+        prune(str(tiny_student), str(tmp_path / "p.pt"), target_latency_ms=5, backend="tensorrt")
+    assert not (tmp_path / "p.pt").exists()

@@ -24,6 +24,14 @@ def deeplabv3_resnet50(num_classes: int) -> nn.Module:
     return LogitsOnly(build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
 
 
+@register("deeplabv3-mobilenetv3-large", "DeepLabV3 (ASPP) on MobileNetV3-Large: a mid-size teacher, 5x the "
+          "LR-ASPP student's MACs")
+def deeplabv3_mobilenetv3_large(num_classes: int) -> nn.Module:
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large as build
+
+    return LogitsOnly(build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
+
+
 @register("lraspp-mobilenetv3-large", "LR-ASPP head on MobileNetV3-Large: the default edge student",
           aliases=("mobilenetv3", "mobilenetv3-large"))
 def lraspp_mobilenetv3_large(num_classes: int) -> nn.Module:

@@ -11,14 +11,25 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 @click.option("--out", default=None, help="Pruned checkpoint [default: pruned.pt next to MODEL].")
 @click.option("--target-macs", type=float, default=None, help="Prune in steps until MACs <= this (e.g. 5e8).")
 @click.option("--target-params", type=float, default=None, help="Prune in steps until parameters <= this.")
-@click.option("--importance", type=click.Choice(["magnitude", "bn-scale", "random"]), default="magnitude",
-              show_default=True)
+@click.option("--target-latency-ms", type=float, default=None,
+              help="Prune in steps, exporting and timing the model on --backend after each, until its median "
+                   "latency is <= this.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="Where --target-latency-ms is measured (tensorrt: an FP16 engine).")
+@click.option("--device", default="cpu", show_default=True, help="Device for the latency measurement (cpu, cuda).")
+@click.option("--importance", type=click.Choice(["magnitude", "bn-scale", "taylor", "random"]), default="magnitude",
+              show_default=True, help="Channel ranking; taylor needs --data.")
+@click.option("--sparsity-epochs", type=int, default=0, show_default=True,
+              help="Network slimming: first train N epochs with an L1 penalty on BN scales (bn-scale; needs --data).")
+@click.option("--sparsity", type=float, default=1e-4, show_default=True, help="Strength of that L1 penalty.")
+@click.option("--taylor-images", type=int, default=64, show_default=True,
+              help="Training images whose gradients rank channels for --importance taylor.")
 @click.option("--global/--uniform", "global_pruning", default=False, show_default=True,
               help="Rank channels across layers, or prune each layer by the same ratio.")
 @click.option("--round-to", type=int, default=None, help="Keep channel counts multiples of N (8 suits TensorRT).")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True,
               help="Recover accuracy by distilling from the unpruned model for N epochs (needs --data).")
-@click.option("--data", default=None, help="Dataset for fine-tuning.")
+@click.option("--data", default=None, help="Training data (fine-tuning, taylor, sparsity phase).")
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")
@@ -28,7 +39,9 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 def prune_command(model, out, **options):
     """Remove channels structurally (Torch-Pruning dependency graph); the classifier keeps its width.
 
-    Example: edgeseg prune student.pt --ratio 0.4 --finetune-epochs 5 --data camvid/
+    Examples:
+      edgeseg prune student.pt --ratio 0.4 --finetune-epochs 5 --data camvid/
+      edgeseg prune student.pt --target-latency-ms 8 --backend onnxruntime --importance taylor --data camvid/
     """
     from edgeseg.pruning.api import prune
 

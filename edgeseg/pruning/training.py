@@ -1,0 +1,86 @@
+"""The parts of pruning that need data: Taylor gradients, the slimming phase, KD recovery."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from edgeseg.spec import DatasetInfo, InputSpec
+
+
+@dataclass
+class PruneData:
+    """The training split (augmented), the val split (if any) and what the dataset says about itself."""
+
+    train_set: torch.utils.data.Dataset
+    val_set: Optional[torch.utils.data.Dataset]
+    plain_train_set: torch.utils.data.Dataset  # the same images without augmentation (for gradients)
+    info: DatasetInfo
+
+
+def load_prune_data(data: str, spec: InputSpec, num_classes: int) -> PruneData:
+    from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
+    from edgeseg.training.data import check_classes, training_splits
+
+    train_split, val_split = training_splits(data)
+    check_classes(num_classes, train_split.info, "The model")
+    plain = SegmentationDataset(train_split, spec)
+    augmented = SegmentationDataset(train_split, spec, AugmentConfig())
+    val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
+    return PruneData(augmented, val_set, plain, train_split.info)
+
+
+class TaylorGradients:
+    """Fills .grad with the cross-entropy gradient over a fixed, seeded subset of training images."""
+
+    def __init__(self, data: PruneData, images: int = 64, batch_size: int = 8, seed: int = 0):
+        order = torch.randperm(len(data.plain_train_set), generator=torch.Generator().manual_seed(seed))
+        subset = torch.utils.data.Subset(data.plain_train_set, order[:images].tolist())
+        self.batches = list(torch.utils.data.DataLoader(subset, batch_size=batch_size))  # decoded once, reused per step
+        self.ignore_index = data.info.ignore_index
+
+    def __call__(self, model: nn.Module) -> int:
+        from edgeseg.pruning.importance import accumulate_gradients
+
+        return accumulate_gradients(model, self.batches, self.ignore_index)
+
+
+def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs: int, strength: float,
+                   batch_size: int, lr: Optional[float], seed: int, threads: Optional[int]) -> List[dict]:
+    """Network slimming's training phase: cross-entropy + ``strength`` x sum |BN gamma|.
+
+    The L1 term drives the scales of channels the task does not need towards zero, so
+    that bn-scale importance afterwards separates them cleanly from the rest.
+    """
+    from edgeseg.pruning.importance import bn_l1_penalty
+    from edgeseg.training.loop import TrainConfig, fit
+
+    bn_l1_penalty(net)  # a model without BatchNorm is refused before any training starts
+
+    def loss_fn(logits, _images, labels):
+        ce = nn.functional.cross_entropy(logits, labels, ignore_index=data.info.ignore_index)
+        l1 = bn_l1_penalty(net)
+        return ce + strength * l1, {"ce": ce.item(), "bn_l1": l1.item()}
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
+                         val_every=max(1, epochs), threads=threads, tensorboard=False)
+    return fit(net, data.train_set, data.val_set, loss_fn, config, num_classes=num_classes,
+               ignore_index=data.info.ignore_index, description="sparsity (slimming)")
+
+
+def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, num_classes: int, *, epochs: int,
+                          batch_size: int, lr: Optional[float], seed: int, threads: Optional[int]) -> List[dict]:
+    """Recover accuracy: cross-entropy + pixel-wise KL from the frozen ``teacher`` (T=4)."""
+    from edgeseg.distillation.api import kd_loss
+    from edgeseg.training.loop import TrainConfig, fit
+
+    teacher.eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    # fine-tuning starts from trained weights: half the from-scratch AdamW learning rate
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
+                         val_every=max(1, epochs), threads=threads, tensorboard=False)
+    return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0), config,
+               num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned")
