@@ -4,6 +4,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+TRT_BINDINGS ?= 10.3.0 11.4.0.106
 
 .PHONY: demo test install clean
 
@@ -11,6 +12,9 @@ $(BIN)/.edgeseg-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# TensorRT's Python bindings (no libraries) for the API conformance test; not needed to run edgeseg
+	for v in $(TRT_BINDINGS); do $(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: \
+		--dest .cache/trt-bindings "tensorrt-cu12-bindings==$$v" || echo "(could not download bindings $$v)"; done
 	touch $@
 
 install: $(BIN)/.edgeseg-installed

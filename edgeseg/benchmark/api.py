@@ -72,9 +72,9 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
     return result
 
 
-def _open(path, device, threads, trust_checkpoint, trust_engine):
+def _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code=False):
     artifact = describe(path, trust_checkpoint)
-    return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine)
+    return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
 
 
 def _power_sampler(power: bool):
@@ -95,9 +95,9 @@ def _peak_rss_mb() -> float:
 def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
               warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
               threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
-              trust_engine: bool = False) -> dict:
+              trust_engine: bool = False, allow_engine_host_code: bool = False) -> dict:
     """Latency (and, with a split, accuracy) of one artifact."""
-    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine)
+    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
     if split is not None:
         _check_classes(artifact, split)
     meta_model = artifact.meta.get("model") or {}
@@ -143,7 +143,7 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
           warmup: int = 10, iters: int = 50, warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1,
           max_images: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
           power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
-          trust_engine: bool = False, show: bool = True) -> List[dict]:
+          trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
 
     >>> edgeseg.bench(["student.pt", "student.onnx"], data="synthetic")  # doctest: +SKIP
@@ -158,7 +158,8 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
         raise ConfigError("--warmup-ms and --duration cannot be negative.")
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
                          batch_size=batch_size, device=device, threads=threads, power=power,
-                         trust_checkpoint=trust_checkpoint, trust_engine=trust_engine)
+                         trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
+                         allow_engine_host_code=allow_engine_host_code)
                for m in models]
     if show:
         print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])
@@ -170,13 +171,13 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
 
 def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: Optional[int] = None,
          device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
-         trust_engine: bool = False, min_miou: Optional[float] = None) -> dict:
+         trust_engine: bool = False, allow_engine_host_code: bool = False, min_miou: Optional[float] = None) -> dict:
     """mIoU and per-class IoU of ``model`` on ``data``'s val split (no timing).
 
     >>> edgeseg.eval("student.onnx", data="camvid/")  # doctest: +SKIP
     """
     split = _val_split(data, max_images)
-    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine)
+    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
     _check_classes(artifact, split)
     with runner:
         result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,

@@ -6,9 +6,17 @@ import click
 trust_checkpoint = click.option(
     "--trust-checkpoint/--no-trust-checkpoint", default=False, show_default=True,
     help="Allow loading a pickled Python module, which can run arbitrary code: only for files you made or trust.")
-trust_engine = click.option(
+_trust_engine = click.option(
     "--trust-engine/--no-trust-engine", default=False, show_default=True,
     help="Run a TensorRT engine whose sha256 does not match its sidecar (engines are executable code).")
+_allow_engine_host_code = click.option(
+    "--allow-engine-host-code/--no-allow-engine-host-code", default=False, show_default=True,
+    help="Let a version-compatible TensorRT engine run the host code it carries (only for engines you trust).")
+
+
+def trust_engine(function):
+    """The two opt-ins for running TensorRT engines, which NVIDIA calls executable artifacts."""
+    return _trust_engine(_allow_engine_host_code(function))
 threads = click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime.")
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
+
+import click
 
 from edgeseg.console import say
 from edgeseg.errors import ConfigError
@@ -30,12 +32,51 @@ def _strip(name: str, suffix: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
+def parse_batch_shape(shape: Optional[str], max_batch: int) -> Tuple[int, int, int]:
+    """--shape MIN:OPT:MAX batch sizes of the optimisation profile (H and W are fixed by the model)."""
+    if not shape:
+        return 1, 1, max_batch
+    try:
+        low, opt, high = (int(v) for v in shape.split(":"))
+    except ValueError:
+        raise ConfigError(f"--shape '{shape}' is not MIN:OPT:MAX batch sizes, e.g. 1:4:8.") from None
+    if not 1 <= low <= opt <= high:
+        raise ConfigError(f"--shape {shape}: the batch sizes must satisfy 1 <= MIN <= OPT <= MAX.")
+    return low, opt, high
+
+
+def parse_layer_precisions(items: Sequence[str]) -> Dict[str, str]:
+    """--layer-precision NAME=fp32 (repeatable) -> {NAME: fp32}."""
+    precisions = {}
+    for item in items:
+        name, sep, precision = item.rpartition("=")
+        if not sep or not name:
+            raise ConfigError(f"--layer-precision '{item}' is not NAME=PRECISION, e.g. /head/Conv=fp32.")
+        precisions[name] = precision.lower()
+    return precisions
+
+
+def _rebuild_command(model_path: Path, *, int8: bool, fp16: bool, shape: Optional[str], dla_core: Optional[int],
+                     layer_precisions: Dict[str, str], version_compatible: bool) -> str:
+    parts = ["edgeseg build-engine", model_path.name] + (["--int8"] if int8 else []) + (["--fp16"] if fp16 else [])
+    parts += [f"--shape {shape}"] if shape else []
+    parts += [f"--dla-core {dla_core}"] if dla_core is not None else []
+    parts += [f"--layer-precision {k}={v}" for k, v in layer_precisions.items()]
+    parts += ["--version-compatible"] if version_compatible else []
+    return " ".join(parts)
+
+
 def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, fp16: bool = False,
-                 backend: str = "auto", max_batch: int = 8, workspace_mb: int = 2048) -> dict:
+                 backend: str = "auto", max_batch: int = 8, workspace_mb: int = 2048, shape: Optional[str] = None,
+                 dla_core: Optional[int] = None, layer_precision: Sequence[str] = (),
+                 timing_cache: Optional[str] = "default", version_compatible: bool = False, fp16_io: bool = False,
+                 print_trtexec: bool = False, trt_version: Optional[str] = None) -> dict:
     """Build a TensorRT engine from ``model`` (ONNX) or, without TensorRT, the ONNX Runtime artifact.
 
     ``--int8`` uses the Q/DQ model (``*.int8.onnx``) or the calibration cache next to the
-    FP32 model. Says which backend it chose and why.
+    FP32 model. Says which backend it chose and why. ``print_trtexec`` only prints the
+    equivalent trtexec command (for ``trt_version``, default: the installed TensorRT,
+    else JetPack 6's 10.3) and builds nothing.
 
     >>> edgeseg.build_engine("pruned.int8.onnx", int8=True)  # doctest: +SKIP
     """
@@ -44,15 +85,22 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
     spec, info = spec_from_sidecar(meta)
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise ConfigError(f"Unknown --backend '{backend}'; choose auto, tensorrt or onnxruntime.")
+    batch = parse_batch_shape(shape, max_batch)
+    precisions = parse_layer_precisions(layer_precision)
     is_qdq = meta.get("precision") == "int8"
     base = _strip(_strip(_strip(model_path.name, ".onnx"), ".int8"), ".fp32")
     cache = model_path.with_name(f"{base}.calib.cache")
     have_trt, why = tensorrt_available()
+    if print_trtexec:
+        return _print_trtexec(model_path, meta, out, base, cache, trt_version or (why if have_trt else "10.3.0"),
+                              int8=int8, fp16=fp16, is_qdq=is_qdq, batch=batch, workspace_mb=workspace_mb,
+                              precisions=precisions, dla_core=dla_core, version_compatible=version_compatible,
+                              timing_cache=timing_cache)
     if backend == "tensorrt" and not have_trt:
         raise ConfigError(f"--backend tensorrt was asked for but {why}; install TensorRT or use --backend onnxruntime.")
     use_trt = have_trt and backend != "onnxruntime"
-    if int8 and not is_qdq and not (use_trt and cache.exists()):
-        # ONNX Runtime (and TensorRT without a cache) take INT8 from the Q/DQ model calibrate wrote
+    if int8 and not is_qdq and not (use_trt and cache.exists() and int(why.split(".")[0]) < 11):
+        # ONNX Runtime, TensorRT 11 (and TensorRT without a cache) take INT8 from the Q/DQ model calibrate wrote
         qdq = model_path.with_name(f"{base}.int8.onnx")
         if not qdq.exists():
             raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
@@ -60,19 +108,36 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         model_path, meta, is_qdq = qdq, read_sidecar(qdq, required=True), True
         spec, info = spec_from_sidecar(meta)
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
+    if not use_trt and (dla_core is not None or precisions or shape):
+        say("[yellow]--dla-core, --layer-precision and --shape apply to TensorRT engines only; ignored for ONNX "
+            "Runtime[/yellow]")
     if use_trt:
         out_path = check_output_path(out or model_path.with_name(f"{base}.{precision}.engine"))
         say(f"Backend: TensorRT {why} (found with a CUDA device)")
-        from edgeseg.engine.tensorrt_build import build_engine_file
+        from edgeseg.engine.tensorrt_build import build_engine_file, default_timing_cache, make_plan
 
         # the layers calibrate's accuracy budget kept in float stay in float on TensorRT too
         qdq_meta = read_sidecar(model_path.with_name(f"{base}.int8.onnx")) if not is_qdq else meta
         float_layers = (qdq_meta.get("quantization") or {}).get("fallback_layers") or []
+        plan = make_plan(why, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=cache.exists(),
+                         layer_precisions=precisions, dla_core=dla_core, version_compatible=version_compatible)
+        source = model_path
+        if plan.needs_fp16_onnx:  # TensorRT 11: FP16 comes from the ONNX's own types
+            from edgeseg.engine.fp16_onnx import write_fp16_onnx
+
+            source = write_fp16_onnx(model_path, model_path.with_name(f"{base}.fp16.onnx"), keep_io_types=not fp16_io)
+            say(f"Wrote {source.name} (FP16 weights and compute, {'FP16' if fp16_io else 'FP32'} input/output)")
+        cache_path = None if timing_cache in (None, "", "none") else (
+            default_timing_cache(why) if timing_cache == "default" else Path(timing_cache))
         with atomic_path(out_path) as tmp:
-            details = build_engine_file(model_path, tmp, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq,
+            details = build_engine_file(source, tmp, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq,
                                         calibration_cache=cache if cache.exists() and not is_qdq else None,
-                                        input_shape=(3, spec.height, spec.width), max_batch=max_batch,
-                                        workspace_mb=workspace_mb, float_layers=float_layers)
+                                        input_shape=(3, spec.height, spec.width), max_batch=batch[2],
+                                        min_batch=batch[0], opt_batch=batch[1], workspace_mb=workspace_mb,
+                                        float_layers=float_layers, layer_precisions=precisions, dla_core=dla_core,
+                                        timing_cache=cache_path, version_compatible=version_compatible)
+        details["rebuild"] = _rebuild_command(Path(model), int8=int8, fp16=fp16, shape=shape, dla_core=dla_core,
+                                              layer_precisions=precisions, version_compatible=version_compatible)
         kind = "engine"
     else:
         default = model_path.with_name(f"{base}.{precision}.ort.onnx")
@@ -95,3 +160,32 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
                          model=meta.get("model"), precision=precision, onnx=meta.get("onnx"),
                          quantization=meta.get("quantization"),
                          engine=dict(details, backend="tensorrt" if use_trt else "onnxruntime"))
+
+
+def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, cache: Path, version: str, *,
+                   int8: bool, fp16: bool, is_qdq: bool, batch, workspace_mb: int, precisions: Dict[str, str],
+                   dla_core: Optional[int], version_compatible: bool, timing_cache: Optional[str]) -> dict:
+    """Print the trtexec command that builds what ``build-engine`` would build with TensorRT ``version``."""
+    from edgeseg.engine.tensorrt_build import default_timing_cache, make_plan
+    from edgeseg.engine.trtexec import trtexec_command
+
+    spec, _ = spec_from_sidecar(meta)
+    major = int(version.split(".")[0])
+    use_cache = int8 and not is_qdq and cache.exists() and major < 11
+    source = model_path
+    if int8 and not is_qdq and not use_cache:
+        source, is_qdq = model_path.with_name(f"{base}.int8.onnx"), True
+    plan = make_plan(version, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=use_cache,
+                     layer_precisions=precisions, dla_core=dla_core, version_compatible=version_compatible)
+    if plan.needs_fp16_onnx:
+        source = model_path.with_name(f"{base}.fp16.onnx")  # written by build-engine --fp16 on TensorRT 11
+    precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
+    engine = Path(out) if out else model_path.with_name(f"{base}.{precision}.engine")
+    cache_path = None if timing_cache in (None, "", "none") else (
+        default_timing_cache(version) if timing_cache == "default" else Path(timing_cache))
+    command = trtexec_command(plan, source, engine, input_name=(meta.get("onnx") or {}).get("input", "input"),
+                              input_shape=(3, spec.height, spec.width), batch=batch, workspace_mb=workspace_mb,
+                              calibration_cache=cache if use_cache else None, timing_cache=cache_path,
+                              layer_precisions=precisions)
+    click.echo(command)
+    return {"trtexec": command, "tensorrt": version}

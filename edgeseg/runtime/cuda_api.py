@@ -36,6 +36,11 @@ class CudaPython:
     def stream(self):
         return self._check(self.cudart.cudaStreamCreate())
 
+    def device_info(self) -> dict:
+        props = self._check(self.cudart.cudaGetDeviceProperties(0))
+        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+
     def stream_handle(self, stream) -> int:
         return int(stream)
 
@@ -96,6 +101,10 @@ class PyCuda:
 
     def stream(self):
         return self.cuda.Stream()
+
+    def device_info(self) -> dict:
+        device = self.cuda.Device(0)
+        return {"name": device.name(), "compute_capability": "{}.{}".format(*device.compute_capability())}
 
     def stream_handle(self, stream) -> int:
         return int(stream.handle)

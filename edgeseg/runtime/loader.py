@@ -53,7 +53,8 @@ def describe(path: str | Path, trust_checkpoint: bool = False) -> Artifact:
 
 
 def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
-                trust_checkpoint: bool = False, trust_engine: bool = False) -> Runner:
+                trust_checkpoint: bool = False, trust_engine: bool = False,
+                allow_engine_host_code: bool = False) -> Runner:
     shape = (3, artifact.input_spec.height, artifact.input_spec.width)
     if artifact.backend == "pytorch":
         from edgeseg.runtime.torch_runner import TorchRunner
@@ -66,4 +67,5 @@ def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] 
         return OnnxRuntimeRunner(str(artifact.path), shape, artifact.precision, device, threads)
     from edgeseg.runtime.tensorrt_runner import TensorRTRunner
 
-    return TensorRTRunner(str(artifact.path), shape, artifact.precision, "cuda", artifact.meta, trust_engine)
+    return TensorRTRunner(str(artifact.path), shape, artifact.precision, "cuda", artifact.meta, trust_engine,
+                          allow_engine_host_code)

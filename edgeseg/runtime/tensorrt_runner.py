@@ -9,6 +9,7 @@ says ``--trust-engine``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -27,31 +28,36 @@ class TensorRTRunner(Runner):
     backend = "tensorrt"
     OUTPUT_RING = 8
 
-    def __init__(self, path: str, input_shape, precision: str, device: str, meta: dict, trust_engine: bool = False):
+    def __init__(self, path: str, input_shape, precision: str, device: str, meta: dict, trust_engine: bool = False,
+                 allow_host_code: bool = False):
         super().__init__(path, input_shape, precision, device)
-        self.meta, self.trust_engine = meta, trust_engine
+        self.meta, self.trust_engine, self.allow_host_code = meta, trust_engine, allow_host_code
         self.engine = None
 
     def _activate_impl(self) -> None:
-        # the trust check comes first: it must hold whether or not TensorRT is installed
+        # the trust checks come first: they must hold whether or not TensorRT is installed
         expected = self.meta.get("sha256")
         if not self.trust_engine and expected != sha256_of(self.path):
             raise UntrustedFileError(f"{self.path} does not match the sha256 in its sidecar (or has none); an engine "
                                      f"is executable code, so rebuild it or pass --trust-engine if you made it.")
+        built = self.meta.get("engine") or {}
+        if (built.get("plan") or {}).get("version_compatible") and not self.allow_host_code:
+            raise UntrustedFileError(f"{Path(self.path).name} is a version-compatible engine that carries TensorRT "
+                                     f"host code; run it only if you trust it, with --allow-engine-host-code.")
         try:
             import tensorrt as trt
         except ImportError as exc:
             raise MissingDependencyError("TensorRT is not installed; engines run only where TensorRT is (ONNX files "
                                          "run everywhere with ONNX Runtime).") from exc
-        built = (self.meta.get("engine") or {}).get("tensorrt")
-        if built and built != trt.__version__:
-            parent = (self.meta.get("parent") or {}).get("artifact", "MODEL.onnx")
-            raise EdgesegError(f"{Path(self.path).name} was built with TensorRT {built} but this machine has "
-                               f"{trt.__version__}; rebuild it: edgeseg build-engine {parent}.")
         from edgeseg.runtime.cuda_api import load_cuda_api
 
         self.trt, self.cuda = trt, load_cuda_api()
+        problem = engine_mismatch(self.meta, Path(self.path).name, trt.__version__, self.cuda.device_info())
+        if problem:
+            raise EdgesegError(problem)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if hasattr(self.runtime, "engine_host_code_allowed"):  # TensorRT >= 8.6; off unless the user opted in
+            self.runtime.engine_host_code_allowed = bool(self.allow_host_code)
         self.engine = self.runtime.deserialize_cuda_engine(Path(self.path).read_bytes())
         if self.engine is None:
             raise EdgesegError(f"TensorRT could not load {self.path}; it was built for another GPU or TensorRT.")
@@ -144,3 +150,27 @@ class TensorRTRunner(Runner):
         self.buffers, self.pinned = {}, {}
         self.cuda.close(self.stream, self.events)
         self.context = self.engine = self.runtime = None
+
+
+def engine_mismatch(meta: dict, engine_name: str, trt_version: str, gpu: Optional[dict]) -> Optional[str]:
+    """One sentence with the rebuild command when the engine was built for another TensorRT or GPU, else None.
+
+    Version-compatible engines run on later TensorRT versions (not earlier ones); no
+    engine runs on a GPU of another compute capability.
+    """
+    built = meta.get("engine") or {}
+    rebuild = built.get("rebuild") or f"edgeseg build-engine {(meta.get('parent') or {}).get('artifact', 'MODEL.onnx')}"
+    built_trt = built.get("tensorrt")
+    compatible = (built.get("plan") or {}).get("version_compatible")
+    if built_trt and built_trt != trt_version:
+        newer = tuple(int(p) for p in trt_version.split(".")[:3] if p.isdigit()) >= \
+            tuple(int(p) for p in built_trt.split(".")[:3] if p.isdigit())
+        if not (compatible and newer):
+            return (f"{engine_name} was built with TensorRT {built_trt} but this machine has {trt_version}; "
+                    f"rebuild it here: {rebuild}")
+    built_gpu = built.get("gpu") or {}
+    if gpu and built_gpu.get("compute_capability") and built_gpu["compute_capability"] != gpu.get("compute_capability"):
+        return (f"{engine_name} was built for {built_gpu.get('name')} (compute capability "
+                f"{built_gpu['compute_capability']}) but this GPU is {gpu.get('name')} "
+                f"({gpu.get('compute_capability')}); rebuild it here: {rebuild}")
+    return None
