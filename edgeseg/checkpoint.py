@@ -41,6 +41,7 @@ _STRUCTURE_ATTRS = {
     nn.Linear: ("in_features", "out_features"),
     nn.GroupNorm: ("num_channels", "num_groups"),
     nn.LayerNorm: ("normalized_shape",),
+    nn.PReLU: ("num_parameters",),
 }
 
 
@@ -140,14 +141,14 @@ def _from_state_dict(state_dict: dict, path: Path, arch: str, num_classes: int, 
     return loaded
 
 
-def _from_payload(payload: dict, path: Path, adapt_keys: bool = False) -> LoadedModel:
+def _from_payload(payload: dict, path: Path, adapt_keys: bool = False, trust_code: bool = False) -> LoadedModel:
     try:
         arch = payload["arch"]
         num_classes = int(payload["num_classes"])
         state_dict = payload["state_dict"]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path} is an incomplete edgeseg checkpoint (missing {exc}); recreate it.") from exc
-    model = create_model(arch, num_classes, **payload.get("arch_args", {}))
+    model = create_model(arch, num_classes, trust_code=trust_code, **payload.get("arch_args", {}))
     if payload.get("structure"):
         _apply_structure(model, payload["structure"], state_dict)
     try:
@@ -280,7 +281,7 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         return LoadedModel(model, type(model).__name__, _infer_num_classes(model, side_spec), side_spec, side_info,
                            rebuildable=False)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        loaded = _from_payload(payload, path)
+        loaded = _from_payload(payload, path, trust_code=trust_checkpoint)
         loaded.input_spec = side_spec or loaded.input_spec
         loaded.dataset = side_info or loaded.dataset
         return loaded

@@ -24,6 +24,13 @@ def deeplabv3_resnet50(num_classes: int) -> nn.Module:
     return LogitsOnly(build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
 
 
+@register("fcn-resnet50", "FCN (fully convolutional, Long et al. 2015) on a dilated ResNet-50")
+def fcn_resnet50(num_classes: int) -> nn.Module:
+    from torchvision.models.segmentation import fcn_resnet50 as build
+
+    return LogitsOnly(build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
+
+
 @register("deeplabv3-mobilenetv3-large", "DeepLabV3 (ASPP) on MobileNetV3-Large: a mid-size teacher, 5x the "
           "LR-ASPP student's MACs")
 def deeplabv3_mobilenetv3_large(num_classes: int) -> nn.Module:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import click
 
 from edgeseg.cli.options import training_options
@@ -14,7 +16,8 @@ def _arch_args(pairs):
 
 
 @click.command("train")
-@click.option("--arch", required=True, help="Registered architecture, e.g. deeplabv3-resnet50, unet, mobilenetv3.")
+@click.option("--arch", required=True, help="Registered architecture (unet, mobilenetv3, segformer-b0, ...; see the README), "
+                   "torchvision:NAME, smp:ARCH:ENCODER, or your own path/file.py:function.")
 @click.option("--data", required=True, help="Dataset folder (train/ and val/ splits, or one split) or 'synthetic'.")
 @click.option("--out", default=None, help="Checkpoint to write [default: ARCH.pt].")
 @click.option("--arch-arg", multiple=True, help="Constructor argument KEY=VALUE, e.g. base_channels=16.")
@@ -28,4 +31,5 @@ def train_command(arch, data, out, arch_arg, **options):
     """
     from edgeseg.training.api import train
 
-    train(arch, data, out or f"{arch}.pt", arch_args=_arch_args(arch_arg), **options)
+    default_out = Path(arch.rpartition(":")[0]).stem if ".py:" in arch else arch.replace(":", "-")
+    train(arch, data, out or f"{default_out}.pt", arch_args=_arch_args(arch_arg), **options)

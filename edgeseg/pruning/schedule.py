@@ -26,9 +26,11 @@ def _pruner(model: nn.Module, num_classes: int, height: int, width: int, *, impo
     if importance in NEEDS_GRADIENTS and gradients is None:
         raise ConfigError(f"--importance {importance} needs gradients; pass --data with training images.")
     model.eval()
+    # besides the classifier, an architecture may name layers whose width its structure fixes (attention heads)
+    fixed = list(getattr(model, "unprunable_layers", list)())
     return tp.pruner.MetaPruner(model, torch.zeros(1, 3, height, width), importance=make_importance(importance),
                                 pruning_ratio=ratio, iterative_steps=steps, global_pruning=global_pruning,
-                                ignored_layers=class_layers(model, num_classes), round_to=round_to)
+                                ignored_layers=class_layers(model, num_classes) + fixed, round_to=round_to)
 
 
 def _step(pruner, model: nn.Module, gradients: Optional[GradientSource]) -> None:

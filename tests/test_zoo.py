@@ -1,0 +1,106 @@
+"""Every architecture family through the whole pipeline, and models users bring themselves.
+
+One chain per registered architecture at 64x64: a training epoch (two steps), distilled
+as student and as teacher, pruned by 30%, exported with >= 99.9% argmax agreement,
+calibrated to INT8, benched through ONNX Runtime.
+"""
+import json
+
+import pytest
+import torch
+
+from edgeseg.arch import create_model, list_models
+from edgeseg.arch.profile import count_params
+from edgeseg.checkpoint import load_model
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_models()])
+def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_path):
+    from edgeseg.benchmark.api import bench
+    from edgeseg.distillation.api import distill
+    from edgeseg.exporting.api import export
+    from edgeseg.pruning.api import prune
+    from edgeseg.quant.api import calibrate
+    from edgeseg.training.api import train
+
+    model = tmp_path / "model.pt"
+    train(name, str(tiny_data), str(model), epochs=1, batch_size=4, tensorboard=False)
+    distill(str(tiny_teacher), str(tiny_data), str(tmp_path / "as-student.pt"), student=name, epochs=1, batch_size=4,
+            tensorboard=False)
+    distill(str(model), str(tiny_data), str(tmp_path / "as-teacher.pt"), student="mobilenetv3-small", epochs=1,
+            batch_size=4, tensorboard=False)
+    pruned = prune(str(model), str(tmp_path / "pruned.pt"), ratio=0.3)
+    assert pruned["model"]["params"] < count_params(load_model(model).model)
+    onnx_meta = export(str(tmp_path / "pruned.pt"), str(tmp_path / "pruned.onnx"), data=str(tiny_data))
+    assert onnx_meta["parity"]["argmax_agreement"] >= 99.9
+    calibrate(str(tmp_path / "pruned.onnx"), str(tiny_data / "train" / "images"), num=8)
+    results = bench([str(tmp_path / "pruned.onnx"), str(tmp_path / "pruned.int8.onnx")], data=str(tiny_data),
+                    iters=2, warmup=1, show=False)
+    assert all(r["backend"] == "onnxruntime" and r["miou"] >= 0 for r in results)
+
+
+USER_ARCH = '''
+import torch
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    """Returns a dict with an auxiliary output, like many research models."""
+
+    def __init__(self, num_classes, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.out = nn.Conv2d(width, num_classes, 1)
+        self.aux = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        y = self.body(x)
+        return {"out": self.out(y), "aux": self.aux(y)}
+
+
+def build(num_classes, width=8):
+    return TwoHeads(num_classes, width)
+'''
+
+
+def test_your_own_architecture_file(tiny_data, tmp_path):
+    from edgeseg.errors import UntrustedFileError
+    from edgeseg.pruning.api import prune
+    from edgeseg.training.api import train
+
+    source = tmp_path / "my_arch.py"
+    source.write_text(USER_ARCH)
+    out = tmp_path / "mine.pt"
+    train(f"{source}:build", str(tiny_data), str(out), epochs=1, batch_size=4, arch_args={"width": 12},
+          tensorboard=False)
+    with pytest.raises(UntrustedFileError, match="--trust-checkpoint"):
+        load_model(out)  # rebuilding runs my_arch.py again: only when the user says so
+    loaded = load_model(out, trust_checkpoint=True)
+    assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 64, 64)  # the dict became logits
+    prune(str(out), str(tmp_path / "mine-pruned.pt"), ratio=0.5, trust_checkpoint=True)
+    assert load_model(tmp_path / "mine-pruned.pt", trust_checkpoint=True).model.net.body[0].out_channels == 6
+
+
+def test_torchvision_model_by_name_trains(tiny_data, tmp_path):
+    from edgeseg.training.api import train
+
+    out = tmp_path / "tv.pt"
+    train("torchvision:lraspp_mobilenet_v3_large", str(tiny_data), str(out), epochs=1, batch_size=4,
+          tensorboard=False)
+    assert json.loads(out.with_name("tv.pt.json").read_text())["model"]["arch"] == "torchvision:lraspp_mobilenet_v3_large"
+    assert load_model(out).model(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 64, 64)
+
+
+def test_unknown_external_architectures_are_clear_errors(tmp_path):
+    from edgeseg.errors import ConfigError, InputFileError
+
+    with pytest.raises(ConfigError, match="not a torchvision segmentation model"):
+        create_model("torchvision:resnet18", 4)
+    with pytest.raises(InputFileError, match="does not exist"):
+        create_model(f"{tmp_path / 'nope.py'}:build", 4)
+
+
+def test_segmentation_models_pytorch_when_installed():
+    pytest.importorskip("segmentation_models_pytorch", reason="the optional smp extra is not installed")
+    model = create_model("smp:Unet:resnet18", 4).eval()
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 64, 64)
