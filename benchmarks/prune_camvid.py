@@ -164,21 +164,42 @@ def markdown(document: dict) -> str:
               f"{target['miou_loss_at_most']} mIoU loss after fine-tuning: "
               + (f"met by {', '.join(target['met_by'])}." if target["met_by"] else "NOT met."), "",
               "![latency vs mIoU](prune_camvid.png)", ""]
+    samples = document["latency_samples_ms"]
+    if "unpruned (again)" in samples:
+        first, again = median(samples["unpruned"]), median(samples["unpruned (again)"])
+        if abs(again - first) / first > 0.2:  # say so rather than let two passes' milliseconds be compared
+            lines += [f"The latency-target run was timed in a second pass, beside the unpruned model again; that "
+                      f"pass measured the unpruned model at {again:.2f} ms instead of {first:.2f} ms (the machine "
+                      f"was busy), so compare its speed-up, not its milliseconds. The plot places it at "
+                      f"{first:.2f} ms / speed-up.", ""]
     return "\n".join(lines)
 
 
 def plot(rows: list, base: dict, draw) -> None:
     series = {}
     for r in rows:
+        # every speed-up was measured against the unpruned model in the same pass; place points by it so a
+        # second, busier timing pass does not shift its points
+        x = base["latency_ms"] / r["speedup"]
         if r["ratio"] is None:
             series.setdefault("latency target", []).append(
-                {"x": r["latency_ms"], "y": r["miou_finetuned"], "label": f"{r['target_latency_ms']} ms"})
+                {"x": x, "y": r["miou_finetuned"], "label": f"{r['target_latency_ms']} ms"})
         else:
-            series.setdefault(r["importance"], []).append(
-                {"x": r["latency_ms"], "y": r["miou_finetuned"], "label": str(r["ratio"])})
+            series.setdefault(r["importance"], []).append({"x": x, "y": r["miou_finetuned"], "label": str(r["ratio"])})
     draw(RESULTS / "prune_camvid.png", series, title="CamVid val mIoU after KD fine-tuning vs ONNX Runtime CPU latency",
          reference={"x": base["latency_ms"], "y": base["miou"], "label": "unpruned"})
 
 
+def rerender() -> None:
+    """Rewrite the Markdown and PNG from the committed JSON (no training or timing)."""
+    import json
+
+    from edgeseg.plots import latency_accuracy_png
+
+    document = json.loads((RESULTS / "prune_camvid.json").read_text())
+    write_results("prune_camvid", document, markdown(document))
+    plot(document["rows"], document["base"], latency_accuracy_png)
+
+
 if __name__ == "__main__":
-    main()
+    rerender() if sys.argv[1:] == ["--rerender"] else main()

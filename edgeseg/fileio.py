@@ -45,7 +45,13 @@ def check_output_path(path: str | os.PathLike) -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    except OSError as exc:  # a read-only or special file system, or no space for even an empty file
+        if exc.errno == errno.ENOSPC:
+            raise EdgesegError(f"The disk is full; cannot write {path}. Free some space and run again.") from exc
+        raise EdgesegError(f"Cannot create files in {path.parent} ({exc.strerror}); choose a writable folder "
+                           f"for the output.") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -88,4 +94,17 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
         raise InputFileError(f"{what} {path} is a folder, not a file; give the file itself.")
     if path.stat().st_size == 0:
         raise InputFileError(f"{what} {path} is empty; recreate it.")
+    return path
+
+
+def require_onnx_model(path: str | os.PathLike, what: str = "ONNX model") -> Path:
+    """``path`` as a Path when it exists and parses as ONNX (weights stored outside it are not read)."""
+    path = require_file(path, what)
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
+        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
+                             f"or another format, so re-export it.") from exc
     return path

@@ -9,7 +9,7 @@ import click
 
 from edgeseg.console import say
 from edgeseg.errors import ConfigError
-from edgeseg.fileio import atomic_path, check_output_path, require_file
+from edgeseg.fileio import atomic_path, check_output_path, require_onnx_model
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar, write_sidecar
 
 
@@ -80,7 +80,7 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
 
     >>> edgeseg.build_engine("pruned.int8.onnx", int8=True)  # doctest: +SKIP
     """
-    model_path = require_file(model, "ONNX model")
+    model_path = require_onnx_model(model)
     meta = read_sidecar(model_path, required=True)
     spec, info = spec_from_sidecar(meta)
     if backend not in ("auto", "tensorrt", "onnxruntime"):

@@ -9,7 +9,14 @@ import numpy as np
 from edgeseg.console import progress_bar, say
 from edgeseg.data.images import list_images, read_image
 from edgeseg.errors import ConfigError, DataError, InputFileError
-from edgeseg.fileio import atomic_path, check_output_path, require_file, write_json_atomic, write_text_atomic
+from edgeseg.fileio import (
+    atomic_path,
+    check_output_path,
+    require_file,
+    require_onnx_model,
+    write_json_atomic,
+    write_text_atomic,
+)
 from edgeseg.quant.collect import collect_histograms
 from edgeseg.quant.qdq import write_qdq
 from edgeseg.quant.trt_cache import format_cache
@@ -56,8 +63,6 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
 
     >>> edgeseg.calibrate("pruned.onnx", "calibration/", method="entropy")  # doctest: +SKIP
     """
-    import onnx
-
     model_path = require_file(model, "ONNX model")
     if method not in METHODS:
         raise ConfigError(f"Unknown calibration method '{method}'; choose one of: {', '.join(METHODS)}.")
@@ -73,10 +78,7 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     if meta.get("precision") not in (None, "fp32"):
         raise InputFileError(f"{model} is already {meta.get('precision')}; calibrate the FP32 ONNX model instead.")
     spec, info = spec_from_sidecar(meta)
-    try:
-        onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:
-        raise InputFileError(f"{model} is not a readable ONNX model ({type(exc).__name__}); re-export it.") from exc
+    require_onnx_model(model_path)
     stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
     out_path = check_output_path(out or model_path.with_name(f"{stem}.int8.onnx"))
     out_stem = out_path.name[: -len(".onnx")] if out_path.name.endswith(".onnx") else out_path.stem
