@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import alternate, machine, median, write_results
+from common import RESULTS, alternate, machine, median, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train", "distill (student)", "distill (teacher)", "prune 30%", "export", "calibrate INT8", "bench (ORT)")
@@ -80,7 +80,20 @@ def latencies(names, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved latency rounds per architecture.")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="Keep the stage results of results/zoo.json; measure the latencies again (on a quiet machine).")
     args = parser.parse_args()
+    if args.latency_only:
+        import json
+
+        document = json.loads((RESULTS / "zoo.json").read_text())
+        started = time.perf_counter()
+        for name, ms in latencies(list(document["rows"]), args.rounds).items():
+            document["rows"][name]["latency_ms"] = ms
+        document.update(machine=machine(), latency_rounds=args.rounds,
+                        latency_minutes=round((time.perf_counter() - started) / 60, 1))
+        publish(document)
+        return
 
     from edgeseg.arch import create_model, list_models
     from edgeseg.arch.profile import count_macs, count_params
@@ -108,7 +121,12 @@ def main() -> None:
         rows[name]["latency_ms"] = ms
     document = {"machine": machine(), "input": [HEIGHT, WIDTH], "latency_rounds": args.rounds, "rows": rows,
                 "minutes": round((time.perf_counter() - started) / 60, 1)}
-    table = markdown_table(rows)
+    publish(document)
+
+
+def publish(document: dict) -> None:
+    """results/zoo.{json,md}, and the same table between the README's zoo-table markers."""
+    table = markdown_table(document["rows"])
     write_results("zoo", document, f"# Architectures through every stage\n\n{table}\n")
     readme = ROOT / "README.md"
     text = readme.read_text()

@@ -24,6 +24,7 @@ _VERBS = {
     "build_engine": "edgeseg.engine.api",
     "bench": "edgeseg.benchmark.api",
     "eval": "edgeseg.benchmark.api",
+    "report": "edgeseg.report.api",
     "info": "edgeseg.artifact_info",
     "demo": "edgeseg.pipeline",
 }

@@ -28,7 +28,9 @@ class DemoRecipe:
     batch_size: int = 8
     calibration_images: int = 100
     calibration_method: str = "mse"
-    bench_iters: int = 30
+    bench_rounds: int = 6
+    bench_iters: int = 5
+    mask_images: int = 4
 
     @classmethod
     def fast(cls) -> "DemoRecipe":
@@ -36,7 +38,7 @@ class DemoRecipe:
         return cls(data=SyntheticConfig(num_train=16, num_val=8, height=64, width=64),
                    teacher_args={"base_channels": 8, "encoder_depth": 3}, teacher_epochs=1,
                    student_arch="mobilenetv3-small", student_epochs=1, finetune_epochs=1, batch_size=4,
-                   calibration_images=8, bench_iters=3)
+                   calibration_images=8, bench_rounds=2, bench_iters=2, mask_images=2)
 
 
 def demo(out: str = "runs/demo", *, fast: bool = False, seed: int = 0, recipe: DemoRecipe = None) -> dict:
@@ -44,14 +46,13 @@ def demo(out: str = "runs/demo", *, fast: bool = False, seed: int = 0, recipe: D
 
     >>> edgeseg.demo("runs/demo")  # doctest: +SKIP
     """
-    from edgeseg.benchmark.api import bench
-    from edgeseg.benchmark.report import write_report
-    from edgeseg.benchmark.table import print_table
     from edgeseg.distillation.api import distill
     from edgeseg.engine.api import build_engine
     from edgeseg.exporting.api import export
     from edgeseg.pruning.api import prune
     from edgeseg.quant.api import calibrate
+    from edgeseg.report.api import report
+    from edgeseg.report.run_folder import Stage, write_manifest
     from edgeseg.training.api import train
 
     recipe = recipe or (DemoRecipe.fast() if fast else DemoRecipe())
@@ -80,20 +81,14 @@ def demo(out: str = "runs/demo", *, fast: bool = False, seed: int = 0, recipe: D
     engine = build_engine(str(folder / "pruned.int8.onnx"), int8=True)
     engine_path = folder / engine["artifact"]
 
-    say("[bold]bench every stage[/bold]")
-    stages = [("teacher", folder / "teacher.pt"), ("student (distilled)", folder / "student.pt"),
-              ("pruned + fine-tuned", folder / "pruned.pt"), ("ONNX FP32", folder / "pruned.onnx"),
-              (f"engine INT8 ({engine['engine']['backend']})", engine_path)]
-    rows = []
-    for name, path in stages:
-        result = bench(str(path), data, iters=recipe.bench_iters, show=False)[0]
-        result.pop("confusion", None)
-        rows.append(dict(result, stage=name))
-    print_table(rows, title="edgeseg demo: every stage on the synthetic val split")
+    say("[bold]report: every stage measured alike[/bold]")
+    stages = [Stage("teacher", "teacher.pt"), Stage("student (distilled)", "student.pt"),
+              Stage("pruned + fine-tuned", "pruned.pt"), Stage("ONNX FP32", "pruned.onnx"),
+              Stage(f"engine INT8 ({engine['engine']['backend']})", engine["artifact"])]
     minutes = (time.perf_counter() - started) / 60
-    report = write_report(folder, rows, title="edgeseg demo: synthetic street scenes",
-                          dataset={"name": "synthetic-streets", **recipe.data.__dict__},
-                          notes=[f"Recipe: {'fast' if fast else 'default'}; total time {minutes:.1f} min.",
-                                 "Latency is measured on CPU with batch 1; mIoU on the val split at label size."])
-    say(f"Wrote {folder / 'report.json'} and {folder / 'report.md'} ({minutes:.1f} min)")
-    return report
+    write_manifest(folder, "edgeseg demo: synthetic street scenes", stages, data=data,
+                   notes=[f"Recipe: {'fast' if fast else 'default'}; pipeline time {minutes:.1f} min."])
+    document = report(str(folder), rounds=recipe.bench_rounds, iters_per_round=recipe.bench_iters,
+                      mask_images=recipe.mask_images)
+    say(f"Wrote {folder / 'report.json'} and {folder / 'report.md'} ({(time.perf_counter() - started) / 60:.1f} min)")
+    return document

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from edgeseg import __version__
 from edgeseg.benchmark.table import markdown_table
@@ -29,11 +29,14 @@ def _with_deltas(rows: List[dict]) -> List[dict]:
 
 
 def write_report(folder: str | Path, rows: List[dict], *, title: str, dataset: Optional[dict] = None,
-                 notes: Optional[List[str]] = None) -> dict:
+                 notes: Optional[List[str]] = None, figures: Optional[Dict[str, str]] = None,
+                 timing: Optional[dict] = None) -> dict:
+    """``report.json`` and ``report.md`` in ``folder``; ``figures`` maps caption -> PNG file name in it."""
     folder = Path(folder)
     rows = _with_deltas(rows)
     report = {"title": title, "edgeseg": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "dataset": dataset, "stages": rows, "notes": notes or []}
+              "dataset": dataset, "stages": rows, "notes": notes or [], "figures": figures or {},
+              "timing": timing}
     write_json_atomic(folder / "report.json", report)
     lines = [f"# {title}", "", markdown_table(rows), "## What each stage changed", "",
              "| stage | speed-up vs previous | speed-up vs first | mIoU change vs previous | mIoU change vs first |",
@@ -48,6 +51,8 @@ def write_report(folder: str | Path, rows: List[dict], *, title: str, dataset: O
         for row in rows:
             values = [row["per_class_iou"].get(c) for c in classes]
             lines.append(f"| {row['stage']} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in values) + " |")
+    for caption, name in (figures or {}).items():
+        lines += ["", f"## {caption[0].upper()}{caption[1:]}", "", f"![{caption}]({name})"]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     write_text_atomic(folder / "report.md", "\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ COMMANDS = {
     "build-engine": ("edgeseg.cli.build_engine", "build_engine_command"),
     "bench": ("edgeseg.cli.bench", "bench_command"),
     "eval": ("edgeseg.cli.bench", "eval_command"),
+    "report": ("edgeseg.cli.report", "report_command"),
     "info": ("edgeseg.cli.info", "info_command"),
 }
 

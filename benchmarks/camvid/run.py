@@ -1,0 +1,204 @@
+"""The CamVid compression benchmark: teacher -> deployable engine, with edgeseg's public commands only.
+
+    python benchmarks/camvid/run.py --profile cpu --data ../shared/data/camvid [--out runs/camvid-cpu]
+    python benchmarks/camvid/run.py --from runs/camvid-cpu --eval-data other/camvid-split   # no training
+
+Stages: train the teacher -> distill the student -> prune with KD fine-tuning -> export ->
+calibrate INT8 under an accuracy budget -> build the engine -> `edgeseg report` measures
+every stage on val. Every command is printed and appended to RUN_DIR/commands.sh, so the
+run can be replayed by hand. A stage whose output exists is not run again (edgeseg
+writes atomically, so an existing file is a finished one): an interrupted run continues.
+With --publish the report goes to benchmarks/results/camvid-<profile>/ and the small
+artifacts to models/camvid/ with a card.
+
+Targets (issue 9): the final INT8 student within 2.0 mIoU of the FP32 teacher, with >= 8x
+lower ONNX Runtime CPU latency than the teacher (both ONNX, measured in the same run).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from profiles import PROFILES, Profile  # noqa: E402
+
+TARGET_MIOU_GAP = 2.0
+TARGET_SPEEDUP = 8.0
+PUBLISHED_ARTIFACTS = ("student.pt", "pruned.pt", "pruned.onnx", "pruned.int8.onnx", "pruned.calib.cache",
+                       "pruned.ranges.json")
+MAX_PUBLISHED_MB = 20
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--data", help="CamVid-layout data (train/ and val/ with images/ and labels/).")
+    parser.add_argument("--out", help="Run folder [default: runs/camvid-<profile>].")
+    parser.add_argument("--eval-data", help="Evaluate every stage on this data's val split instead.")
+    parser.add_argument("--from", dest="from_run", help="Re-evaluate a finished run folder; trains nothing.")
+    parser.add_argument("--publish", action="store_true",
+                        help="Copy the report to benchmarks/results/camvid-<profile>/ and artifacts to models/camvid/.")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    started = time.perf_counter()
+    if args.from_run:
+        run_dir = Path(args.from_run)
+        if not (run_dir / "stages.json").is_file():
+            parser.error(f"{run_dir} is not a finished run (no stages.json); run without --from first.")
+    else:
+        if not args.data:
+            parser.error("--data is required unless --from is given.")
+        if not Path(args.data).is_dir():
+            print(f"CamVid data not found at {args.data}; see ../shared/data/README.md.", file=sys.stderr)
+            return 2
+        run_dir = Path(args.out or f"runs/camvid-{args.profile}")
+        run_pipeline(profile, args.profile, Path(args.data), run_dir)
+    report_dir = run_dir if not args.eval_data else run_dir / f"eval-{Path(args.eval_data).name}"
+    command = ["report", str(run_dir), "--out", str(report_dir), "--device", "cpu"] + options(profile.report)
+    if args.eval_data:
+        command += ["--data", args.eval_data]
+    edgeseg(run_dir, command)
+    targets = check_targets(report_dir)
+    minutes = round((time.perf_counter() - started) / 60, 1)
+    append_targets(report_dir, targets, minutes)
+    print(json.dumps(targets, indent=2))
+    if args.publish:
+        publish(run_dir, report_dir, args.profile)
+    return 0
+
+
+def options(settings: dict) -> list:
+    """{"epochs": 10, "amp": True} -> ["--epochs", "10", "--amp"]."""
+    out = []
+    for key, value in settings.items():
+        if value is True:
+            out.append(f"--{key}")
+        elif value is not False and value is not None:
+            out += [f"--{key}", str(value)]
+    return out
+
+
+def edgeseg(run_dir: Path, arguments: list) -> None:
+    """Run one edgeseg command, logging it to RUN_DIR/commands.sh first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    line = "edgeseg " + " ".join(shlex.quote(a) for a in arguments)
+    print(f"\n$ {line}", flush=True)
+    with open(run_dir / "commands.sh", "a") as log:
+        log.write(line + "\n")
+    subprocess.run([sys.executable, "-m", "edgeseg.cli", *arguments], check=True)
+
+
+def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> None:
+    from edgeseg.report.run_folder import Stage, write_manifest
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    r = lambda file: str(run_dir / file)  # noqa: E731
+    size, device = ["--input-size", profile.input_size], ["--device", profile.device]
+    teacher = dict(profile.teacher)
+    steps = [
+        ("teacher.pt", ["train", "--arch", str(teacher.pop("arch")), "--data", str(data), "--out", r("teacher.pt"),
+                        *size, *device, *profile.extra_train, "--no-tensorboard",
+                        *options(teacher)]),
+        ("student.pt", ["distill", r("teacher.pt"), "--data", str(data), "--out", r("student.pt"), *size, *device,
+                        *profile.extra_train, "--no-tensorboard", *options(profile.student)]),
+        ("pruned.pt", ["prune", r("student.pt"), "--out", r("pruned.pt"), "--data", str(data),
+                       *options(profile.prune)]),
+        ("teacher.onnx", ["export", r("teacher.pt"), "--out", r("teacher.onnx"), "--data", str(data)]),
+        ("pruned.onnx", ["export", r("pruned.pt"), "--out", r("pruned.onnx"), "--data", str(data)]),
+        ("pruned.int8.onnx", ["calibrate", r("pruned.onnx"), "--images", str(data / "train" / "images"),
+                              "--data", str(data), *options(profile.calibrate)]),
+    ]
+    for output, command in steps:
+        if (run_dir / output).exists():
+            print(f"{output} exists; skipping: {' '.join(command[:2])}")
+            continue
+        edgeseg(run_dir, command)
+    engine = sorted(p.name for p in run_dir.glob("pruned.int8.*") if p.suffix == ".engine" or p.name.endswith(".ort.onnx"))
+    if not engine:
+        edgeseg(run_dir, ["build-engine", r("pruned.int8.onnx"), "--int8"])
+        engine = sorted(p.name for p in run_dir.glob("pruned.int8.*")
+                        if p.suffix == ".engine" or p.name.endswith(".ort.onnx"))
+    backend = "TensorRT" if engine[0].endswith(".engine") else "ONNX Runtime"
+    stages = [Stage("teacher (PyTorch)", "teacher.pt"), Stage("teacher (ONNX FP32)", "teacher.onnx"),
+              Stage("student, distilled (PyTorch)", "student.pt"), Stage("pruned + fine-tuned (PyTorch)", "pruned.pt"),
+              Stage("pruned (ONNX FP32)", "pruned.onnx"), Stage(f"pruned INT8 ({backend} engine)", engine[0])]
+    write_manifest(run_dir, f"CamVid compression benchmark ({name} profile)", stages, data=str(data.resolve()),
+                   notes=[f"Profile '{name}': training at {profile.input_size}; the commands are in commands.sh.",
+                          f"Teacher {profile.teacher['arch']}; student {profile.student['student']} distilled with "
+                          f"{profile.student['loss']}; prune {profile.prune}; calibrate {profile.calibrate}."])
+
+
+def check_targets(report_dir: Path) -> dict:
+    stages = {s["stage"]: s for s in json.loads((report_dir / "report.json").read_text())["stages"]}
+    teacher = next(s for name, s in stages.items() if name.startswith("teacher (PyTorch)"))
+    teacher_onnx = next(s for name, s in stages.items() if name.startswith("teacher (ONNX"))
+    final = list(stages.values())[-1]
+    gap = round(teacher["miou"] - final["miou"], 2)
+    speedup = round(teacher_onnx["latency_ms"]["p50"] / final["latency_ms"]["p50"], 2)
+    return {"teacher_miou": teacher["miou"], "final_miou": final["miou"], "miou_gap": gap,
+            "teacher_onnx_p50_ms": teacher_onnx["latency_ms"]["p50"], "final_p50_ms": final["latency_ms"]["p50"],
+            "speedup_vs_teacher_onnx": speedup,
+            "final_within_2_miou_of_teacher": gap <= TARGET_MIOU_GAP,
+            "final_at_least_8x_faster_than_teacher_onnx": speedup >= TARGET_SPEEDUP}
+
+
+def append_targets(report_dir: Path, targets: dict, minutes: float) -> None:
+    """Add the issue's targets to report.json and report.md (kept separate from `edgeseg report` itself)."""
+    from edgeseg.fileio import write_json_atomic, write_text_atomic
+
+    document = json.loads((report_dir / "report.json").read_text())
+    document["targets"] = targets
+    document["benchmark_minutes"] = minutes
+    write_json_atomic(report_dir / "report.json", document)
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines = ["", "## Targets", "",
+             f"- final INT8 student within {TARGET_MIOU_GAP} mIoU of the FP32 teacher: {targets['final_miou']:.2f} vs "
+             f"{targets['teacher_miou']:.2f} (gap {targets['miou_gap']:+.2f}): "
+             f"{verdict(targets['final_within_2_miou_of_teacher'])}",
+             f"- >= {TARGET_SPEEDUP}x lower ONNX Runtime CPU latency than the teacher (ONNX FP32, same run): "
+             f"{targets['teacher_onnx_p50_ms']:.2f} -> {targets['final_p50_ms']:.2f} ms p50 "
+             f"({targets['speedup_vs_teacher_onnx']:.2f}x): {verdict(targets['final_at_least_8x_faster_than_teacher_onnx'])}",
+             f"- this script's run took {minutes} min (the report only, with --from)", ""]
+    text = (report_dir / "report.md").read_text().rstrip("\n") + "\n" + "\n".join(lines)
+    write_text_atomic(report_dir / "report.md", text)
+
+
+def publish(run_dir: Path, report_dir: Path, profile: str) -> None:
+    results = ROOT / "benchmarks" / "results" / f"camvid-{profile}"
+    results.mkdir(parents=True, exist_ok=True)
+    for path in list(report_dir.glob("report.*")) + list(report_dir.glob("*.png")) + [run_dir / "commands.sh"]:
+        if path.is_file():
+            shutil.copy2(path, results / path.name)
+    models = ROOT / "models" / "camvid"
+    models.mkdir(parents=True, exist_ok=True)
+    card = ["# CamVid models from benchmarks/camvid/run.py", "",
+            f"Profile `{profile}`; commands in [commands.sh](../../benchmarks/results/camvid-{profile}/commands.sh); "
+            f"report in [benchmarks/results/camvid-{profile}](../../benchmarks/results/camvid-{profile}/report.md).", "",
+            "| file | MB | sha256 |", "|---|---:|---|"]
+    for name in PUBLISHED_ARTIFACTS + tuple(p.name for p in run_dir.glob("pruned.int8.*.onnx")):
+        path = run_dir / name
+        if not path.is_file() or path.stat().st_size > MAX_PUBLISHED_MB * 1e6:
+            continue
+        for file in (path, path.with_name(path.name + ".json")):
+            if file.is_file():
+                shutil.copy2(file, models / file.name)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        card.append(f"| {name} | {path.stat().st_size / 1e6:.1f} | `{digest}` |")
+    skipped = [p.name for p in run_dir.glob("teacher.*") if p.stat().st_size > MAX_PUBLISHED_MB * 1e6]
+    if skipped:
+        card += ["", f"Not committed (over {MAX_PUBLISHED_MB} MB): {', '.join(sorted(skipped))}; rerun the script "
+                 "to make them."]
+    (models / "README.md").write_text("\n".join(card) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
