@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
-    assert "Example: edgeseg" in result.output
+    # the example must reach the user as a line of its own, not re-wrapped into the prose
+    assert re.search(rf"^\s*(Example: )?edgeseg {command}\b", result.output, re.MULTILINE), result.output
+    assert "Example" in result.output
 
 
 def test_top_level_help_does_not_import_torch():

@@ -7,7 +7,8 @@ Stages: train the teacher -> distill the student -> prune with KD fine-tuning ->
 calibrate INT8 under an accuracy budget -> build the engine -> `edgeseg report` measures
 every stage on val. Every command is printed and appended to RUN_DIR/commands.sh, so the
 run can be replayed by hand. A stage whose output exists is not run again (edgeseg
-writes atomically, so an existing file is a finished one): an interrupted run continues.
+writes atomically, so an existing file is a finished one): an interrupted run continues,
+and a killed train/distill step resumes from its last finished epoch.
 With --publish the report goes to benchmarks/results/camvid-<profile>/ and the small
 artifacts to models/camvid/ with a card.
 
@@ -121,6 +122,8 @@ def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> None
         if (run_dir / output).exists():
             print(f"{output} exists; skipping: {' '.join(command[:2])}")
             continue
+        if command[0] in ("train", "distill") and (run_dir / f"{output}.state").exists():
+            command = command + ["--resume"]  # a killed training run continues from its last epoch
         edgeseg(run_dir, command)
     engine = sorted(p.name for p in run_dir.glob("pruned.int8.*") if p.suffix == ".engine" or p.name.endswith(".ort.onnx"))
     if not engine:

@@ -34,6 +34,10 @@ class MainOutput(nn.Module):
             out = out[0]
         return out
 
+    def all_outputs(self, x: Tensor):
+        """Every head's output; pruning traces these so an auxiliary head shrinks with the layers feeding it."""
+        return self.net(x)
+
 
 def is_external(name: str) -> bool:
     return name.startswith(("torchvision:", "smp:")) or ".py:" in name

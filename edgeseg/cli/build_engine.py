@@ -28,6 +28,7 @@ import click
 def build_engine_command(model, **options):
     """Build a TensorRT engine, or the ONNX Runtime artifact where TensorRT is absent.
 
+    \b
     Examples:
       edgeseg build-engine pruned.onnx --int8
       edgeseg build-engine pruned.onnx --int8 --dla-core 0 --shape 1:1:4

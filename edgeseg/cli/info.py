@@ -8,7 +8,10 @@ def info_command(artifact, as_json):
     """Show what the sidecar says about an artifact (and whether the file still matches it);
     without one, what this machine can run (TensorRT, GPU, JetPack/L4T, ONNX Runtime providers).
 
-    Examples: edgeseg info pruned.int8.onnx    edgeseg info
+    \b
+    Examples:
+      edgeseg info pruned.int8.onnx
+      edgeseg info
     """
     if artifact is None:
         from edgeseg.device_info import print_device_report

@@ -39,6 +39,7 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 def prune_command(model, out, **options):
     """Remove channels structurally (Torch-Pruning dependency graph); the classifier keeps its width.
 
+    \b
     Examples:
       edgeseg prune student.pt --ratio 0.4 --finetune-epochs 5 --data camvid/
       edgeseg prune student.pt --target-latency-ms 8 --backend onnxruntime --importance taylor --data camvid/

@@ -28,7 +28,11 @@ def _pruner(model: nn.Module, num_classes: int, height: int, width: int, *, impo
     model.eval()
     # besides the classifier, an architecture may name layers whose width its structure fixes (attention heads)
     fixed = list(getattr(model, "unprunable_layers", list)())
-    return tp.pruner.MetaPruner(model, torch.zeros(1, 3, height, width), importance=make_importance(importance),
+    # a wrapper that returns only the main logits would hide its auxiliary heads from the dependency graph,
+    # leaving them expecting channels the pruned body no longer produces
+    forward_fn = (lambda net, x: net.all_outputs(x)) if hasattr(model, "all_outputs") else None
+    return tp.pruner.MetaPruner(model, torch.zeros(1, 3, height, width), forward_fn=forward_fn,
+                                importance=make_importance(importance),
                                 pruning_ratio=ratio, iterative_steps=steps, global_pruning=global_pruning,
                                 ignored_layers=class_layers(model, num_classes) + fixed, round_to=round_to)
 
