@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     edgeseg(run_dir, command)
     targets = check_targets(report_dir)
     minutes = round((time.perf_counter() - started) / 60, 1)
-    append_targets(report_dir, targets, minutes)
+    scope = ("the report only, with --from" if args.from_run else
+             "stages finished by an earlier, interrupted invocation were not run again")
+    append_targets(report_dir, targets, minutes, scope)
     print(json.dumps(targets, indent=2))
     if args.publish:
         publish(run_dir, report_dir, args.profile)
@@ -154,7 +156,7 @@ def check_targets(report_dir: Path) -> dict:
             "final_at_least_8x_faster_than_teacher_onnx": speedup >= TARGET_SPEEDUP}
 
 
-def append_targets(report_dir: Path, targets: dict, minutes: float) -> None:
+def append_targets(report_dir: Path, targets: dict, minutes: float, scope: str) -> None:
     """Add the issue's targets to report.json and report.md (kept separate from `edgeseg report` itself)."""
     from edgeseg.fileio import write_json_atomic, write_text_atomic
 
@@ -170,7 +172,7 @@ def append_targets(report_dir: Path, targets: dict, minutes: float) -> None:
              f"- >= {TARGET_SPEEDUP}x lower ONNX Runtime CPU latency than the teacher (ONNX FP32, same run): "
              f"{targets['teacher_onnx_p50_ms']:.2f} -> {targets['final_p50_ms']:.2f} ms p50 "
              f"({targets['speedup_vs_teacher_onnx']:.2f}x): {verdict(targets['final_at_least_8x_faster_than_teacher_onnx'])}",
-             f"- this script's run took {minutes} min (the report only, with --from)", ""]
+             f"- this invocation of run.py took {minutes} min ({scope})", ""]
     text = (report_dir / "report.md").read_text().rstrip("\n") + "\n" + "\n".join(lines)
     write_text_atomic(report_dir / "report.md", text)
 
