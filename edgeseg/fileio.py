@@ -58,14 +58,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600 files; artifacts are meant to be shared
         os.replace(tmp_path, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise EdgesegError(f"The disk is full while writing {path}; free some space and run again.") from exc
+        error = out_of_space_error(exc, path)
+        if error is not None:
+            raise error from exc
         raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space_error(exc: BaseException, path: str | os.PathLike | None = None) -> EdgesegError | None:
+    """One sentence for a write that failed for lack of space (full disk, quota, file-size limit), else None.
+
+    PyTorch's zip writer reports a short write as a RuntimeError of its own, so that is
+    recognised too.
+    """
+    torch_short_write = isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
+                                                           or "inline_container" in str(exc))
+    if not (isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE) and not torch_short_write:
+        return None
+    where = f" while writing {path}" if path else ""
+    return EdgesegError(f"Out of disk space (or over a file-size limit){where}; free some space or choose "
+                        f"another folder, and run again.")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

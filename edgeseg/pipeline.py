@@ -79,7 +79,6 @@ def demo(out: str = "runs/demo", *, fast: bool = False, seed: int = 0, recipe: D
               num=recipe.calibration_images, seed=seed)
     say("[bold]6/6 build the engine[/bold]")
     engine = build_engine(str(folder / "pruned.int8.onnx"), int8=True)
-    engine_path = folder / engine["artifact"]
 
     say("[bold]report: every stage measured alike[/bold]")
     stages = [Stage("teacher", "teacher.pt"), Stage("student (distilled)", "student.pt"),

@@ -1,14 +1,13 @@
 """``edgeseg bench`` and ``edgeseg eval``: accuracy over a whole split and latency, through a Runner."""
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from edgeseg.benchmark.memory import RssSampler, current_rss_mb, lifetime_peak_rss_mb
 from edgeseg.benchmark.pipeline import run_pipeline
 from edgeseg.benchmark.table import print_table
 from edgeseg.benchmark.timing import latency_stats, time_inference
@@ -87,11 +86,6 @@ def _power_sampler(power: bool):
     return TegrastatsSampler()
 
 
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
-
-
 def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
               warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
               threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
@@ -114,12 +108,16 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
             spec = artifact.input_spec
             sample = preprocess(render_scene(np.random.default_rng(0), spec.height, spec.width)[0], spec)
         batch = np.repeat(sample, batch_size, axis=0)
+        time_inference(runner, batch, warmup=warmup, iters=0, warmup_ms=warmup_ms)
+        rss_after_warmup = current_rss_mb()
         sampler = _power_sampler(power)
-        with sampler:
+        with sampler, RssSampler() as rss:
             started = time.perf_counter()
-            host, compute = time_inference(runner, batch, warmup=warmup, iters=iters, warmup_ms=warmup_ms,
-                                           duration_s=duration)
+            host, compute = time_inference(runner, batch, warmup=0, iters=iters, duration_s=duration)
             seconds = time.perf_counter() - started
+        if rss_after_warmup is not None:
+            result["rss_mb"] = {"after_warmup": round(rss_after_warmup, 2), "peak_while_timing": round(rss.peak_mb, 2),
+                                "growth_percent": round(100 * (rss.peak_mb / rss_after_warmup - 1), 3)}
         latency = latency_stats(host)
         result["latency_ms"] = latency
         result["compute_latency_ms"] = latency_stats(compute)
@@ -135,7 +133,7 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
         if split is not None:
             result["num_images"] = len(split)
             result.update(accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}"))
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = lifetime_peak_rss_mb()
     return result
 
 

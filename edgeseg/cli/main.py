@@ -52,6 +52,13 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EdgesegError as exc:
             raise UserError(str(exc), exc.exit_code) from None
+        except (OSError, RuntimeError) as exc:  # a write outside an atomic_path, e.g. a temporary file
+            from edgeseg.fileio import out_of_space_error
+
+            error = out_of_space_error(exc)
+            if error is None:
+                raise
+            raise UserError(str(error), error.exit_code) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

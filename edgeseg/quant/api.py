@@ -1,6 +1,7 @@
 """``edgeseg calibrate``: activation ranges from real images -> Q/DQ ONNX + TensorRT cache + ranges JSON."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -114,7 +115,10 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     write_text_atomic(cache_path, format_cache(amax, method))
     settings = {"method": method, "percentile": percentile if method == "percentile" else None,
                 "symmetric": symmetric, "bias_correction": bool(bias_correction), "bias_corrected_layers": len(corrected), "num_images": len(files), "seed": seed, "images": str(images)}
-    write_json_atomic(ranges_path, {**settings, "tensors": {
+    # which images the seed picked, so a calibration can be reproduced or audited image by image
+    folder = Path(os.path.commonpath([str(Path(f).parent) for f in files]))
+    image_files = [str(Path(f).relative_to(folder)) for f in files]
+    write_json_atomic(ranges_path, {**settings, "image_files": image_files, "tensors": {
         name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
                "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
     say(f"Wrote {out_path.name}, {cache_path.name} and {ranges_path.name}; {len(float_nodes)} node(s) kept in float")

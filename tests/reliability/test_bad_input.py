@@ -24,6 +24,8 @@ def _split(folder: Path, count: int = 4, size=(64, 64), label_value: int = 1, mo
         pixels = np.full((*size, 3), 100 + i, np.uint8)
         if mode == "I;16":
             Image.fromarray(np.full(size, 30000, np.uint16)).save(folder / "images" / f"im{i}.png")
+        elif mode in ("L", "RGBA"):
+            Image.fromarray(pixels).convert(mode).save(folder / "images" / f"im{i}.png")
         else:
             Image.fromarray(pixels).save(folder / "images" / f"im{i}.png")
         Image.fromarray(np.full(size, label_value, np.uint8)).save(folder / "labels" / f"im{i}.png")
@@ -202,3 +204,17 @@ def test_user_mistake(case, argv, says, output, bad):
         target = Path(_out(bad, output))
         assert not target.exists(), f"{case}: left {target} behind"
         assert not list(target.parent.glob(f".tmp-{target.name}-*")), f"{case}: left a temporary file"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"], ids=["data: train on grayscale images (read as RGB)",
+                                                     "data: train on RGBA images (alpha dropped)"])
+def test_grayscale_and_rgba_images_are_not_mistakes(mode, tmp_path):
+    """Not every odd image is an error: one channel or an alpha channel is converted, as a user expects."""
+    data = _dataset(tmp_path / "data", mode=mode)
+    with Image.open(data / "train" / "images" / "im0.png") as image:
+        assert image.mode == mode  # the case really feeds that kind of image
+    out = tmp_path / "t.pt"
+    result = CliRunner().invoke(cli, ["train", "--arch", "unet", "--arch-arg", "base_channels=4", "--data", str(data),
+                                      "--epochs", "1", "--batch-size", "2", "--out", str(out), "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
