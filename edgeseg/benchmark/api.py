@@ -22,7 +22,7 @@ from edgeseg.runtime.loader import Artifact, describe, open_runner
 from edgeseg.runtime.preprocess import preprocess, resize_label
 
 
-def _check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
+def check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
     model_info = artifact.dataset
     if model_info is not None and model_info.num_classes != split.info.num_classes:
         raise DataError(f"{artifact.path.name} predicts {model_info.num_classes} classes but {split.root} has "
@@ -86,6 +86,22 @@ def _power_sampler(power: bool):
     return TegrastatsSampler()
 
 
+def artifact_row(artifact: Artifact, runner: Runner, device: str, batch_size: int = 1) -> dict:
+    """What a bench row says about the artifact itself: backend, precision, input, size, params, MACs."""
+    model = artifact.meta.get("model") or {}
+    return {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
+            "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
+            "batch": batch_size, "params": model.get("params"), "macs": model.get("macs"),
+            "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
+
+
+def timing_row(host: List[float], compute: List[float], batch_size: int = 1) -> dict:
+    """Latency statistics (host and compute), iterations and FPS from per-call milliseconds."""
+    latency = latency_stats(host)
+    return {"latency_ms": latency, "compute_latency_ms": latency_stats(compute), "iterations": len(host),
+            "fps": round(1e3 * batch_size / latency["mean"], 3)}
+
+
 def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
               warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
               threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
@@ -93,12 +109,8 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
     """Latency (and, with a split, accuracy) of one artifact."""
     artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
     if split is not None:
-        _check_classes(artifact, split)
-    meta_model = artifact.meta.get("model") or {}
-    result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
-              "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
-              "batch": batch_size, "params": meta_model.get("params"), "macs": meta_model.get("macs"),
-              "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
+        check_classes(artifact, split)
+    result = artifact_row(artifact, runner, device, batch_size)
     with runner:
         if split is not None:
             sample = preprocess(split.image(0), artifact.input_spec)
@@ -118,11 +130,7 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
         if rss_after_warmup is not None:
             result["rss_mb"] = {"after_warmup": round(rss_after_warmup, 2), "peak_while_timing": round(rss.peak_mb, 2),
                                 "growth_percent": round(100 * (rss.peak_mb / rss_after_warmup - 1), 3)}
-        latency = latency_stats(host)
-        result["latency_ms"] = latency
-        result["compute_latency_ms"] = latency_stats(compute)
-        result["iterations"] = len(host)
-        result["fps"] = round(1e3 * batch_size / latency["mean"], 3)
+        result.update(timing_row(host, compute, batch_size))
         if power:
             from edgeseg.benchmark.power import summarize_power
 
@@ -176,7 +184,7 @@ def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: O
     """
     split = _val_split(data, max_images)
     artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
-    _check_classes(artifact, split)
+    check_classes(artifact, split)
     with runner:
         result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
                   "num_images": len(split), **accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}")}

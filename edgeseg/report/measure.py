@@ -12,11 +12,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from edgeseg.benchmark.api import accuracy_pass
-from edgeseg.benchmark.timing import latency_stats, time_inference
+from edgeseg.benchmark.api import accuracy_pass, artifact_row, check_classes, timing_row
+from edgeseg.benchmark.timing import time_inference
 from edgeseg.console import progress_bar
 from edgeseg.data.dataset import SegmentationSplit
-from edgeseg.errors import DataError
 from edgeseg.runtime import native
 from edgeseg.runtime.loader import describe, open_runner
 from edgeseg.runtime.preprocess import preprocess, resize_label
@@ -36,39 +35,25 @@ def measure_stages(artifacts: Dict[str, Path], split: SegmentationSplit, *, roun
         opened = {}
         for name in names:
             artifact = describe(artifacts[name], trust_checkpoint)
-            if artifact.dataset is not None and artifact.dataset.num_classes != split.info.num_classes:
-                raise DataError(f"Stage '{name}' ({artifact.path.name}) predicts {artifact.dataset.num_classes} "
-                                f"classes but {split.root} has {split.info.num_classes}; report on the data it was "
-                                f"trained for.")
+            check_classes(artifact, split)
             runner = stack.enter_context(open_runner(artifact, device, threads, trust_checkpoint, trust_engine,
                                                           allow_engine_host_code))
             opened[name] = (artifact, runner)
         rows = []
         for name in names:
             artifact, runner = opened[name]
-            row = _describe_row(name, artifact, runner, device)
+            row = dict(stage=name, **artifact_row(artifact, runner, device))
+            row["artifact"] = artifact.path.name
             row["num_images"] = len(split)
             row.update(accuracy_pass(runner, artifact, split, f"eval {name}"))
             row.pop("confusion", None)
             rows.append(row)
         latencies = _interleaved_latency(opened, split, rounds, iters_per_round, warmup)
         for row in rows:
-            host, compute = latencies[row["stage"]]
-            row["latency_ms"] = latency_stats(host)
-            row["compute_latency_ms"] = latency_stats(compute)
-            row["iterations"] = len(host)
-            row["fps"] = round(1e3 / row["latency_ms"]["mean"], 3)
+            row.update(timing_row(*latencies[row["stage"]]))
         masks = _predict_masks({n: opened[n] for n in (names[0], names[-1])}, split, mask_images)
     return {"rows": rows, "masks": masks, "timing": {"rounds": rounds, "iters_per_round": iters_per_round,
                                                      "warmup": warmup, "batch": 1, "device": device}}
-
-
-def _describe_row(name: str, artifact, runner, device: str) -> dict:
-    model = artifact.meta.get("model") or {}
-    return {"stage": name, "artifact": artifact.path.name, "backend": runner.backend, "precision": artifact.precision,
-            "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
-            "params": model.get("params"), "macs": model.get("macs"),
-            "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
 
 
 def _interleaved_latency(opened: dict, split: SegmentationSplit, rounds: int, iters: int, warmup: int) -> dict:
@@ -100,4 +85,3 @@ def _predict_masks(opened: dict, split: SegmentationSplit, count: int) -> dict:
             logits = runner.infer(preprocess(image, artifact.input_spec))
             predictions[name].append(resize_label(native.argmax(logits)[0], label.shape[0], label.shape[1]))
     return {"indices": indices, "images": images, "labels": labels, "predictions": predictions}
-

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgeseg.cli.main import cli
+from tests.reliability.argv import fill
 
 
 def _split(folder: Path, count: int = 4, size=(64, 64), label_value: int = 1, mode: str = "RGB") -> Path:
@@ -184,15 +185,9 @@ CASES = [
 ]
 
 
-def _fill(arg: str, bad: dict) -> str:
-    for key, value in bad.items():
-        arg = arg.replace("{" + key + "}", str(value))
-    return arg
-
-
 @pytest.mark.parametrize("case,argv,says,output", CASES, ids=[c[0] for c in CASES])
 def test_user_mistake(case, argv, says, output, bad):
-    result = CliRunner().invoke(cli, [_fill(a, bad) for a in argv])
+    result = CliRunner().invoke(cli, fill(argv, bad))
     text = result.output.strip()
     assert result.exit_code != 0, f"{case}: exit code 0\n{text}"
     assert "Traceback" not in text and not isinstance(result.exception, (AttributeError, TypeError, KeyError)), \

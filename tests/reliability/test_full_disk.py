@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.reliability.argv import fill
+
 LIMIT_BYTES = 100_000  # smaller than every artifact the tiny models make
 
 
@@ -30,12 +32,7 @@ CASES = [
 @pytest.mark.parametrize("case,argv,output", CASES, ids=[c[0] for c in CASES])
 def test_full_disk_is_one_sentence_and_no_partial_file(case, argv, output, tmp_path, tiny_student, tiny_onnx,
                                                        tiny_data):
-    names = {"{student}": tiny_student, "{onnx}": tiny_onnx, "{data}": tiny_data, "{out}": tmp_path}
-    filled = []
-    for arg in argv:
-        for key, value in names.items():
-            arg = arg.replace(key, str(value))
-        filled.append(arg)
+    filled = fill(argv, {"student": tiny_student, "onnx": tiny_onnx, "data": tiny_data, "out": tmp_path})
     result = subprocess.run([sys.executable, "-m", "edgeseg.cli", *filled], capture_output=True, text=True,
                             preexec_fn=_limited)
     assert result.returncode != 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.argv import fill
+
 DIE_BEFORE_PUBLISH = Path(__file__).with_name("die_before_publish.py")
 
 def _edgeseg(*args):
@@ -80,12 +82,7 @@ WRITES = [
 def test_a_kill_mid_write_leaves_the_old_artifact_or_none(case, name, argv, tmp_path, tiny_student, tiny_onnx,
                                                           tiny_int8, tiny_data):
     out = tmp_path / name
-    values = {"{student}": tiny_student, "{onnx}": tiny_onnx, "{int8}": tiny_int8, "{data}": tiny_data, "{out}": out}
-    args = []
-    for arg in argv:
-        for key, value in values.items():
-            arg = arg.replace(key, str(value))
-        args.append(arg)
+    args = fill(argv, {"student": tiny_student, "onnx": tiny_onnx, "int8": tiny_int8, "data": tiny_data, "out": out})
 
     def killed_run():
         result = subprocess.run([sys.executable, str(DIE_BEFORE_PUBLISH), str(out), *args], capture_output=True)

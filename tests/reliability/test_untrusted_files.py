@@ -12,6 +12,8 @@ import sys
 import pytest
 import torch
 
+from tests.reliability.argv import fill
+
 
 class _CreatesAFile:
     """Unpickling this calls open(marker, "w"): harmless here, but any code could be in its place."""
@@ -46,8 +48,7 @@ CASES = [
 
 
 def _run(argv, evil_path, tmp_path, data):
-    filled = [a.replace("{evil}", str(evil_path)).replace("{tmp}", str(tmp_path)).replace("{data}", str(data))
-              for a in argv]
+    filled = fill(argv, {"evil": evil_path, "tmp": tmp_path, "data": data})
     return subprocess.run([sys.executable, "-m", "edgeseg.cli", *filled], capture_output=True, text=True)
 
 
