@@ -27,7 +27,7 @@ class DemoRecipe:
     finetune_epochs: int = 8
     batch_size: int = 8
     calibration_images: int = 100
-    calibration_method: str = "mse"
+    calibration_method: str = "auto"
     bench_rounds: int = 6
     bench_iters: int = 5
     mask_images: int = 4

@@ -51,6 +51,13 @@ def test_mse_threshold_beats_minmax_and_percentile_on_heavy_tails():
         assert _quantisation_error(values, chosen) <= _quantisation_error(values, other) * 1.01
 
 
+def test_entropy_does_not_clip_a_gate_with_no_mass_near_zero():
+    # a sigmoid gate living in [0.24, 0.93]: clipping it at its lowest value gave KL = 0 and -13 mIoU
+    h = StreamingHistogram()
+    h.update(np.random.default_rng(2).uniform(0.24, 0.93, 50_000))
+    assert h.amax("entropy") > 0.8
+
+
 def test_entropy_of_a_narrow_histogram_keeps_everything():
     counts = np.zeros(2048, dtype=np.int64)
     counts[:100] = 10
@@ -85,7 +92,40 @@ def test_calibrate_writes_qdq_cache_and_ranges(tiny_int8, tiny_onnx, tiny_data):
     cache = tiny_int8.with_name("student.calib.cache").read_text().splitlines()
     ranges = json.loads(tiny_int8.with_name("student.ranges.json").read_text())
     assert cache[0].startswith("TRT-") and len(cache) - 1 == len(ranges["tensors"])
-    assert "input" in ranges["tensors"] and ranges["method"] == "mse" and ranges["bias_correction"] is True
+    assert "input" in ranges["tensors"] and ranges["method"] == "auto" and ranges["bias_correction"] is True
+    # auto picked a method per tensor from its candidates, and it is recorded
+    from edgeseg.quant.api import AUTO_CANDIDATES
+
+    assert {t["method"] for t in ranges["tensors"].values()} <= set(AUTO_CANDIDATES)
+    assert ranges["bias_corrected_layers"] > 0
+
+
+def _conv_outputs_feeding_activations(path):
+    """How many Conv outputs go through Q/DQ before their activation (Relu, HardSwish, ...)."""
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    count = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and getattr(producers.get(node.input[0]), "op_type", "") == "Conv":
+            after = [c.op_type for dq in consumers.get(node.output[0], []) for c in consumers.get(dq.output[0], [])]
+            count += any(op in ("Relu", "HardSwish", "HardSigmoid", "Sigmoid", "Clip") for op in after)
+    return count
+
+
+def test_qdq_goes_on_inputs_only_unless_outputs_are_asked_for(tiny_int8, tiny_onnx, tiny_data, tmp_path):
+    # TensorRT's placement: rounding a pre-activation conv output and then its activation again cost
+    # 2.4 mIoU on the pruned CamVid student
+    from edgeseg.quant.api import calibrate
+
+    assert _conv_outputs_feeding_activations(tiny_int8) == 0
+    out = tmp_path / "outputs.int8.onnx"
+    meta = calibrate(str(tiny_onnx), str(tiny_data), str(out), num=4, quantize_outputs=True, method="mse")
+    assert meta["quantization"]["quantize_outputs"] is True
+    assert _conv_outputs_feeding_activations(out) > 0
 
 
 def test_calibration_is_deterministic(tiny_onnx, tiny_data, tmp_path):
@@ -141,26 +181,71 @@ def test_budget_options_need_data(tiny_onnx, tmp_path):
         calibrate(str(tiny_onnx), str(tmp_path), max_miou_drop=0.3)
 
 
-def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
+def _two_conv_model(weights, bias):
+    """x -> conv (INT8, corrected) -> 1x1 identity conv (the logits: kept in float) -> y."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeseg.quant.bias_correction import correct_biases, int8_per_channel
+    channels = weights.shape[0]
+    identity = np.eye(channels, dtype=np.float32)[:, :, None, None]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["h", "eye"], ["y"], name="logits")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weights.shape[1], 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 8, 8])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b"),
+         numpy_helper.from_array(identity, "eye")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bias_correction_cancels_the_mean_shift_of_int8(tmp_path):
+    # ReLU-like inputs whose tail the range clips: INT8 lowers the conv's mean output; the corrected
+    # Q/DQ model (run by ONNX Runtime) has the FP32 model's mean output again
+    import onnxruntime as ort
+
+    from edgeseg.quant.conv_error import measurable_convs, measure_conv_errors
+    from edgeseg.quant.qdq import write_qdq
 
     rng = np.random.default_rng(0)
-    weights = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(4).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
-    model = helper.make_model(graph)
-    mean = np.array([2.0, -1.0, 0.5])
-    assert correct_biases(model, {"x": mean}) == ["conv"]
-    new_bias = numpy_helper.to_array(model.graph.initializer[1])
-    # for an input equal to its mean everywhere (away from the padded border), the INT8 conv with the new
-    # bias gives what the float conv gave with the old one
-    float_out = (weights * mean[None, :, None, None]).sum(axis=(1, 2, 3)) + bias
-    int8_out = (int8_per_channel(weights) * mean[None, :, None, None]).sum(axis=(1, 2, 3)) + new_bias
-    assert np.allclose(float_out, int8_out, atol=1e-5)
-    assert not np.allclose(new_bias, bias)
+    weights = np.abs(rng.standard_normal((4, 3, 3, 3))).astype(np.float32)
+    model = _two_conv_model(weights, rng.standard_normal(4).astype(np.float32))
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(model, str(fp32))
+    images = [np.maximum(rng.standard_normal((1, 3, 8, 8)), 0).astype(np.float32) * 3 for _ in range(16)]
+    ranges = {"x": (-2.0, 2.0), "h": (-100.0, 100.0)}
+    convs = measurable_convs(model, ranges, skip=["logits"])
+    assert [c.name for c in convs] == ["conv"]
+    errors = measure_conv_errors(model, convs, {"x": {"clip": ranges["x"]}}, ({"x": x} for x in images),
+                                 symmetric=True)
+    shift = errors["conv"]["clip"].shift
+    assert (shift < -0.1).all()  # clipping at 2 really lowers the mean
+
+    def mean_output(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.mean([session.run(None, {"x": x})[0].mean(axis=(0, 2, 3)) for x in images], axis=0)
+
+    write_qdq(fp32, tmp_path / "plain.onnx", ranges)
+    write_qdq(fp32, tmp_path / "corrected.onnx", ranges, bias_shifts={"conv": shift})
+    exact = mean_output(fp32)
+    assert np.allclose(mean_output(tmp_path / "plain.onnx") - exact, shift, atol=0.02)
+    assert np.allclose(mean_output(tmp_path / "corrected.onnx"), exact, atol=0.02)
+    # a layer kept in float keeps its own bias
+    write_qdq(fp32, tmp_path / "float.onnx", ranges, bias_shifts={"conv": shift}, nodes_to_exclude=["conv"])
+    assert np.allclose(mean_output(tmp_path / "float.onnx"), exact, atol=1e-4)
+
+
+def test_auto_picks_per_tensor_the_candidate_its_convs_err_least_on():
+    from types import SimpleNamespace
+
+    from edgeseg.quant.conv_error import ConvError, best_candidates
+
+    def error(squared, shift):
+        return ConvError(np.array([shift]), np.array([squared]))
+
+    convs = [SimpleNamespace(name="a", input=["t"]), SimpleNamespace(name="b", input=["t"]),
+             SimpleNamespace(name="c", input=["u"])]
+    errors = {"a": {"minmax": error(1.0, 0.0), "mse": error(0.4, 0.0)},
+              "b": {"minmax": error(1.0, 0.0), "mse": error(2.0, 0.0)},  # t: minmax 2.0 < mse 2.4
+              "c": {"minmax": error(1.0, 0.9), "mse": error(0.5, 0.0)}}
+    assert best_candidates(errors, convs, after_bias_correction=False) == {"t": "minmax", "u": "mse"}
+    # with bias correction the shift's square is gone: u's minmax error 1.0 - 0.81 beats 0.5
+    assert best_candidates(errors, convs, after_bias_correction=True) == {"t": "minmax", "u": "minmax"}

@@ -5,10 +5,14 @@ import click
 @click.argument("model")
 @click.option("--images", required=True, help="Folder of calibration images (or a dataset folder, or 'synthetic').")
 @click.option("--out", default=None, help="Q/DQ ONNX to write [default: MODEL.int8.onnx].")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="mse",
-              show_default=True)
+@click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
+              show_default=True, help="Activation thresholds; auto gives each conv input whichever of minmax, "
+              "percentile and mse makes that conv's INT8 output err least.")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
-              help="Fold the INT8 weight-rounding shift into the conv biases (Nagel et al. 2019).")
+              help="Fold each conv's mean INT8 output shift into its bias (Nagel et al. 2019).")
+@click.option("--quantize-outputs", is_flag=True,
+              help="Also put Q/DQ on conv outputs: lets ONNX Runtime's CPU provider fuse QLinearConv (faster on "
+                   "VNNI CPUs) at an accuracy cost; TensorRT wants inputs only.")
 @click.option("--percentile", type=float, default=99.99, show_default=True)
 @click.option("--num", type=int, default=500, show_default=True, help="Images to use (all if fewer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")

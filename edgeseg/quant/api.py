@@ -24,7 +24,11 @@ from edgeseg.quant.trt_cache import format_cache
 from edgeseg.runtime.preprocess import preprocess
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar, write_sidecar
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+AUTO_CANDIDATES = ("minmax", "percentile", "mse")
+# Images the conv-error pass (bias correction, --method auto) uses; NNCF's FastBiasCorrection
+# uses 100 as well: the per-channel statistics are stable long before that.
+CONV_ERROR_IMAGES = 100
 
 
 def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
@@ -50,9 +54,9 @@ def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
     return files
 
 
-def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "mse",
+def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str = "auto",
               percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True,
-              bias_correction: bool = True,
+              bias_correction: bool = True, quantize_outputs: bool = False,
               data: Optional[str] = None, max_miou_drop: Optional[float] = None, report: bool = False,
               sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu") -> dict:
     """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
@@ -92,35 +96,34 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
-        channel_means: Dict[str, np.ndarray] = {}
-        histograms = collect_histograms(model_path, batches, advance, device=device, channel_means=channel_means)
-    base_model = model_path
-    corrected: List[str] = []
-    if bias_correction:
-        base_model, corrected = _bias_corrected(model_path, channel_means)
-    amax: Dict[str, float] = {name: h.amax(method, percentile) for name, h in histograms.items()}
-    ranges = {}
-    for name, h in histograms.items():
-        if symmetric:
-            ranges[name] = (-amax[name], amax[name])
-        else:  # asymmetric: the observed interval, clipped by the method's threshold
-            ranges[name] = (max(h.min, -amax[name]), min(h.max, amax[name]))
+        histograms = collect_histograms(model_path, batches, advance, device=device)
+    # each tensor's method: the one asked for, or for --method auto mse until the conv-error pass picks
+    chosen = {name: "mse" if method == "auto" else method for name in histograms}
+    shifts: Dict[str, np.ndarray] = {}
+    if bias_correction or method == "auto":
+        chosen, shifts = _conv_error_pass(model_path, histograms, chosen, method, percentile, symmetric,
+                                          bias_correction, files, spec, device)
+    amax: Dict[str, float] = {name: h.amax(chosen[name], percentile) for name, h in histograms.items()}
+    ranges = {name: _range(h, amax[name], symmetric) for name, h in histograms.items()}
     accuracy = None
     fallback: List[str] = []
     if data:
-        fallback, accuracy = _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_miou_drop,
-                                              report, sensitivity_images, max_images)
+        fallback, accuracy = _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec,
+                                              max_miou_drop, report, sensitivity_images, max_images)
     with atomic_path(out_path) as tmp:
-        float_nodes = write_qdq(base_model, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback)
+        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback,
+                                bias_shifts=shifts, quantize_outputs=quantize_outputs)
     write_text_atomic(cache_path, format_cache(amax, method))
     settings = {"method": method, "percentile": percentile if method == "percentile" else None,
-                "symmetric": symmetric, "bias_correction": bool(bias_correction), "bias_corrected_layers": len(corrected), "num_images": len(files), "seed": seed, "images": str(images)}
+                "symmetric": symmetric, "bias_correction": bool(bias_correction),
+                "bias_corrected_layers": len([name for name in shifts if name not in float_nodes]),
+                "quantize_outputs": quantize_outputs, "num_images": len(files), "seed": seed, "images": str(images)}
     # which images the seed picked, so a calibration can be reproduced or audited image by image
     folder = Path(os.path.commonpath([str(Path(f).parent) for f in files]))
     image_files = [str(Path(f).relative_to(folder)) for f in files]
     write_json_atomic(ranges_path, {**settings, "image_files": image_files, "tensors": {
         name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
-               "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
+               "low": ranges[name][0], "high": ranges[name][1], "method": chosen[name]} for name in histograms}})
     say(f"Wrote {out_path.name}, {cache_path.name} and {ranges_path.name}; {len(float_nodes)} node(s) kept in float")
     return write_sidecar(out_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
                          model=meta.get("model"), precision="int8", onnx=meta.get("onnx"),
@@ -130,24 +133,50 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
                          accuracy=accuracy)
 
 
-def _bias_corrected(model_path: Path, channel_means) -> tuple:
-    """A temporary FP32 copy of the model whose conv biases absorb the INT8 weight-rounding shift."""
-    import tempfile
+def _range(histogram, amax: float, symmetric: bool) -> tuple:
+    if symmetric:
+        return (-amax, amax)
+    return (max(histogram.min, -amax), min(histogram.max, amax))  # the observed interval, clipped at amax
 
+
+def _conv_error_pass(model_path: Path, histograms, chosen: Dict[str, str], method: str, percentile: float,
+                     symmetric: bool, bias_correction: bool, files: List[Path], spec, device: str):
+    """Measure each conv's INT8 output error on up to CONV_ERROR_IMAGES calibration images.
+
+    Returns (method per tensor, bias shift per conv): with ``--method auto`` every conv
+    input gets the candidate method whose convs err least; with bias correction the
+    chosen candidate's shifts are returned (else none).
+    """
     import onnx
 
-    from edgeseg.quant.bias_correction import correct_biases
+    from edgeseg.quant.collect import stream_activations
+    from edgeseg.quant.conv_error import best_candidates, measurable_convs, measure_conv_errors
     from edgeseg.quant.qdq import ensure_node_names, logits_nodes
 
     model = onnx.load(str(model_path))
-    ensure_node_names(model)  # same names write_qdq gives, so exclusion lists keep matching
-    corrected = correct_biases(model, channel_means, skip=logits_nodes(model))
-    path = Path(tempfile.mkdtemp(prefix="edgeseg-bias-")) / model_path.name
-    onnx.save(model, str(path))
-    return path, corrected
+    ensure_node_names(model)  # the names write_qdq gives, so shifts and exclusion lists match
+    convs = measurable_convs(model, histograms, skip=logits_nodes(model))
+    inputs = list(dict.fromkeys(node.input[0] for node in convs))
+    labels = AUTO_CANDIDATES if method == "auto" else (method,)
+    candidates = {tensor: {label: _range(histograms[tensor], histograms[tensor].amax(label, percentile), symmetric)
+                           for label in labels} for tensor in inputs}
+    sample = files[:: max(1, len(files) // CONV_ERROR_IMAGES)][:CONV_ERROR_IMAGES]
+    with progress_bar("conv output error" if method == "auto" else "bias correction", len(sample)) as advance:
+        def activations():
+            batches = (preprocess(read_image(f), spec) for f in sample)
+            for values in stream_activations(model_path, batches, inputs, device):
+                yield values
+                advance(1)
+
+        errors = measure_conv_errors(model, convs, candidates, activations(), symmetric)
+    chosen = dict(chosen)
+    if method == "auto":
+        chosen.update(best_candidates(errors, convs, after_bias_correction=bias_correction))
+    shifts = {node.name: errors[node.name][chosen[node.input[0]]].shift for node in convs} if bias_correction else {}
+    return chosen, shifts
 
 
-def _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_miou_drop, report,
+def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec, max_miou_drop, report,
                      sensitivity_images, max_images):
     """Measure INT8 against FP32; rank layers and fall back to float when over budget (or asked to report)."""
     from edgeseg.quant.qdq import logits_nodes
@@ -157,7 +186,7 @@ def _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_
 
     evalset = load_eval_set(data, spec, max_images)
     fp32_miou = onnx_miou(model_path, evalset)
-    quantizer = Quantizer(base_model, ranges, symmetric, evalset)
+    quantizer = Quantizer(model_path, ranges, symmetric, evalset, shifts, quantize_outputs)
     int8_miou = quantizer.miou([])
     say(f"mIoU on {len(evalset.batches)} images: FP32 {fp32_miou:.2f}%, INT8 {int8_miou:.2f}% "
         f"(drop {fp32_miou - int8_miou:.2f})")
@@ -167,7 +196,7 @@ def _accuracy_budget(model_path, base_model, ranges, symmetric, data, spec, max_
     over_budget = max_miou_drop is not None and fp32_miou - int8_miou > max_miou_drop
     if not (over_budget or report):
         return [], accuracy
-    layers = quantized_layers(base_model, logits_nodes(onnx.load(str(model_path))))
+    layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
     subset = evalset.subset(sensitivity_images)
     with progress_bar("layer sensitivity", len(layers)) as advance:
         ranking = rank_layers(quantizer, layers, subset, advance)

@@ -1,8 +1,8 @@
-"""Activation range collection: run the FP32 ONNX model with every float tensor exposed as an output."""
+"""Activation range collection: run the FP32 ONNX model with the tensors it needs exposed as outputs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, Iterator, List
 
 import numpy as np
 
@@ -25,41 +25,39 @@ def float_tensors(model) -> List[str]:
     return [n for n in dict.fromkeys(names) if types.get(n) == onnx.TensorProto.FLOAT and n not in initializers]
 
 
-def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], progress=None,
-                       device: str = "cpu", channel_means: Dict[str, np.ndarray] = None) -> Dict[str, StreamingHistogram]:
-    """Stream ``batches`` through the model (ONNX Runtime on ``device``) and histogram every float activation.
-
-    When a ``channel_means`` dict is given, it is filled with the per-channel mean of every
-    4-D activation (what bias correction needs), from the same pass.
-    """
+def stream_activations(onnx_path: str | Path, batches: Iterable[np.ndarray], names: List[str],
+                       device: str = "cpu") -> Iterator[Dict[str, np.ndarray]]:
+    """Run the FP32 model (ONNX Runtime on ``device``) on each batch; yield the named tensors' values."""
     from edgeseg.runtime.onnxruntime_runner import providers_for
 
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(onnx_path))
-    names = float_tensors(model)
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
-    # no graph rewrites: a fused node would hide the very tensors whose ranges we need
+    # no graph rewrites: a fused node would hide the very tensors we need
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers_for("cuda" if device == "cuda" else "cpu"))
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=providers_for("cuda" if device == "cuda" else "cpu"))
     input_name = session.get_inputs()[0].name
-    histograms = {name: StreamingHistogram() for name in names}
-    sums: Dict[str, np.ndarray] = {}
-    counts: Dict[str, int] = {}
     for batch in batches:
-        outputs = session.run(names, {input_name: batch})
-        for name, value in zip(names, outputs):
+        yield dict(zip(names, session.run(names, {input_name: batch})))
+
+
+def collect_histograms(onnx_path: str | Path, batches: Iterable[np.ndarray], progress=None,
+                       device: str = "cpu") -> Dict[str, StreamingHistogram]:
+    """Stream ``batches`` through the model and histogram every float activation."""
+    import onnx
+
+    names = float_tensors(onnx.load(str(onnx_path)))
+    histograms = {name: StreamingHistogram() for name in names}
+    for values in stream_activations(onnx_path, batches, names, device):
+        for name, value in values.items():
             histograms[name].update(value)
-            if channel_means is not None and value.ndim == 4:
-                sums[name] = sums.get(name, 0.0) + value.sum(axis=(0, 2, 3), dtype=np.float64)
-                counts[name] = counts.get(name, 0) + value.shape[0] * value.shape[2] * value.shape[3]
         if progress is not None:
             progress(1)
-    if channel_means is not None:
-        channel_means.update({name: sums[name] / counts[name] for name in sums})
     return histograms

@@ -99,13 +99,18 @@ def entropy_amax(counts: np.ndarray, bin_width: float, levels: int = INT8_LEVELS
         counts[0] = counts[1]
     nonzero = np.nonzero(counts)[0]
     last = int(nonzero[-1]) + 1 if nonzero.size else 0
-    if last <= levels:
+    # A threshold must leave ``levels`` bins of data below it. Otherwise a tensor with no mass
+    # near zero (a sigmoid gate living in [0.24, 0.93]) is "best" clipped to its lowest value:
+    # the clipped spike is then the only non-zero bin of its INT8 level, Q reproduces P
+    # exactly and KL is 0 (measured on CamVid: -13 mIoU without this rule).
+    first = max(levels, (int(nonzero[0]) if nonzero.size else 0) + levels)
+    if last <= first:
         return last * bin_width if last else bin_width
     # coarse pass over every step-th candidate, then every candidate around the best one
-    step = max(1, (last - levels) // 256)
-    best_kl, best_i = _best_candidate(counts, range(levels, last + 1, step), levels)
+    step = max(1, (last - first) // 256)
+    best_kl, best_i = _best_candidate(counts, range(first, last + 1, step), levels)
     if step > 1:
-        fine = range(max(levels, best_i - step), min(last, best_i + step) + 1)
+        fine = range(max(first, best_i - step), min(last, best_i + step) + 1)
         best_kl, best_i = _best_candidate(counts, fine, levels)
     return (best_i + 0.5) * bin_width
 

@@ -76,13 +76,16 @@ def quantized_layers(model_path: str | Path, kept_float: Sequence[str]) -> List[
 class Quantizer:
     """Writes Q/DQ variants of one FP32 model with fixed ranges, and measures them."""
 
-    def __init__(self, fp32: Path, ranges: Ranges, symmetric: bool, evalset: EvalSet):
+    def __init__(self, fp32: Path, ranges: Ranges, symmetric: bool, evalset: EvalSet,
+                 bias_shifts: Optional[Dict[str, np.ndarray]] = None, quantize_outputs: bool = False):
         self.fp32, self.ranges, self.symmetric, self.evalset = fp32, ranges, symmetric, evalset
+        self.bias_shifts, self.quantize_outputs = bias_shifts, quantize_outputs
         self.folder = Path(tempfile.mkdtemp(prefix="edgeseg-sensitivity-"))
 
     def miou(self, float_layers: Sequence[str], evalset: Optional[EvalSet] = None) -> float:
         path = self.folder / "candidate.onnx"
-        write_qdq(self.fp32, path, self.ranges, symmetric=self.symmetric, nodes_to_exclude=float_layers)
+        write_qdq(self.fp32, path, self.ranges, symmetric=self.symmetric, nodes_to_exclude=float_layers,
+                  bias_shifts=self.bias_shifts, quantize_outputs=self.quantize_outputs)
         return onnx_miou(path, evalset or self.evalset)
 
 

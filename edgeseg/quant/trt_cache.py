@@ -10,7 +10,8 @@ import struct
 from typing import Dict
 
 CACHE_ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
-                    "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2"}
+                    "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2",
+                    "auto": "EntropyCalibration2"}
 DEFAULT_TRT_VERSION = "8601"  # build-engine rewrites the header to the TensorRT version of the device
 
 
