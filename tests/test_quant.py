@@ -93,10 +93,13 @@ def test_calibrate_writes_qdq_cache_and_ranges(tiny_int8, tiny_onnx, tiny_data):
     ranges = json.loads(tiny_int8.with_name("student.ranges.json").read_text())
     assert cache[0].startswith("TRT-") and len(cache) - 1 == len(ranges["tensors"])
     assert "input" in ranges["tensors"] and ranges["method"] == "auto" and ranges["bias_correction"] is True
-    # auto picked a method per tensor from its candidates, and it is recorded
+    # auto compared every candidate and kept the one whose argmax agrees most with FP32
     from edgeseg.quant.api import AUTO_CANDIDATES
 
-    assert {t["method"] for t in ranges["tensors"].values()} <= set(AUTO_CANDIDATES)
+    agreement = ranges["argmax_agreement_percent"]
+    assert set(agreement) == set(AUTO_CANDIDATES) and all(0 <= a <= 100 for a in agreement.values())
+    assert ranges["selected_method"] == max(agreement, key=agreement.get)
+    assert cache[0].endswith({"minmax": "MinMaxCalibration"}.get(ranges["selected_method"], "EntropyCalibration2"))
     assert ranges["bias_corrected_layers"] > 0
 
 
@@ -233,19 +236,22 @@ def test_bias_correction_cancels_the_mean_shift_of_int8(tmp_path):
     assert np.allclose(mean_output(tmp_path / "float.onnx"), exact, atol=1e-4)
 
 
-def test_auto_picks_per_tensor_the_candidate_its_convs_err_least_on():
-    from types import SimpleNamespace
+def test_agreement_is_the_share_of_pixels_whose_class_matches_fp32(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
 
-    from edgeseg.quant.conv_error import ConvError, best_candidates
+    from edgeseg.quant.selection import PredictionAgreement
 
-    def error(squared, shift):
-        return ConvError(np.array([shift]), np.array([squared]))
+    def model(path, scale):  # logits = x * scale per channel: the argmax follows the scales' signs
+        graph = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                  [numpy_helper.from_array(np.array(scale, np.float32).reshape(1, 2, 1, 1), "s")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
 
-    convs = [SimpleNamespace(name="a", input=["t"]), SimpleNamespace(name="b", input=["t"]),
-             SimpleNamespace(name="c", input=["u"])]
-    errors = {"a": {"minmax": error(1.0, 0.0), "mse": error(0.4, 0.0)},
-              "b": {"minmax": error(1.0, 0.0), "mse": error(2.0, 0.0)},  # t: minmax 2.0 < mse 2.4
-              "c": {"minmax": error(1.0, 0.9), "mse": error(0.5, 0.0)}}
-    assert best_candidates(errors, convs, after_bias_correction=False) == {"t": "minmax", "u": "mse"}
-    # with bias correction the shift's square is gone: u's minmax error 1.0 - 0.81 beats 0.5
-    assert best_candidates(errors, convs, after_bias_correction=True) == {"t": "minmax", "u": "minmax"}
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    x[0, 0] = 1.0  # class 0 wins everywhere in the reference
+    x[0, 1, :1] = 2.0  # ... except in the first row
+    judge = PredictionAgreement(model(tmp_path / "ref.onnx", [1, 1]), [x])
+    assert judge.percent(tmp_path / "ref.onnx") == 100.0
+    assert judge.percent(model(tmp_path / "flip.onnx", [1, -1])) == 75.0  # the first row now says class 0

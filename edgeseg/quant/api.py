@@ -25,10 +25,11 @@ from edgeseg.runtime.preprocess import preprocess
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar, write_sidecar
 
 METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
-AUTO_CANDIDATES = ("minmax", "percentile", "mse")
-# Images the conv-error pass (bias correction, --method auto) uses; NNCF's FastBiasCorrection
-# uses 100 as well: the per-channel statistics are stable long before that.
+AUTO_CANDIDATES = ("minmax", "percentile", "entropy", "mse")
+# Images the bias-correction pass uses (NNCF's FastBiasCorrection uses 100 as well: the
+# per-channel mean shifts are stable long before that), and those --method auto compares on.
 CONV_ERROR_IMAGES = 100
+AGREEMENT_IMAGES = 50
 
 
 def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
@@ -97,14 +98,18 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
         histograms = collect_histograms(model_path, batches, advance, device=device)
-    # each tensor's method: the one asked for, or for --method auto mse until the conv-error pass picks
-    chosen = {name: "mse" if method == "auto" else method for name in histograms}
-    shifts: Dict[str, np.ndarray] = {}
-    if bias_correction or method == "auto":
-        chosen, shifts = _conv_error_pass(model_path, histograms, chosen, method, percentile, symmetric,
-                                          bias_correction, files, spec, device)
-    amax: Dict[str, float] = {name: h.amax(chosen[name], percentile) for name, h in histograms.items()}
-    ranges = {name: _range(h, amax[name], symmetric) for name, h in histograms.items()}
+    candidates = AUTO_CANDIDATES if method == "auto" else (method,)
+    amax_of = {m: {name: h.amax(m, percentile) for name, h in histograms.items()} for m in candidates}
+    ranges_of = {m: {name: _range(h, amax_of[m][name], symmetric) for name, h in histograms.items()}
+                 for m in candidates}
+    shifts_of = (_bias_shifts(model_path, histograms, ranges_of, symmetric, files, spec, device) if bias_correction
+                 else {m: {} for m in candidates})
+    agreement = None
+    chosen = method
+    if method == "auto":
+        chosen, agreement = _most_faithful(model_path, ranges_of, shifts_of, symmetric, quantize_outputs, files, spec)
+        say(f"auto: {chosen} ({', '.join(f'{m} {a:.2f}%' for m, a in agreement.items())} of pixels agree with FP32)")
+    amax, ranges, shifts = amax_of[chosen], ranges_of[chosen], shifts_of[chosen]
     accuracy = None
     fallback: List[str] = []
     if data:
@@ -113,8 +118,9 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     with atomic_path(out_path) as tmp:
         float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback,
                                 bias_shifts=shifts, quantize_outputs=quantize_outputs)
-    write_text_atomic(cache_path, format_cache(amax, method))
-    settings = {"method": method, "percentile": percentile if method == "percentile" else None,
+    write_text_atomic(cache_path, format_cache(amax, chosen))
+    settings = {"method": method, "selected_method": chosen, "argmax_agreement_percent": agreement,
+                "percentile": percentile if chosen == "percentile" else None,
                 "symmetric": symmetric, "bias_correction": bool(bias_correction),
                 "bias_corrected_layers": len([name for name in shifts if name not in float_nodes]),
                 "quantize_outputs": quantize_outputs, "num_images": len(files), "seed": seed, "images": str(images)}
@@ -123,7 +129,7 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     image_files = [str(Path(f).relative_to(folder)) for f in files]
     write_json_atomic(ranges_path, {**settings, "image_files": image_files, "tensors": {
         name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
-               "low": ranges[name][0], "high": ranges[name][1], "method": chosen[name]} for name in histograms}})
+               "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
     say(f"Wrote {out_path.name}, {cache_path.name} and {ranges_path.name}; {len(float_nodes)} node(s) kept in float")
     return write_sidecar(out_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
                          model=meta.get("model"), precision="int8", onnx=meta.get("onnx"),
@@ -139,29 +145,22 @@ def _range(histogram, amax: float, symmetric: bool) -> tuple:
     return (max(histogram.min, -amax), min(histogram.max, amax))  # the observed interval, clipped at amax
 
 
-def _conv_error_pass(model_path: Path, histograms, chosen: Dict[str, str], method: str, percentile: float,
-                     symmetric: bool, bias_correction: bool, files: List[Path], spec, device: str):
-    """Measure each conv's INT8 output error on up to CONV_ERROR_IMAGES calibration images.
-
-    Returns (method per tensor, bias shift per conv): with ``--method auto`` every conv
-    input gets the candidate method whose convs err least; with bias correction the
-    chosen candidate's shifts are returned (else none).
-    """
+def _bias_shifts(model_path: Path, histograms, ranges_of: Dict[str, dict], symmetric: bool, files: List[Path], spec,
+                 device: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """{method: {conv: mean INT8 output shift}} for each candidate's ranges, from one pass over calibration images."""
     import onnx
 
     from edgeseg.quant.collect import stream_activations
-    from edgeseg.quant.conv_error import best_candidates, measurable_convs, measure_conv_errors
+    from edgeseg.quant.conv_error import measurable_convs, measure_conv_errors
     from edgeseg.quant.qdq import ensure_node_names, logits_nodes
 
     model = onnx.load(str(model_path))
     ensure_node_names(model)  # the names write_qdq gives, so shifts and exclusion lists match
     convs = measurable_convs(model, histograms, skip=logits_nodes(model))
     inputs = list(dict.fromkeys(node.input[0] for node in convs))
-    labels = AUTO_CANDIDATES if method == "auto" else (method,)
-    candidates = {tensor: {label: _range(histograms[tensor], histograms[tensor].amax(label, percentile), symmetric)
-                           for label in labels} for tensor in inputs}
-    sample = files[:: max(1, len(files) // CONV_ERROR_IMAGES)][:CONV_ERROR_IMAGES]
-    with progress_bar("conv output error" if method == "auto" else "bias correction", len(sample)) as advance:
+    candidates = {tensor: {m: ranges[tensor] for m, ranges in ranges_of.items()} for tensor in inputs}
+    sample = _spread(files, CONV_ERROR_IMAGES)
+    with progress_bar("bias correction", len(sample)) as advance:
         def activations():
             batches = (preprocess(read_image(f), spec) for f in sample)
             for values in stream_activations(model_path, batches, inputs, device):
@@ -169,11 +168,33 @@ def _conv_error_pass(model_path: Path, histograms, chosen: Dict[str, str], metho
                 advance(1)
 
         errors = measure_conv_errors(model, convs, candidates, activations(), symmetric)
-    chosen = dict(chosen)
-    if method == "auto":
-        chosen.update(best_candidates(errors, convs, after_bias_correction=bias_correction))
-    shifts = {node.name: errors[node.name][chosen[node.input[0]]].shift for node in convs} if bias_correction else {}
-    return chosen, shifts
+    return {m: {conv: by_method[m].shift for conv, by_method in errors.items()} for m in ranges_of}
+
+
+def _most_faithful(model_path: Path, ranges_of, shifts_of, symmetric: bool, quantize_outputs: bool,
+                   files: List[Path], spec) -> tuple:
+    """--method auto: the candidate whose INT8 model's argmax agrees with FP32's on the most pixels (no labels)."""
+    import tempfile
+
+    from edgeseg.quant.selection import PredictionAgreement
+
+    batches = [preprocess(read_image(f), spec) for f in _spread(files, AGREEMENT_IMAGES)]
+    judge = PredictionAgreement(model_path, batches)
+    folder = Path(tempfile.mkdtemp(prefix="edgeseg-auto-"))
+    agreement = {}
+    with progress_bar("auto: compare methods", len(ranges_of)) as advance:
+        for method, ranges in ranges_of.items():
+            candidate = folder / f"{method}.onnx"
+            write_qdq(model_path, candidate, ranges, symmetric=symmetric, bias_shifts=shifts_of[method],
+                      quantize_outputs=quantize_outputs)
+            agreement[method] = judge.percent(candidate)
+            advance(1)
+    return max(agreement, key=agreement.get), agreement
+
+
+def _spread(files: List[Path], count: int) -> List[Path]:
+    """Up to ``count`` files spread evenly over the list."""
+    return files[:: max(1, len(files) // count)][:count]
 
 
 def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec, max_miou_drop, report,

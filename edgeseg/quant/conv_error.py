@@ -8,12 +8,11 @@ left). Each layer is measured on its FP32 input, so layers do not compound each
 other's error. Q is ONNX Runtime's own scale and zero-point arithmetic, so what is
 measured is what the Q/DQ model will compute.
 
-Two things use it: bias correction (Nagel et al., "Data-Free Quantization Through
-Weight Equalization and Bias Correction", ICCV 2019, in its empirical form, as NNCF's
-FastBiasCorrection) and ``--method auto``, which gives each tensor the threshold
-(minmax, percentile or mse) whose consuming convolutions err least. The error that
-matters is that of the layer's output, not of the activation itself: clipping a
-ReLU tail can be right for the histogram and wrong for the next layer.
+Bias correction uses it (Nagel et al., "Data-Free Quantization Through Weight
+Equalization and Bias Correction", ICCV 2019, in its empirical form, as NNCF's
+FastBiasCorrection). Picking each tensor's threshold by the squared error of its convs
+was tried for ``--method auto`` and lost to whole-model argmax agreement (on the pruned
+CamVid student -0.52 mIoU against +0.30), so only the mean is kept.
 """
 from __future__ import annotations
 
@@ -30,11 +29,6 @@ class ConvError:
     """One convolution's INT8-minus-FP32 output statistics for one candidate input range."""
 
     shift: np.ndarray  # per output channel: mean difference
-    squared: np.ndarray  # per output channel: mean squared difference
-
-    def residual(self, after_bias_correction: bool) -> float:
-        """Mean squared error summed over channels; with bias correction the shift is gone, its square too."""
-        return float((self.squared - self.shift ** 2).sum() if after_bias_correction else self.squared.sum())
 
 
 def int8_per_channel(weights: np.ndarray) -> np.ndarray:
@@ -107,7 +101,6 @@ def measure_conv_errors(model, convs: List, candidates: Dict[str, Ranges], activ
     quantizers = {tensor: {label: activation_quantizer(low, high, symmetric) for label, (low, high) in options.items()}
                   for tensor, options in candidates.items()}
     sums: Dict[Tuple[str, str], np.ndarray] = {}
-    squares: Dict[Tuple[str, str], np.ndarray] = {}
     counts: Dict[str, int] = {}
     with torch.no_grad():
         for values in activations:
@@ -119,18 +112,7 @@ def measure_conv_errors(model, convs: List, candidates: Dict[str, Ranges], activ
                     difference = _conv(torch.from_numpy(quantize(x)), int8_weights[node.name], node).double() - exact
                     key = (node.name, label)
                     sums[key] = sums.get(key, 0.0) + difference.sum(dim=(0, 2, 3)).numpy()
-                    squares[key] = squares.get(key, 0.0) + (difference ** 2).sum(dim=(0, 2, 3)).numpy()
     errors: Dict[str, Dict[str, ConvError]] = {}
     for (name, label), total in sums.items():
-        errors.setdefault(name, {})[label] = ConvError(total / counts[name], squares[(name, label)] / counts[name])
+        errors.setdefault(name, {})[label] = ConvError(total / counts[name])
     return errors
-
-
-def best_candidates(errors: Dict[str, Dict[str, ConvError]], convs: List, after_bias_correction: bool) -> Dict[str, str]:
-    """{input tensor: label} whose summed output error over the tensor's consuming convs is smallest."""
-    totals: Dict[str, Dict[str, float]] = {}
-    for node in convs:
-        per_tensor = totals.setdefault(node.input[0], {})
-        for label, error in errors[node.name].items():
-            per_tensor[label] = per_tensor.get(label, 0.0) + error.residual(after_bias_correction)
-    return {tensor: min(options, key=options.get) for tensor, options in totals.items()}
