@@ -14,11 +14,12 @@ Run: python benchmarks/prune_recovery.py [--data ../shared/data/camvid] [--epoch
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from common import CACHE, camvid_student, machine, median, write_results
+from common import CACHE, RESULTS, camvid_student, machine, median, write_results
 from prune_camvid import TARGET_LOSS, TARGET_RATIO, TARGET_SPEEDUP, time_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +59,16 @@ def main() -> None:
     base_miou = evaluate(str(base), str(data))["miou"]
     spec = load_model(base).input_spec
     rows = [{"finetune_epochs": 0, "miou": evaluate(str(structure), str(data))["miou"], "minutes": 0.0}]
+    # a fine-tuning cached by an earlier run keeps the minutes that run measured
+    previous = RESULTS / "prune_recovery.json"
+    earlier = ({r["finetune_epochs"]: r["minutes"] for r in json.loads(previous.read_text())["rows"]}
+               if previous.exists() else {})
     for epochs in sorted(args.epochs):
+        cached = (WORK / f"{args.importance}-{TARGET_RATIO}-ft{epochs}.pt").exists()
         begun = time.perf_counter()
         path = pruned(epochs)
-        rows.append({"finetune_epochs": epochs, "miou": evaluate(str(path), str(data))["miou"],
-                     "minutes": round((time.perf_counter() - begun) / 60, 1)})
+        minutes = earlier.get(epochs) if cached else round((time.perf_counter() - begun) / 60, 1)
+        rows.append({"finetune_epochs": epochs, "miou": evaluate(str(path), str(data))["miou"], "minutes": minutes})
         print(rows[-1], flush=True)
     for row in rows:
         row["loss"] = round(base_miou - row["miou"], 2)
@@ -89,7 +95,8 @@ def markdown(document: dict) -> str:
              f"{time.strftime('%Y-%m-%d')}.", "",
              "| KD epochs | mIoU | loss vs unpruned | minutes |", "|---:|---:|---:|---:|"]
     for r in document["rows"]:
-        lines.append(f"| {r['finetune_epochs']} | {r['miou']:.2f} | {r['loss']:+.2f} | {r['minutes']:.1f} |")
+        minutes = "-" if r["minutes"] is None else f"{r['minutes']:.1f}"
+        lines.append(f"| {r['finetune_epochs']} | {r['miou']:.2f} | {r['loss']:+.2f} | {minutes} |")
     target = document["target"]
     lines += ["", f"Target: >= {target['speedup_at_least']}x with <= {target['miou_loss_at_most']} mIoU loss: "
               + (f"met with {', '.join(map(str, target['met_with_epochs']))} KD epochs." if target["met_with_epochs"]
