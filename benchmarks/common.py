@@ -16,6 +16,20 @@ CACHE = Path(__file__).resolve().parent / "cache"
 STUDENT_RECIPE = {"arch": "mobilenetv3", "input_size": "180x240", "epochs": 25}
 
 
+def add_camvid_argument(parser) -> None:
+    """The --data option every CamVid benchmark takes (the shared copy next to the repository by default)."""
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"),
+                        help="CamVid folder with train/ and val/.")
+
+
+def require_camvid(data: str) -> Path:
+    """``data`` as a Path, or exit with one sentence when it holds no CamVid val split."""
+    path = Path(data)
+    if not (path / "val" / "images").is_dir():
+        raise SystemExit(f"CamVid is not at {path}; pass --data DIR (a folder with train/ and val/).")
+    return path
+
+
 def camvid_student(data: Path) -> Path:
     """LR-ASPP MobileNetV3-Large trained by `edgeseg train` on CamVid (~25 min on 2 cores the first time)."""
     from edgeseg.training.api import train

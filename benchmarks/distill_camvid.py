@@ -13,11 +13,10 @@ Run: python benchmarks/distill_camvid.py [--data ../shared/data/camvid]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import add_camvid_argument, require_camvid, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).resolve().parent / "cache" / "distill"
@@ -27,11 +26,9 @@ VARIANTS = {"cross-entropy only": None, "+ KL": "kl", "+ CWD": "cwd", "+ KL + CW
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    add_camvid_argument(parser)
     args = parser.parse_args()
-    data = Path(args.data)
-    if not (data / "val" / "images").is_dir():
-        sys.exit(f"CamVid is not at {data}; pass --data DIR (a folder with train/ and val/).")
+    data = require_camvid(args.data)
 
     import yaml
 

@@ -12,12 +12,11 @@ Run: python benchmarks/int8_accuracy.py [--data ../shared/data/camvid]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 
-from common import CACHE, STUDENT_RECIPE as RECIPE, camvid_student, machine, write_results
+from common import add_camvid_argument, require_camvid, CACHE, STUDENT_RECIPE as RECIPE, camvid_student, machine, write_results
 
 
 
@@ -70,7 +69,7 @@ def measure(model: Path, data: Path, num: int, work: Path) -> dict:
 
     # edgeseg's default through the public function, then the same with ONNX Runtime's Q/DQ placement
     images = str(data / "train" / "images")
-    calibrate(str(model), images, str(work / "default.int8.onnx"), num=num)
+    picked = calibrate(str(model), images, str(work / "default.int8.onnx"), num=num)["quantization"]
     rows[DEFAULT] = onnx_miou(work / "default.int8.onnx", evalset)
     calibrate(str(model), images, str(work / "outputs.int8.onnx"), num=num, quantize_outputs=True)
     rows["edgeseg default, Q/DQ on conv outputs too (--quantize-outputs)"] = onnx_miou(
@@ -112,7 +111,8 @@ def measure(model: Path, data: Path, num: int, work: Path) -> dict:
     fp32, default = rows["FP32"], rows[DEFAULT]
     peers = [v for k, v in rows.items() if v is not None and (k.startswith("ONNX Runtime") or k.startswith("NNCF"))]
     return {"model": model.name, "calibration_images": len(inputs), "val_images": len(evalset.batches),
-            "miou": rows,
+            "miou": rows, "auto": {"selected_method": picked["selected_method"],
+                                   "argmax_agreement_percent": picked["argmax_agreement_percent"]},
             "budget": {"max_miou_drop": 0.3, "fallback_layers": budget["quantization"]["fallback_layers"],
                        "drop": accuracy["miou_drop"]},
             "targets": {"default_within_0.5_of_fp32": fp32 - default <= 0.5,
@@ -134,12 +134,10 @@ def table(title: str, result: dict) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"))
+    add_camvid_argument(parser)
     parser.add_argument("--num", type=int, default=500, help="calibration images (all 367 train images by default)")
     args = parser.parse_args()
-    data = Path(args.data)
-    if not (data / "val" / "images").is_dir():
-        sys.exit(f"CamVid is not at {data}; pass --data DIR (a folder with train/ and val/).")
+    data = require_camvid(args.data)
 
     started = time.perf_counter()
     student = measure(fp32_model(data), data, args.num, CACHE / "int8" / "student")

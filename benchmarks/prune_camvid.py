@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, RESULTS, alternate, camvid_student, machine, median, write_results
+from common import add_camvid_argument, require_camvid, CACHE, RESULTS, alternate, camvid_student, machine, median, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = CACHE / "prune"
@@ -34,16 +34,14 @@ TARGET_RATIO, TARGET_SPEEDUP, TARGET_LOSS = 0.4, 1.6, 1.0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    add_camvid_argument(parser)
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--sparsity-epochs", type=int, default=2)
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--latency-importance", default="taylor")
     parser.add_argument("--rounds", type=int, default=30, help="Interleaved latency rounds per model.")
     args = parser.parse_args()
-    data = Path(args.data)
-    if not (data / "val" / "images").is_dir():
-        sys.exit(f"CamVid is not at {data}; pass --data DIR (a folder with train/ and val/).")
+    data = require_camvid(args.data)
 
     from edgeseg.arch.profile import count_macs, count_params
     from edgeseg.benchmark.api import eval as evaluate

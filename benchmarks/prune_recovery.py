@@ -9,17 +9,16 @@ interleaved in ONNX Runtime on the CPU, before any training starts, so nothing e
 beside the timing. mIoU on all of CamVid val at the labels' native 360x480.
 Target (issue 6): at a 0.4 ratio, >= 1.6x speed-up with <= 1.0 mIoU loss after fine-tuning.
 
-Run: python benchmarks/prune_recovery.py [--data ../shared/data/camvid] [--epochs 8 30]
+Run: python benchmarks/prune_recovery.py [--data ../shared/data/camvid] [--epochs 8 30 60]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from common import CACHE, RESULTS, camvid_student, machine, median, write_results
+from common import add_camvid_argument, require_camvid, CACHE, RESULTS, camvid_student, machine, median, write_results
 from prune_camvid import TARGET_LOSS, TARGET_RATIO, TARGET_SPEEDUP, time_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +27,12 @@ WORK = CACHE / "prune-recovery"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
-    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 30], help="Fine-tuning lengths to compare.")
+    add_camvid_argument(parser)
+    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 30, 60], help="Fine-tuning lengths to compare.")
     parser.add_argument("--importance", default="taylor")
     parser.add_argument("--rounds", type=int, default=30, help="Interleaved latency rounds per model.")
     args = parser.parse_args()
-    data = Path(args.data)
-    if not (data / "val" / "images").is_dir():
-        sys.exit(f"CamVid is not at {data}; pass --data DIR (a folder with train/ and val/).")
+    data = require_camvid(args.data)
 
     from edgeseg.arch.profile import count_macs
     from edgeseg.benchmark.api import eval as evaluate

@@ -205,7 +205,7 @@ def test_bias_correction_cancels_the_mean_shift_of_int8(tmp_path):
     # Q/DQ model (run by ONNX Runtime) has the FP32 model's mean output again
     import onnxruntime as ort
 
-    from edgeseg.quant.conv_error import measurable_convs, measure_conv_errors
+    from edgeseg.quant.conv_error import measurable_convs, measure_shifts
     from edgeseg.quant.qdq import write_qdq
 
     rng = np.random.default_rng(0)
@@ -217,9 +217,8 @@ def test_bias_correction_cancels_the_mean_shift_of_int8(tmp_path):
     ranges = {"x": (-2.0, 2.0), "h": (-100.0, 100.0)}
     convs = measurable_convs(model, ranges, skip=["logits"])
     assert [c.name for c in convs] == ["conv"]
-    errors = measure_conv_errors(model, convs, {"x": {"clip": ranges["x"]}}, ({"x": x} for x in images),
-                                 symmetric=True)
-    shift = errors["conv"]["clip"].shift
+    shifts = measure_shifts(model, convs, {"x": {"clip": ranges["x"]}}, ({"x": x} for x in images), symmetric=True)
+    shift = shifts["conv"]["clip"]
     assert (shift < -0.1).all()  # clipping at 2 really lowers the mean
 
     def mean_output(path):

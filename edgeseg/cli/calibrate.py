@@ -6,8 +6,8 @@ import click
 @click.option("--images", required=True, help="Folder of calibration images (or a dataset folder, or 'synthetic').")
 @click.option("--out", default=None, help="Q/DQ ONNX to write [default: MODEL.int8.onnx].")
 @click.option("--method", type=click.Choice(["auto", "minmax", "percentile", "entropy", "mse"]), default="auto",
-              show_default=True, help="Activation thresholds; auto gives each conv input whichever of minmax, "
-              "percentile and mse makes that conv's INT8 output err least.")
+              show_default=True, help="Activation thresholds; auto tries minmax, percentile, entropy and mse and keeps "
+              "the one whose INT8 argmax agrees with FP32 on the most calibration pixels.")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
               help="Fold each conv's mean INT8 output shift into its bias (Nagel et al. 2019).")
 @click.option("--quantize-outputs", is_flag=True,

@@ -151,7 +151,7 @@ def _bias_shifts(model_path: Path, histograms, ranges_of: Dict[str, dict], symme
     import onnx
 
     from edgeseg.quant.collect import stream_activations
-    from edgeseg.quant.conv_error import measurable_convs, measure_conv_errors
+    from edgeseg.quant.conv_error import measurable_convs, measure_shifts
     from edgeseg.quant.qdq import ensure_node_names, logits_nodes
 
     model = onnx.load(str(model_path))
@@ -167,8 +167,8 @@ def _bias_shifts(model_path: Path, histograms, ranges_of: Dict[str, dict], symme
                 yield values
                 advance(1)
 
-        errors = measure_conv_errors(model, convs, candidates, activations(), symmetric)
-    return {m: {conv: by_method[m].shift for conv, by_method in errors.items()} for m in ranges_of}
+        shifts = measure_shifts(model, convs, candidates, activations(), symmetric)
+    return {m: {conv: by_method[m] for conv, by_method in shifts.items()} for m in ranges_of}
 
 
 def _most_faithful(model_path: Path, ranges_of, shifts_of, symmetric: bool, quantize_outputs: bool,
@@ -180,11 +180,11 @@ def _most_faithful(model_path: Path, ranges_of, shifts_of, symmetric: bool, quan
 
     batches = [preprocess(read_image(f), spec) for f in _spread(files, AGREEMENT_IMAGES)]
     judge = PredictionAgreement(model_path, batches)
-    folder = Path(tempfile.mkdtemp(prefix="edgeseg-auto-"))
     agreement = {}
-    with progress_bar("auto: compare methods", len(ranges_of)) as advance:
+    with tempfile.TemporaryDirectory(prefix="edgeseg-auto-") as folder, \
+            progress_bar("auto: compare methods", len(ranges_of)) as advance:
         for method, ranges in ranges_of.items():
-            candidate = folder / f"{method}.onnx"
+            candidate = Path(folder) / f"{method}.onnx"
             write_qdq(model_path, candidate, ranges, symmetric=symmetric, bias_shifts=shifts_of[method],
                       quantize_outputs=quantize_outputs)
             agreement[method] = judge.percent(candidate)

@@ -2,9 +2,8 @@
 
 For every Conv whose input gets Q/DQ, its FP32 input x (taken from the FP32 model) goes
 through the conv twice: exactly, and with x rounded to INT8 over a candidate range and
-the weights rounded per output channel. Per output channel we keep the mean difference
-(the shift that bias correction removes) and the mean squared difference (the error
-left). Each layer is measured on its FP32 input, so layers do not compound each
+the weights rounded per output channel. Per output channel we keep the mean difference,
+the shift that bias correction removes. Each layer is measured on its FP32 input, so layers do not compound each
 other's error. Q is ONNX Runtime's own scale and zero-point arithmetic, so what is
 measured is what the Q/DQ model will compute.
 
@@ -12,23 +11,15 @@ Bias correction uses it (Nagel et al., "Data-Free Quantization Through Weight
 Equalization and Bias Correction", ICCV 2019, in its empirical form, as NNCF's
 FastBiasCorrection). Picking each tensor's threshold by the squared error of its convs
 was tried for ``--method auto`` and lost to whole-model argmax agreement (on the pruned
-CamVid student -0.52 mIoU against +0.30), so only the mean is kept.
+CamVid student -0.52 mIoU against +0.30), so only the mean is measured.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Container, Dict, Iterable, List, Tuple
 
 import numpy as np
 
 Ranges = Dict[str, Tuple[float, float]]
-
-
-@dataclass
-class ConvError:
-    """One convolution's INT8-minus-FP32 output statistics for one candidate input range."""
-
-    shift: np.ndarray  # per output channel: mean difference
 
 
 def int8_per_channel(weights: np.ndarray) -> np.ndarray:
@@ -83,9 +74,9 @@ def _conv(inputs, weights, node):
                     dilation=attrs.get("dilations", 1), groups=attrs.get("group", 1))
 
 
-def measure_conv_errors(model, convs: List, candidates: Dict[str, Ranges], activations: Iterable[Dict[str, np.ndarray]],
-                        symmetric: bool) -> Dict[str, Dict[str, ConvError]]:
-    """{conv name: {candidate label: ConvError}} over FP32 ``activations``.
+def measure_shifts(model, convs: List, candidates: Dict[str, Ranges], activations: Iterable[Dict[str, np.ndarray]],
+                   symmetric: bool) -> Dict[str, Dict[str, np.ndarray]]:
+    """{conv name: {candidate label: per-channel mean of INT8 minus FP32 output}} over FP32 ``activations``.
 
     ``candidates`` maps each conv input tensor to {label: (low, high)}; ``activations``
     yields, per image, the FP32 value of each conv input tensor.
@@ -112,7 +103,7 @@ def measure_conv_errors(model, convs: List, candidates: Dict[str, Ranges], activ
                     difference = _conv(torch.from_numpy(quantize(x)), int8_weights[node.name], node).double() - exact
                     key = (node.name, label)
                     sums[key] = sums.get(key, 0.0) + difference.sum(dim=(0, 2, 3)).numpy()
-    errors: Dict[str, Dict[str, ConvError]] = {}
+    shifts: Dict[str, Dict[str, np.ndarray]] = {}
     for (name, label), total in sums.items():
-        errors.setdefault(name, {})[label] = ConvError(total / counts[name])
-    return errors
+        shifts.setdefault(name, {})[label] = total / counts[name]
+    return shifts

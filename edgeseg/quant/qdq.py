@@ -59,7 +59,7 @@ def write_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Dict[str, Tup
               bias_shifts: Optional[Dict[str, np.ndarray]] = None, quantize_outputs: bool = False) -> List[str]:
     """Quantise ``onnx_path`` with per-channel symmetric INT8 weights and the given activation ranges.
 
-    ``bias_shifts`` (from bias_correction.measure_shifts) are subtracted from the biases of
+    ``bias_shifts`` ({conv: shift}, from conv_error.measure_shifts) are subtracted from the biases of
     the convolutions that get INT8; those kept in float keep their own bias.
     ``quantize_outputs`` also puts Q/DQ on each quantised op's output (see the module notes).
     Returns the names of the nodes kept in float.
