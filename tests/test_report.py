@@ -129,7 +129,9 @@ def test_camvid_benchmark_script_runs_its_smoke_profile_end_to_end(tiny_data, tm
     commands = (out / "commands.sh").read_text().splitlines()
     verbs = [line.split()[1] for line in commands]
     assert verbs == ["train", "distill", "prune", "export", "export", "calibrate", "build-engine", "report"]
+    assert "(every stage, from training the teacher to the report)" in (out / "report.md").read_text()
     # --from re-evaluates without training: only `report` is added to the command log
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "camvid" / "run.py"), "--from", str(out)],
                    check=True, capture_output=True, text=True)
     assert [line.split()[1] for line in (out / "commands.sh").read_text().splitlines()][8:] == ["report"]
+    assert "(the report only, with --from)" in (out / "report.md").read_text()

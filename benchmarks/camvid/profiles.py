@@ -1,6 +1,6 @@
 """The recipes of benchmarks/camvid/run.py: one per machine class, as plain data.
 
-``cpu`` fits in about 70 minutes on a 2-core machine by training at half resolution
+``cpu`` fits in about 100 minutes on a 2-core machine by training at half resolution
 (mIoU is still measured at the labels' native 360x480); ``gpu`` is the full-resolution
 recipe; ``smoke`` checks the chain in a minute on tiny synthetic data (the test suite runs it).
 """
@@ -22,30 +22,35 @@ class Profile:
     extra_train: List[str] = field(default_factory=list)
 
 
-# the teacher has 5x the student's MACs; the losses and weights are the distill benchmark's winner (CWD)
+# the losses and weights are the distill benchmark's winner (CWD)
 DISTILL = {"student": "mobilenetv3", "loss": "cwd", "temperature": 4.0, "loss-weight": "cwd=3.0", "optimizer": "adamw",
            "lr": 0.001, "batch-size": 8, "seed": 0}
 
 PROFILES = {
+    # The teacher is a U-Net: its dense full-resolution convolutions take 105 ms on ONNX Runtime at
+    # 180x240 here (27x the pruned student's 3.9 ms) and 3 min an epoch to train on 2 cores, so ten
+    # epochs fit the 2-hour budget. DeepLabV3-ResNet50 (230 ms) costs 9 min an epoch; the
+    # DeepLabV3-MobileNetV3 teacher of the first run was only 1.4x slower than the INT8 engine.
     "cpu": Profile(
         input_size="180x240",
-        teacher={"arch": "deeplabv3-mobilenetv3-large", "epochs": 24, "optimizer": "adamw", "lr": 0.001,
-                 "batch-size": 8, "seed": 0},
+        teacher={"arch": "unet", "epochs": 10, "optimizer": "adamw", "lr": 0.001, "batch-size": 8, "seed": 0},
         student={**DISTILL, "epochs": 10},
-        prune={"ratio": 0.3, "importance": "taylor", "round-to": 8, "finetune-epochs": 6, "lr": 0.0005,
+        # 30 KD epochs: at 0.4, 30/60 epochs recover to within 2.6/0.5 mIoU (benchmarks/results/prune_recovery.md)
+        prune={"ratio": 0.3, "importance": "taylor", "round-to": 8, "finetune-epochs": 30, "lr": 0.0005,
                "batch-size": 8, "seed": 0},
         calibrate={"num": 200, "max-miou-drop": 0.5, "seed": 0},
         report={"rounds": 10, "iters": 10, "masks": 4},
     ),
+    # the same U-Net teacher as `cpu` (the one with enough latency headroom), 120 epochs at full resolution
     "gpu": Profile(
         input_size="360x480",
-        teacher={"arch": "deeplabv3-mobilenetv3-large", "epochs": 120, "optimizer": "adamw", "lr": 0.001,
-                 "batch-size": 16, "seed": 0},
+        teacher={"arch": "unet", "epochs": 120, "optimizer": "adamw", "lr": 0.001, "batch-size": 16, "seed": 0},
         student={**DISTILL, "epochs": 120, "batch-size": 16},
         prune={"ratio": 0.3, "importance": "taylor", "round-to": 8, "finetune-epochs": 40, "lr": 0.0005,
                "batch-size": 16, "seed": 0},
         calibrate={"num": 367, "max-miou-drop": 0.5, "seed": 0, "device": "cuda"},
-        report={"rounds": 20, "iters": 50, "masks": 4},
+        # the report times every stage on ONNX Runtime CPU: 1.4 s a call for the teacher at 360x480
+        report={"rounds": 10, "iters": 10, "masks": 4},
         device="cuda",
         extra_train=["--amp"],
     ),

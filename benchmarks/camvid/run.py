@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             print(f"CamVid data not found at {args.data}; see ../shared/data/README.md.", file=sys.stderr)
             return 2
         run_dir = Path(args.out or f"runs/camvid-{args.profile}")
-        run_pipeline(profile, args.profile, Path(args.data), run_dir)
+        skipped = run_pipeline(profile, args.profile, Path(args.data), run_dir)
     report_dir = run_dir if not args.eval_data else run_dir / f"eval-{Path(args.eval_data).name}"
     command = ["report", str(run_dir), "--out", str(report_dir), "--device", "cpu"] + options(profile.report)
     if args.eval_data:
@@ -70,8 +70,12 @@ def main(argv=None) -> int:
     edgeseg(run_dir, command)
     targets = check_targets(report_dir)
     minutes = round((time.perf_counter() - started) / 60, 1)
-    scope = ("the report only, with --from" if args.from_run else
-             "stages finished by an earlier, interrupted invocation were not run again")
+    if args.from_run:
+        scope = "the report only, with --from"
+    elif skipped:
+        scope = f"{', '.join(skipped)} came from an earlier, interrupted invocation and were not made again"
+    else:
+        scope = "every stage, from training the teacher to the report"
     append_targets(report_dir, targets, minutes, scope)
     print(json.dumps(targets, indent=2))
     if args.publish:
@@ -100,7 +104,8 @@ def edgeseg(run_dir: Path, arguments: list) -> None:
     subprocess.run([sys.executable, "-m", "edgeseg.cli", *arguments], check=True)
 
 
-def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> None:
+def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> list:
+    """Run the stages not finished yet; returns the outputs that already existed (skipped)."""
     from edgeseg.report.run_folder import Stage, write_manifest
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,9 +125,11 @@ def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> None
         ("pruned.int8.onnx", ["calibrate", r("pruned.onnx"), "--images", str(data / "train" / "images"),
                               "--data", str(data), *options(profile.calibrate)]),
     ]
+    skipped = []
     for output, command in steps:
         if (run_dir / output).exists():
             print(f"{output} exists; skipping: {' '.join(command[:2])}")
+            skipped.append(output)
             continue
         if command[0] in ("train", "distill") and (run_dir / f"{output}.state").exists():
             command = command + ["--resume"]  # a killed training run continues from its last epoch
@@ -140,6 +147,7 @@ def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> None
                    notes=[f"Profile '{name}': training at {profile.input_size}; the commands are in commands.sh.",
                           f"Teacher {profile.teacher['arch']}; student {profile.student['student']} distilled with "
                           f"{profile.student['loss']}; prune {profile.prune}; calibrate {profile.calibrate}."])
+    return skipped
 
 
 def check_targets(report_dir: Path) -> dict:
