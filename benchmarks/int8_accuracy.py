@@ -15,9 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
-
-from common import add_camvid_argument, require_camvid, CACHE, STUDENT_RECIPE as RECIPE, camvid_student, machine, write_results
-
+from common import (CACHE, STUDENT_RECIPE as RECIPE, add_camvid_argument, camvid_student, machine, require_camvid,
+                    write_results)
 
 
 def fp32_model(data: Path) -> Path:

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import add_camvid_argument, require_camvid, CACHE, RESULTS, alternate, camvid_student, machine, median, write_results
+from common import (CACHE, RESULTS, add_camvid_argument, alternate, camvid_student, machine, median, require_camvid,
+                    write_results)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = CACHE / "prune"

@@ -18,7 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from common import add_camvid_argument, require_camvid, CACHE, RESULTS, camvid_student, machine, median, write_results
+from common import (CACHE, RESULTS, add_camvid_argument, camvid_student, machine, median, require_camvid,
+                    write_results)
 from prune_camvid import TARGET_LOSS, TARGET_RATIO, TARGET_SPEEDUP, time_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,15 +3,16 @@
 For every Conv whose input gets Q/DQ, its FP32 input x (taken from the FP32 model) goes
 through the conv twice: exactly, and with x rounded to INT8 over a candidate range and
 the weights rounded per output channel. Per output channel we keep the mean difference,
-the shift that bias correction removes. Each layer is measured on its FP32 input, so layers do not compound each
-other's error. Q is ONNX Runtime's own scale and zero-point arithmetic, so what is
-measured is what the Q/DQ model will compute.
+the shift that bias correction removes. Each layer is measured on its FP32 input, so
+layers do not compound each other's error. Q is ONNX Runtime's own scale and zero-point
+arithmetic, so what is measured is what the Q/DQ model will compute.
 
 Bias correction uses it (Nagel et al., "Data-Free Quantization Through Weight
 Equalization and Bias Correction", ICCV 2019, in its empirical form, as NNCF's
 FastBiasCorrection). Picking each tensor's threshold by the squared error of its convs
 was tried for ``--method auto`` and lost to whole-model argmax agreement (on the pruned
-CamVid student -0.52 mIoU against +0.30), so only the mean is measured.
+student of the first CamVid run, -0.52 mIoU against +0.30, measured by hand during
+development), so only the mean is measured.
 """
 from __future__ import annotations
 

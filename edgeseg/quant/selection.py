@@ -1,12 +1,13 @@
 """``--method auto``: the calibration method whose INT8 model agrees best with FP32, without labels.
 
 No threshold rule wins everywhere: on the CamVid student mse was best and minmax worst;
-on its pruned version minmax was best by a whole mIoU point. What matters is how often
+on the pruned student of the first CamVid run minmax was best by a whole mIoU point
+(benchmarks/results/int8_accuracy.md as committed in 42f5f68). What matters is how often
 the INT8 model still predicts the class the FP32 model predicts, so each candidate's
 Q/DQ model is run on calibration images and the share of pixels whose argmax matches
 FP32's is measured; the most faithful candidate wins, and no labels are needed. On
-those two models it picked mse and minmax, the best single methods by val mIoU there
-(benchmarks/int8_accuracy.py records the pick and every candidate's agreement).
+those two models it picked mse and minmax, the best single methods by val mIoU there;
+benchmarks/int8_accuracy.py records the pick and every candidate's agreement.
 """
 from __future__ import annotations
 
