@@ -27,6 +27,8 @@ _VERBS = {
     "report": "edgeseg.report.api",
     "info": "edgeseg.artifact_info",
     "demo": "edgeseg.pipeline",
+    "predict": "edgeseg.predict.api",
+    "Segmenter": "edgeseg.predict.segmenter",  # not a verb: the class applications call
 }
 
 __all__ = sorted(_VERBS) + ["__version__"]

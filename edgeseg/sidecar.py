@@ -75,3 +75,13 @@ def spec_from_sidecar(meta: Dict[str, Any]) -> Tuple[Optional[InputSpec], Option
     spec = InputSpec.from_dict(meta["input"]) if meta.get("input") else None
     info = DatasetInfo.from_dict(meta["dataset"]) if meta.get("dataset") else None
     return spec, info
+
+
+def model_output(meta: Dict[str, Any]) -> Dict[str, str]:
+    """What a model's output is: ``{"kind": "logits" | "class_map", "dtype": ...}`` (logits when unsaid).
+
+    ``export --argmax`` records it in the ``onnx`` section, which calibrate and
+    build-engine copy to their artifacts, so a Q/DQ model and an engine say it too.
+    """
+    onnx = meta.get("onnx") or {}
+    return {"kind": str(onnx.get("output_kind", "logits")), "dtype": str(onnx.get("output_dtype", "float32"))}

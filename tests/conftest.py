@@ -75,6 +75,16 @@ def tiny_int8(tiny_onnx, tiny_data) -> Path:
     return tiny_onnx.with_name("student.int8.onnx")
 
 
+@pytest.fixture(scope="session")
+def tiny_class_map_onnx(tiny_student, tiny_data, artifacts) -> Path:
+    """The tiny student exported with --argmax: it outputs its uint8 class map instead of logits."""
+    from edgeseg.exporting.api import export
+
+    path = artifacts / "student.classes.onnx"
+    export(str(tiny_student), str(path), data=str(tiny_data), argmax=True)
+    return path
+
+
 def require_camvid() -> Path:
     if not (CAMVID / "val" / "images").is_dir():
         pytest.skip(f"CamVid is not at {CAMVID} (it lives in ../shared/data beside the repository)")

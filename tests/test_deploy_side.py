@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_MODULES = ["edgeseg/runtime", "edgeseg/benchmark", "edgeseg/data/dataset.py", "edgeseg/data/images.py",
                   "edgeseg/data/synthetic.py", "edgeseg/metrics.py", "edgeseg/artifact_info.py", "edgeseg/sidecar.py",
                   "edgeseg/spec.py", "edgeseg/fileio.py", "edgeseg/errors.py", "edgeseg/console.py",
-                  "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py", "edgeseg/device_info.py"]
+                  "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py", "edgeseg/device_info.py",
+                  "edgeseg/predict", "edgeseg/report/figures.py"]
 
 NO_TORCH = """
 import sys
@@ -36,6 +37,18 @@ def test_bench_eval_info_and_build_run_without_torch(tiny_onnx, tiny_data, tmp_p
                  ["build-engine", str(tiny_onnx), "--out", str(tmp_path / "m.ort.onnx")]):
         result = _run_without_torch(*args)
         assert result.returncode == 0, f"{args[0]}: {result.stderr[-2000:]}"
+
+
+def test_predict_and_segmenter_run_without_torch(tiny_onnx, tiny_data, tmp_path):
+    result = _run_without_torch("predict", str(tiny_onnx), str(tiny_data / "val" / "images"), "--out",
+                                str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == len(list((tiny_data / "val" / "images").iterdir()))
+    code = ("import sys\nfor name in ('torch', 'torchvision'):\n    sys.modules[name] = None\n"
+            "import numpy as np, edgeseg\n"
+            f"print(edgeseg.Segmenter({str(tiny_onnx)!r})(np.zeros((33, 47, 3), np.uint8)).shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "(33, 47)", result.stderr[-2000:]
 
 
 def test_a_training_verb_without_torch_fails_with_a_message_not_a_crash(tmp_path):

@@ -19,7 +19,9 @@ from edgeseg.metrics import summarize
 from edgeseg.runtime import native
 from edgeseg.runtime.base import Runner
 from edgeseg.runtime.loader import Artifact, describe, open_runner
+from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
+from edgeseg.sidecar import model_output
 
 
 def check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
@@ -53,11 +55,12 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
 
     with progress_bar(description, len(split)) as advance:
         def finish(item):
-            logits, label = item
-            if logits.shape[1] != info.num_classes:
-                raise DataError(f"{artifact.path.name} outputs {logits.shape[1]} classes but the data has "
+            output, label = item
+            if output_kind(output) == LOGITS and output.shape[1] != info.num_classes:
+                raise DataError(f"{artifact.path.name} outputs {output.shape[1]} classes but the data has "
                                 f"{info.num_classes}; evaluate it on the dataset it was trained for.")
-            pred = resize_label(native.argmax(logits)[0], label.shape[0], label.shape[1])
+            # logits get the host argmax; a class-map model (export --argmax) did it in the graph
+            pred = resize_label(to_class_map(output, info.num_classes)[0], label.shape[0], label.shape[1])
             native.accumulate_confusion(confusion, pred, label, info.ignore_index)
             advance(1)
 
@@ -91,7 +94,8 @@ def artifact_row(artifact: Artifact, runner: Runner, device: str, batch_size: in
     model = artifact.meta.get("model") or {}
     return {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
             "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
-            "batch": batch_size, "params": model.get("params"), "macs": model.get("macs"),
+            "batch": batch_size, "output": model_output(artifact.meta)["kind"],
+            "params": model.get("params"), "macs": model.get("macs"),
             "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
 
 

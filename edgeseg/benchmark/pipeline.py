@@ -64,11 +64,17 @@ def _put(box: queue.Queue, item, reader: threading.Thread) -> bool:
 
 
 def run_pipeline(count: int, load: Callable[[int], object], infer: Callable[[object], object],
-                 finish: Callable[[object], None], depth: int = 4) -> Dict[str, float]:
-    """load(i) on a thread -> infer(item) here -> finish(result) on a thread; return seconds per stage."""
+                 finish: Callable[[object], None], depth: int = 4, items: Optional[Iterable] = None) -> Dict[str, float]:
+    """load(i) on a thread -> infer(item) here -> finish(result) on a thread; return seconds per stage.
+
+    ``items`` replaces ``range(count)`` as what ``load`` is given, for sources of unknown
+    length (a video, a camera); the producer thread iterates it, so the decoding a
+    generator does overlaps with inference too. On an exception here (Ctrl-C included)
+    the producer stops and the finisher still drains what was already inferred.
+    """
     loaded: queue.Queue = queue.Queue(maxsize=depth)
     inferred: queue.Queue = queue.Queue(maxsize=depth)
-    producer = _Stage(load, None, loaded, source=range(count))
+    producer = _Stage(load, None, loaded, source=range(count) if items is None else items)
     consumer = _Stage(finish, inferred, None)
     producer.start()
     consumer.start()

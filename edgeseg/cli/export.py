@@ -10,11 +10,20 @@ from edgeseg.cli.options import trust_checkpoint
 @click.option("--data", default=None, help="Images to verify the export on [default: the training data].")
 @click.option("--verify-images", type=int, default=8, show_default=True)
 @click.option("--simplify/--no-simplify", "simplify_model", default=True, show_default=True)
+@click.option("--argmax/--no-argmax", default=False, show_default=True,
+              help="Put the argmax in the graph: the model outputs its NxHxW class map instead of float logits "
+                   "(C times fewer bytes, no host argmax).")
+@click.option("--argmax-dtype", type=click.Choice(["uint8", "int32"]), default=None,
+              help="Class-map dtype [default: uint8 up to 255 classes, else int32]. uint8 suits ONNX Runtime and "
+                   "TensorRT >= 10; TensorRT 8.5 (JetPack 5) maps ArgMax to TopK and needs int32.")
 @trust_checkpoint
 def export_command(model, **options):
     """Export to ONNX (dynamic batch), simplify, check, and verify against PyTorch.
 
-    Example: edgeseg export pruned.pt --out pruned.onnx
+    \b
+    Examples:
+      edgeseg export pruned.pt --out pruned.onnx
+      edgeseg export pruned.pt --argmax --out pruned.classes.onnx
     """
     from edgeseg.exporting.api import export
 

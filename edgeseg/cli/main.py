@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": ("edgeseg.cli.bench", "bench_command"),
     "eval": ("edgeseg.cli.bench", "eval_command"),
     "report": ("edgeseg.cli.report", "report_command"),
+    "predict": ("edgeseg.cli.predict", "predict_command"),
     "info": ("edgeseg.cli.info", "info_command"),
 }
 

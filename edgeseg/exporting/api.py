@@ -12,6 +12,7 @@ from edgeseg.console import say
 from edgeseg.errors import AccuracyError, ConfigError, InputFileError
 from edgeseg.fileio import atomic_path, check_output_path
 from edgeseg.sidecar import read_sidecar, write_sidecar
+from edgeseg.exporting.argmax import CLASS_MAP_OUTPUT
 from edgeseg.exporting.verify import verification_images, compare_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -44,12 +45,18 @@ def simplify(path: Path) -> bool:
 
 
 def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Optional[str] = None,
-           verify_images: int = 8, simplify_model: bool = True, trust_checkpoint: bool = False) -> dict:
+           verify_images: int = 8, simplify_model: bool = True, trust_checkpoint: bool = False,
+           argmax: bool = False, argmax_dtype: Optional[str] = None) -> dict:
     """Export ``model`` to ONNX at ``out`` (default: the model's name with .onnx) and verify it.
 
     The ONNX model is run in ONNX Runtime on real images next to PyTorch; the maximum
     absolute difference and the % of pixels whose argmax agrees go to the sidecar, and
     the export fails (writing nothing) when agreement is below 99.9%.
+
+    With ``argmax`` the model outputs its NxHxW class map (``argmax_dtype`` uint8, the
+    default up to 255 classes, or int32 for TensorRT 8.5) instead of the logits: the
+    argmax is appended to the verified logits graph, and the export fails unless the
+    class map equals the logits model's argmax on every pixel of the verification images.
 
     >>> edgeseg.export("pruned.pt", "pruned.onnx")  # doctest: +SKIP
     """
@@ -64,6 +71,12 @@ def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Opti
         raise InputFileError(f"{model} does not record its input size; re-save it with edgeseg or add a sidecar.")
     net = loaded.model.eval()
     parent_meta = read_sidecar(model)
+    if argmax:
+        from edgeseg.exporting.argmax import check_dtype, default_dtype
+
+        argmax_dtype = check_dtype(argmax_dtype or default_dtype(loaded.num_classes), loaded.num_classes)
+    elif argmax_dtype:
+        raise ConfigError("--argmax-dtype applies only with --argmax; add --argmax or drop it.")
     with atomic_path(out_path) as tmp:
         export_onnx(net, tmp, spec.height, spec.width, opset)
         simplified = simplify(tmp) if simplify_model else False
@@ -75,11 +88,37 @@ def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Opti
             raise AccuracyError(
                 f"The ONNX model agrees with PyTorch on only {parity['argmax_agreement']:.3f}% of pixels "
                 f"(needs {MIN_AGREEMENT}%); the export is not trustworthy, try another --opset.")
+        if argmax:
+            parity["class_map_agreement"] = _append_class_map(tmp, argmax_dtype, batch)
+    if argmax:
+        say(f"The model outputs its class map ({argmax_dtype}, output '{CLASS_MAP_OUTPUT}'), equal to the logits "
+            f"model's argmax on every verification pixel")
     say(f"Exported {out_path} (opset {opset}); argmax agreement with PyTorch {parity['argmax_agreement']:.3f}%, "
         f"max |diff| {parity['max_abs_diff']:.2e}")
     model_facts = parent_meta.get("model") or {"arch": loaded.arch, "num_classes": loaded.num_classes}
     return write_sidecar(out_path, "onnx", input_spec=spec, dataset=loaded.dataset, parent=model, stage="export",
                          model=model_facts, precision="fp32",
-                         onnx={"opset": opset, "simplified": simplified, "input": INPUT_NAME, "output": OUTPUT_NAME,
-                               "dynamic_batch": True},
+                         onnx={"opset": opset, "simplified": simplified, "input": INPUT_NAME,
+                               "output": CLASS_MAP_OUTPUT if argmax else OUTPUT_NAME, "dynamic_batch": True,
+                               "output_kind": "class_map" if argmax else "logits",
+                               "output_dtype": argmax_dtype if argmax else "float32"},
                          parity=parity)
+
+
+def _append_class_map(path: Path, dtype: str, batch) -> float:
+    """Put ArgMax -> Cast on the verified logits model at ``path``; the % of pixels equal to its argmax (must be 100)."""
+    import onnxruntime as ort
+
+    from edgeseg.exporting.argmax import add_class_map_file
+
+    def run():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+    expected = run().argmax(1)  # numpy and ONNX ArgMax both take the first of equal maxima
+    add_class_map_file(path, dtype)
+    agreement = round(float(100.0 * (run() == expected).mean()), 4)
+    if agreement < 100.0:
+        raise AccuracyError(f"The class-map model differs from the logits model's argmax on "
+                            f"{100 - agreement:.4f}% of pixels; export without --argmax and report this.")
+    return agreement

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from edgeseg.console import progress_bar, say
+from edgeseg.exporting.argmax import add_class_map_file
 from edgeseg.data.images import list_images, read_image
 from edgeseg.errors import ConfigError, DataError, InputFileError
 from edgeseg.fileio import (
@@ -92,32 +93,36 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     cache_path = out_path.with_name(f"{out_base}.calib.cache")
     ranges_path = out_path.with_name(f"{out_base}.ranges.json")
 
+    # a class-map model is calibrated on its logits; the temporary folder lives as long as `logits_folder`
+    measured, class_map_dtype, logits_folder = _logits_model(model_path)
     files = calibration_images(images, num, seed)
     say(f"Calibrating {model_path.name} on {len(files)} images ({method}"
         f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
-        histograms = collect_histograms(model_path, batches, advance, device=device)
+        histograms = collect_histograms(measured, batches, advance, device=device)
     candidates = AUTO_CANDIDATES if method == "auto" else (method,)
     amax_of = {m: {name: h.amax(m, percentile) for name, h in histograms.items()} for m in candidates}
     ranges_of = {m: {name: _range(h, amax_of[m][name], symmetric) for name, h in histograms.items()}
                  for m in candidates}
-    shifts_of = (_bias_shifts(model_path, histograms, ranges_of, symmetric, files, spec, device) if bias_correction
+    shifts_of = (_bias_shifts(measured, histograms, ranges_of, symmetric, files, spec, device) if bias_correction
                  else {m: {} for m in candidates})
     agreement = None
     chosen = method
     if method == "auto":
-        chosen, agreement = _most_faithful(model_path, ranges_of, shifts_of, symmetric, quantize_outputs, files, spec)
+        chosen, agreement = _most_faithful(measured, ranges_of, shifts_of, symmetric, quantize_outputs, files, spec)
         say(f"auto: {chosen} ({', '.join(f'{m} {a:.2f}%' for m, a in agreement.items())} of pixels agree with FP32)")
     amax, ranges, shifts = amax_of[chosen], ranges_of[chosen], shifts_of[chosen]
     accuracy = None
     fallback: List[str] = []
     if data:
-        fallback, accuracy = _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec,
+        fallback, accuracy = _accuracy_budget(measured, ranges, symmetric, shifts, quantize_outputs, data, spec,
                                               max_miou_drop, report, sensitivity_images, max_images)
     with atomic_path(out_path) as tmp:
-        float_nodes = write_qdq(model_path, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback,
+        float_nodes = write_qdq(measured, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback,
                                 bias_shifts=shifts, quantize_outputs=quantize_outputs)
+        if class_map_dtype:  # the ArgMax -> Cast tail goes back on after quantisation, outside it
+            add_class_map_file(tmp, class_map_dtype)
     write_text_atomic(cache_path, format_cache(amax, chosen))
     settings = {"method": method, "selected_method": chosen, "argmax_agreement_percent": agreement,
                 "percentile": percentile if chosen == "percentile" else None,
@@ -137,6 +142,28 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
                                            float_nodes=float_nodes, fallback_layers=fallback,
                                            calibration_cache=cache_path.name, ranges=ranges_path.name),
                          accuracy=accuracy)
+
+
+def _logits_model(model_path: Path) -> tuple:
+    """(model to measure, class-map dtype, folder holding it): an --argmax model is measured without its tail.
+
+    Ranges, bias shifts, method selection and mIoU all work on logits; the tail (ArgMax
+    and Cast) has nothing to quantise and is appended again to the Q/DQ model in float.
+    """
+    import tempfile
+
+    import onnx
+
+    from edgeseg.exporting.argmax import class_map_tail, strip_class_map
+
+    model = onnx.load(str(model_path))
+    dtype = class_map_tail(model)
+    if dtype is None:
+        return model_path, None, None
+    folder = tempfile.TemporaryDirectory(prefix="edgeseg-logits-")
+    logits = Path(folder.name) / "logits.onnx"
+    onnx.save(strip_class_map(model), str(logits))
+    return logits, dtype, folder  # the folder is deleted when the caller drops it
 
 
 def _range(histogram, amax: float, symmetric: bool) -> tuple:

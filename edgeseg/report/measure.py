@@ -16,7 +16,7 @@ from edgeseg.benchmark.api import accuracy_pass, artifact_row, check_classes, ti
 from edgeseg.benchmark.timing import time_inference
 from edgeseg.console import progress_bar
 from edgeseg.data.dataset import SegmentationSplit
-from edgeseg.runtime import native
+from edgeseg.runtime.outputs import to_class_map
 from edgeseg.runtime.loader import describe, open_runner
 from edgeseg.runtime.preprocess import preprocess, resize_label
 
@@ -82,6 +82,6 @@ def _predict_masks(opened: dict, split: SegmentationSplit, count: int) -> dict:
     for name, (artifact, runner) in opened.items():
         predictions[name] = []
         for image, label in zip(images, labels):
-            logits = runner.infer(preprocess(image, artifact.input_spec))
-            predictions[name].append(resize_label(native.argmax(logits)[0], label.shape[0], label.shape[1]))
+            output = runner.infer(preprocess(image, artifact.input_spec))  # logits or a class map
+            predictions[name].append(resize_label(to_class_map(output)[0], label.shape[0], label.shape[1]))
     return {"indices": indices, "images": images, "labels": labels, "predictions": predictions}

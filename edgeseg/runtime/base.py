@@ -15,7 +15,11 @@ from edgeseg.errors import ConfigError, EdgesegError
 
 
 class Runner:
-    """Runs one model on NCHW float batches and returns NCHW logits as a numpy array."""
+    """Runs one model on NCHW float batches and returns its output as a numpy array.
+
+    The output is NCHW float logits, or the NxHxW class map of a model exported with
+    ``--argmax``; ``edgeseg.runtime.outputs.to_class_map`` turns either into class indices.
+    """
 
     backend = "abstract"
 
@@ -38,7 +42,7 @@ class Runner:
         return self
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for ``batch``; the wall time of the inference alone is kept in ``last_inference_ms``."""
+        """The output (logits or class map) for ``batch``; the inference's wall time goes to ``last_inference_ms``."""
         if not self.is_active:
             raise EdgesegError(f"Runner for {self.path} is not active; use it inside a `with` block.")
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:

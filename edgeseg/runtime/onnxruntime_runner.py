@@ -8,6 +8,9 @@ import numpy as np
 from edgeseg.errors import InputFileError, MissingDependencyError
 from edgeseg.runtime.base import Runner
 
+ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+              "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+
 
 def providers_for(device: str) -> List[str]:
     import onnxruntime as ort
@@ -60,7 +63,10 @@ class OnnxRuntimeRunner(Runner):
             raise InputFileError(f"ONNX Runtime cannot load {self.path} ({str(exc).splitlines()[0][:160]}); "
                                  f"re-export the model.") from exc
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        self.output_name = output.name
+        # float logits, or the uint8 / int32 / int64 class map of a model exported with --argmax
+        self.output_dtype = ONNX_TYPES.get(output.type, np.float32)
         self.binding = self.session.io_binding()
         self.ring: List[np.ndarray] = []
         self.turn = 0
@@ -69,7 +75,7 @@ class OnnxRuntimeRunner(Runner):
         if not self.ring or self.ring[0].shape[0] != batch.shape[0]:
             # learn the output shape once per batch size with a plain run, then preallocate
             shape = self.session.run([self.output_name], {self.input_name: batch})[0].shape
-            self.ring = [np.empty(shape, dtype=np.float32) for _ in range(self.OUTPUT_RING)]
+            self.ring = [np.empty(shape, dtype=self.output_dtype) for _ in range(self.OUTPUT_RING)]
         self.turn = (self.turn + 1) % self.OUTPUT_RING
         return self.ring[self.turn]
 
@@ -77,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
         out = self._outputs_for(batch)
         binding = self.binding
         binding.bind_cpu_input(self.input_name, batch)
-        binding.bind_output(self.output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        binding.bind_output(self.output_name, "cpu", 0, out.dtype.type, list(out.shape), out.ctypes.data)
         self.session.run_with_iobinding(binding)
         return out
 

@@ -1,0 +1,40 @@
+import click
+
+from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
+
+
+@click.command("predict")
+@click.argument("model")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", default="predictions", show_default=True, help="Folder for masks/, overlays/ and videos.")
+@click.option("--save", multiple=True,
+              help="What to write, comma-separated or repeated: masks, overlays, video, none "
+                   "[default: masks,overlays for images; video for videos, cameras and streams].")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Mask opacity in overlays (0-1).")
+@click.option("--show/--no-show", default=False, show_default=True,
+              help="Show the overlay in a window where there is a display (q or Esc closes it).")
+@click.option("--stats/--no-stats", default=False, show_default=True, help="Print the share of pixels of each class.")
+@click.option("--max-frames", type=int, default=None,
+              help="Stop after N frames (a camera or stream otherwise runs until Ctrl-C).")
+@click.option("--json", "json_out", default=None, help="Write the run's summary as JSON.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+@threads
+@trust_checkpoint
+@trust_engine
+def predict_command(model, sources, **options):
+    """Segment images, videos, cameras or streams: palette PNG masks, overlays, overlay videos.
+
+    MODEL is any .pt, .onnx or .engine edgeseg can bench. SOURCE is an image, a folder, a
+    glob, a .txt list of paths, a video (mp4, avi, mkv), a camera (0, /dev/video0),
+    csi://0 (a Jetson CSI camera) or an rtsp:// stream. Videos and cameras need OpenCV:
+    pip install 'edgeseg[video]'.
+
+    \b
+    Examples:
+      edgeseg predict pruned.int8.onnx street/ --out predictions
+      edgeseg predict pruned.engine drive.mp4 --save video,masks
+      edgeseg predict pruned.engine 0 --show --max-frames 300
+    """
+    from edgeseg.predict.api import predict
+
+    predict(model, list(sources), **options)

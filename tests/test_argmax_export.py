@@ -1,0 +1,121 @@
+"""export --argmax: the class map comes out of the graph, with the logits model's accuracy exactly."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeseg.errors import ConfigError
+from edgeseg.exporting.argmax import append_class_map, check_dtype, class_map_tail, strip_class_map
+from edgeseg.runtime.loader import describe, open_runner
+from edgeseg.runtime.outputs import class_map_dtype, to_class_map
+from edgeseg.sidecar import model_output, read_sidecar
+
+
+def test_class_map_model_keeps_the_miou_exactly(tiny_onnx, tiny_class_map_onnx, tiny_data):
+    from edgeseg.benchmark.api import eval as evaluate
+
+    logits, classes = evaluate(str(tiny_onnx), str(tiny_data)), evaluate(str(tiny_class_map_onnx), str(tiny_data))
+    assert classes["confusion"] == logits["confusion"]
+    assert classes["miou"] == logits["miou"] and classes["per_class_iou"] == logits["per_class_iou"]
+
+
+def test_the_graph_ends_in_argmax_and_a_uint8_cast_and_the_sidecar_says_so(tiny_class_map_onnx):
+    model = onnx.load(str(tiny_class_map_onnx))
+    assert [n.op_type for n in model.graph.node][-2:] == ["ArgMax", "Cast"]
+    output = model.graph.output[0]
+    assert output.type.tensor_type.elem_type == onnx.TensorProto.UINT8 and len(output.type.tensor_type.shape.dim) == 3
+    meta = read_sidecar(tiny_class_map_onnx)
+    assert model_output(meta) == {"kind": "class_map", "dtype": "uint8"}
+    assert meta["parity"]["class_map_agreement"] == 100.0
+    assert model_output({"onnx": {"opset": 17}}) == {"kind": "logits", "dtype": "float32"}
+
+
+def test_runner_returns_the_class_map_in_its_own_dtype(tiny_onnx, tiny_class_map_onnx):
+    batch = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    with open_runner(describe(tiny_onnx)) as runner:
+        expected = to_class_map(runner.infer(batch).copy())
+    with open_runner(describe(tiny_class_map_onnx)) as runner:
+        got = runner.infer(batch)
+    assert got.dtype == np.uint8 and got.shape == (2, 64, 64)
+    np.testing.assert_array_equal(got, expected)
+    assert to_class_map(got) is got  # a uint8 class map is passed through without a copy
+
+
+def test_int32_class_map_for_tensorrt_8_5(tiny_student, tiny_onnx, tiny_data, tmp_path):
+    from edgeseg.exporting.api import export
+
+    path = tmp_path / "int32.onnx"
+    export(str(tiny_student), str(path), data=str(tiny_data), argmax=True, argmax_dtype="int32", verify_images=2)
+    model = onnx.load(str(path))
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert model_output(read_sidecar(path)) == {"kind": "class_map", "dtype": "int32"}
+    batch = np.random.default_rng(1).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    with open_runner(describe(path)) as runner:
+        got = runner.infer(batch)
+    with open_runner(describe(tiny_onnx)) as runner:
+        expected = runner.infer(batch).argmax(1)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(to_class_map(got, 8), expected)
+    assert to_class_map(got, 8).dtype == np.uint8
+
+
+def test_argmax_options_are_checked(tiny_student, tmp_path):
+    from edgeseg.exporting.api import export
+
+    with pytest.raises(ConfigError, match="only with --argmax"):
+        export(str(tiny_student), str(tmp_path / "x.onnx"), argmax_dtype="int32")
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(ConfigError, match="int32"):
+        check_dtype("uint8", 300)
+    with pytest.raises(ConfigError, match="uint8"):
+        check_dtype("int64", 10)
+    assert class_map_dtype(255) == np.uint8 and class_map_dtype(256) == np.uint16
+
+
+def test_more_than_255_classes_give_a_uint16_map():
+    logits = np.random.default_rng(2).normal(size=(1, 300, 4, 5)).astype(np.float32)
+    classes = to_class_map(logits)
+    assert classes.dtype == np.uint16
+    np.testing.assert_array_equal(classes, logits.argmax(1))
+
+
+def test_strip_and_append_round_trip(tiny_class_map_onnx):
+    model = onnx.load(str(tiny_class_map_onnx))
+    assert class_map_tail(model) == "uint8"
+    logits = strip_class_map(model)
+    assert class_map_tail(logits) is None and logits.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    with pytest.raises(ConfigError, match="not NxCxHxW float logits"):
+        append_class_map(onnx.load(str(tiny_class_map_onnx)), "uint8")  # already has the tail
+    assert class_map_tail(append_class_map(logits, "int32")) == "int32"
+
+
+def test_calibrate_keeps_the_tail_in_float_and_measures_the_logits(tiny_onnx, tiny_class_map_onnx, tiny_data, tmp_path):
+    """The Q/DQ model of a class-map model is the logits model's Q/DQ model plus the same float tail."""
+    from edgeseg.benchmark.api import eval as evaluate
+    from edgeseg.quant.api import calibrate
+
+    images = str(tiny_data / "train" / "images")
+    plain = calibrate(str(tiny_onnx), images, str(tmp_path / "plain.int8.onnx"), method="minmax", num=4,
+                      bias_correction=False)
+    classes = calibrate(str(tiny_class_map_onnx), images, str(tmp_path / "classes.int8.onnx"), method="minmax", num=4,
+                        bias_correction=False)
+    model = onnx.load(str(tmp_path / "classes.int8.onnx"))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    assert [n.op_type for n in model.graph.node][-2:] == ["ArgMax", "Cast"]
+    argmax = next(n for n in model.graph.node if n.op_type == "ArgMax")
+    assert producers[argmax.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    assert model_output(classes) == {"kind": "class_map", "dtype": "uint8"} and model_output(plain)["kind"] == "logits"
+    assert classes["quantization"]["float_nodes"] == plain["quantization"]["float_nodes"]
+    plain_eval = evaluate(str(tmp_path / "plain.int8.onnx"), str(tiny_data))
+    classes_eval = evaluate(str(tmp_path / "classes.int8.onnx"), str(tiny_data))
+    assert classes_eval["confusion"] == plain_eval["confusion"]
+
+
+def test_bench_row_says_the_output_kind(tiny_class_map_onnx, tiny_data, tmp_path):
+    from edgeseg.benchmark.api import bench
+
+    out = tmp_path / "bench.json"
+    bench([str(tiny_class_map_onnx)], str(tiny_data), iters=2, warmup=1, json_out=str(out), show=False)
+    row = json.loads(out.read_text())
+    assert row["output"] == "class_map" and 0 <= row["miou"] <= 100

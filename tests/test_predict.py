@@ -1,0 +1,207 @@
+"""edgeseg predict: masks that score what eval scores, every video frame out, bad input handled."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edgeseg.cli.main import cli
+from edgeseg.data.dataset import resolve_split
+from edgeseg.data.images import read_label
+from edgeseg.errors import ConfigError, DataError, InputFileError, MissingDependencyError
+from edgeseg.metrics import confusion_matrix, summarize
+from edgeseg.predict import predict
+from edgeseg.predict.sources import SourceError, classify, resolve_sources
+
+
+def _cv2():
+    return pytest.importorskip("cv2", reason="OpenCV is not installed: pip install 'edgeseg[video]' "
+                                             "(opencv-python-headless) to run the video and camera tests")
+
+
+def _masks_miou(masks: Path, split) -> float:
+    info = split.info
+    confusion = np.zeros((info.num_classes, info.num_classes), dtype=np.int64)
+    for index, (image, _) in enumerate(split.pairs):
+        mask, label = read_label(masks / f"{image.stem}.png"), split.label(index)
+        assert mask.shape == label.shape  # at the source image's own size
+        confusion += confusion_matrix(mask.reshape(-1), label.reshape(-1), info.num_classes, info.ignore_index)
+    return summarize(confusion, info.class_names())["miou"]
+
+
+@pytest.mark.parametrize("model", ["tiny_onnx", "tiny_class_map_onnx"])
+def test_predicted_masks_score_what_eval_scores(model, tiny_data, tmp_path, request):
+    from edgeseg.benchmark.api import eval as evaluate
+
+    path = request.getfixturevalue(model)
+    split = resolve_split(tiny_data, "val")
+    result = CliRunner().invoke(cli, ["predict", str(path), str(tiny_data / "val" / "images"), "--out",
+                                      str(tmp_path / "out"), "--json", str(tmp_path / "summary.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == len(split) and summary["written"]["masks"] == len(split)
+    assert summary["written"]["overlays"] == len(split) and set(summary["phases_ms"]) == {
+        "decode", "preprocess", "inference", "postprocess", "encode"}
+    assert _masks_miou(tmp_path / "out" / "masks", split) == evaluate(str(path), str(tiny_data))["miou"]
+
+
+def test_masks_are_palette_pngs_at_each_images_size(tiny_onnx, tiny_data, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"wide": (389, 517), "small": (31, 45)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    summary = predict(str(tiny_onnx), [str(folder)], tmp_path / "out", save=["masks,overlays"], alpha=0.3)
+    assert summary["frames"] == 2
+    palette = [tuple(c) for c in resolve_split(tiny_data, "val").info.palette]
+    for name, (h, w) in {"wide": (389, 517), "small": (31, 45)}.items():
+        mask = Image.open(tmp_path / "out" / "masks" / f"{name}.png")
+        assert mask.mode == "P" and mask.size == (w, h)
+        flat = mask.getpalette()[: 3 * len(palette)]
+        assert [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)] == palette
+        assert np.asarray(mask).max() < len(palette)  # reads back as class indices
+        assert Image.open(tmp_path / "out" / "overlays" / f"{name}.jpg").size == (w, h)
+
+
+def test_an_unreadable_image_is_skipped_and_counted(tiny_onnx, tiny_data, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(tiny_data / "val" / "images", folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), str(folder), "--out", str(tmp_path / "out"),
+                                      "--save", "masks", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    good = len(list((tiny_data / "val" / "images").iterdir()))
+    assert summary["frames"] == good and summary["skipped"] == 1 and "broken" in summary["skipped_files"][0]
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == good
+    assert not (tmp_path / "out" / "overlays").exists()  # --save masks only
+    assert "1 unreadable image(s) skipped" in result.output
+
+
+def test_list_files_globs_and_stats(tiny_onnx, tiny_data, tmp_path):
+    images = sorted((tiny_data / "val" / "images").iterdir())
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two images\n{images[0]}\n\n{images[1]}\n")
+    assert [p.name for p in classify(str(listing)).paths] == [images[0].name, images[1].name]
+    pattern = str(tiny_data / "val" / "images" / "*.png")
+    assert len(classify(pattern).paths) == len(images)
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), str(listing), pattern, "--out", str(tmp_path / "o"),
+                                      "--stats", "--max-frames", "3", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 3 and abs(sum(summary["class_share_percent"].values()) - 100) < 1e-6
+    assert "Share of pixels per class" in result.output
+    # the same image twice: the second mask must not overwrite the first
+    assert len(list((tmp_path / "o" / "masks").iterdir())) == 3
+
+
+@pytest.mark.parametrize("args, error", [
+    (["missing-folder"], "does not exist"),
+    (["{data}", "--save", "pictures"], "--save pictures is not one of"),
+    (["{data}", "--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["csi://zero"], "write csi://0"),
+])
+def test_bad_input_is_one_sentence_and_writes_nothing(tiny_onnx, tiny_data, tmp_path, args, error):
+    args = [a.replace("{data}", str(tiny_data / "val" / "images")) for a in args]
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and error in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_camera_that_does_not_exist_is_exit_code_2(tiny_onnx, tmp_path):
+    _cv2()
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), "97", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Camera 97 cannot be opened" in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_stream_that_does_not_answer_is_exit_code_2(tiny_onnx, tmp_path):
+    _cv2()
+    with pytest.raises(SourceError, match="Stream rtsp://127.0.0.1:9/none cannot be opened"):
+        predict(str(tiny_onnx), ["rtsp://127.0.0.1:9/none"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _write_video(cv2, path: Path, frames: int, size=(80, 60), fourcc="mp4v") -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, size)
+    rng = np.random.default_rng(0)
+    for index in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+
+
+def _count_frames(cv2, path: Path) -> int:
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def test_a_video_gives_every_frame_out(tiny_onnx, tmp_path):
+    cv2 = _cv2()
+    _write_video(cv2, tmp_path / "drive.mp4", 12)
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), str(tmp_path / "drive.mp4"), "--out",
+                                      str(tmp_path / "out"), "--save", "video", "--save", "masks"])
+    assert result.exit_code == 0, result.output
+    assert _count_frames(cv2, tmp_path / "out" / "drive.mp4") == 12
+    masks = sorted((tmp_path / "out" / "masks").iterdir())
+    assert [m.name for m in masks] == [f"drive_{i:06d}.png" for i in range(12)]
+    assert Image.open(masks[0]).size == (80, 60)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_video_that_breaks_midway_ends_cleanly_with_what_was_read(tiny_onnx, tmp_path):
+    cv2 = _cv2()
+    _write_video(cv2, tmp_path / "full.avi", 30, fourcc="MJPG")
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    summary = predict(str(tiny_onnx), [str(tmp_path / "cut.avi")], tmp_path / "out")
+    assert 0 < summary["frames"] < 30 and "ended after" in summary["sources"][0]["ended_early"]
+    assert _count_frames(cv2, tmp_path / "out" / "cut.mp4") == summary["frames"]  # complete and playable
+
+
+def test_max_frames_bounds_a_capture(tiny_onnx, tmp_path):
+    cv2 = _cv2()
+    _write_video(cv2, tmp_path / "long.mp4", 20)
+    summary = predict(str(tiny_onnx), [str(tmp_path / "long.mp4")], tmp_path / "out", max_frames=5)
+    assert summary["frames"] == 5 and _count_frames(cv2, tmp_path / "out" / "long.mp4") == 5
+    assert "ended_early" not in summary["sources"][0]
+
+
+def test_sources_are_classified_without_opening_anything(tmp_path):
+    assert classify("0").kind == "camera" and classify("/dev/video0").kind == "camera"
+    assert classify("csi://1").kind == "csi" and classify("rtsp://10.0.0.2/cam").kind == "stream"
+    (tmp_path / "a.mkv").write_bytes(b"x")
+    assert classify(str(tmp_path / "a.mkv")).kind == "video"
+    (tmp_path / "notes.pdf").write_bytes(b"x")
+    with pytest.raises(InputFileError, match="neither an image"):
+        classify(str(tmp_path / "notes.pdf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        classify(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="No image matches"):
+        classify(str(tmp_path / "*.jpg"))
+    merged = resolve_sources([str(tmp_path / "a.mkv"), "0"])
+    assert [s.kind for s in merged] == ["video", "camera"]
+
+
+def test_video_without_opencv_says_how_to_get_it(tiny_onnx, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[video\]'"):
+        predict(str(tiny_onnx), [str(tmp_path / "a.mp4")], tmp_path / "out")
+
+
+def test_save_choices_are_validated():
+    from edgeseg.predict.writers import parse_save
+
+    assert parse_save(["masks,overlays", "video"]) == {"masks", "overlays", "video"}
+    assert parse_save(None) is None and parse_save(["none"]) == set()
+    with pytest.raises(ConfigError):
+        parse_save(["mask"])
