@@ -70,13 +70,16 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
                  backend: str = "auto", max_batch: int = 8, workspace_mb: int = 2048, shape: Optional[str] = None,
                  dla_core: Optional[int] = None, layer_precision: Sequence[str] = (),
                  timing_cache: Optional[str] = "default", version_compatible: bool = False, fp16_io: bool = False,
-                 print_trtexec: bool = False, trt_version: Optional[str] = None) -> dict:
+                 print_trtexec: bool = False, trt_version: Optional[str] = None, int8_source: str = "auto") -> dict:
     """Build a TensorRT engine from ``model`` (ONNX) or, without TensorRT, the ONNX Runtime artifact.
 
-    ``--int8`` uses the Q/DQ model (``*.int8.onnx``) or the calibration cache next to the
-    FP32 model. Says which backend it chose and why. ``print_trtexec`` only prints the
-    equivalent trtexec command (for ``trt_version``, default: the installed TensorRT,
-    else JetPack 6's 10.3) and builds nothing.
+    ``--int8`` uses the Q/DQ model (``*.int8.onnx``) that calibrate wrote, or, on TensorRT
+    8.5, for the DLA on 8.5-10.x and with ``int8_source="cache"``, implicit INT8 from the
+    calibration cache on calibrate's bias-corrected FP32 twin (``*.calib.onnx``) with the
+    classifier pinned to float (see ``int8_uses_cache``). Says which backend it chose and
+    why. ``print_trtexec`` only prints the equivalent trtexec command (for ``trt_version``,
+    default: the installed TensorRT, else JetPack 6's 10.3) and builds no engine; a cache it
+    names is first re-headed for that TensorRT (``*.calib.trt<NV_TENSORRT_VERSION>.cache``).
 
     >>> edgeseg.build_engine("pruned.int8.onnx", int8=True)  # doctest: +SKIP
     """
@@ -86,6 +89,10 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise ConfigError(f"Unknown --backend '{backend}'; choose auto, tensorrt or onnxruntime.")
     batch = parse_batch_shape(shape, max_batch)
+    if dla_core is not None:
+        from edgeseg.engine.tensorrt_build import static_dla_batch
+
+        batch = static_dla_batch(batch, shape_given=bool(shape))
     precisions = parse_layer_precisions(layer_precision)
     is_qdq = meta.get("precision") == "int8"
     base = _strip(_strip(_strip(model_path.name, ".onnx"), ".int8"), ".fp32")
@@ -95,12 +102,16 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         return _print_trtexec(model_path, meta, out, base, cache, trt_version or (why if have_trt else "10.3.0"),
                               int8=int8, fp16=fp16, is_qdq=is_qdq, batch=batch, workspace_mb=workspace_mb,
                               precisions=precisions, dla_core=dla_core, version_compatible=version_compatible,
-                              timing_cache=timing_cache)
+                              timing_cache=timing_cache, int8_source=int8_source)
     if backend == "tensorrt" and not have_trt:
         raise ConfigError(f"--backend tensorrt was asked for but {why}; install TensorRT or use --backend onnxruntime.")
     use_trt = have_trt and backend != "onnxruntime"
-    if int8 and not is_qdq and not (use_trt and cache.exists() and int(why.split(".")[0]) < 11):
-        # ONNX Runtime, TensorRT 11 (and TensorRT without a cache) take INT8 from the Q/DQ model calibrate wrote
+    from edgeseg.engine.tensorrt_build import int8_uses_cache
+
+    implicit = int8 and not is_qdq and use_trt and int8_uses_cache(why, int8_source=int8_source, dla_core=dla_core,
+                                                                    has_cache=cache.exists())
+    if int8 and not is_qdq and not implicit:
+        # ONNX Runtime and TensorRT >= 10 (8.5 too, without a cache) take INT8 from the Q/DQ model calibrate wrote
         qdq = model_path.with_name(f"{base}.int8.onnx")
         if not qdq.exists():
             raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
@@ -116,12 +127,10 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         say(f"Backend: TensorRT {why} (found with a CUDA device)")
         from edgeseg.engine.tensorrt_build import build_engine_file, default_timing_cache, make_plan
 
-        # the layers calibrate's accuracy budget kept in float stay in float on TensorRT too
-        qdq_meta = read_sidecar(model_path.with_name(f"{base}.int8.onnx")) if not is_qdq else meta
-        float_layers = (qdq_meta.get("quantization") or {}).get("fallback_layers") or []
-        plan = make_plan(why, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=cache.exists(),
-                         layer_precisions=precisions, dla_core=dla_core, version_compatible=version_compatible)
-        source = model_path
+        source, float_layers = (implicit_int8_source(model_path, base) if implicit else (model_path, []))
+        plan = make_plan(why, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=implicit,
+                         float_layers=bool(float_layers), layer_precisions=precisions, dla_core=dla_core,
+                         version_compatible=version_compatible)
         if plan.needs_fp16_onnx:  # TensorRT 11: FP16 comes from the ONNX's own types
             from edgeseg.engine.fp16_onnx import write_fp16_onnx
 
@@ -131,13 +140,14 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
             default_timing_cache(why) if timing_cache == "default" else Path(timing_cache))
         with atomic_path(out_path) as tmp:
             details = build_engine_file(source, tmp, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq,
-                                        calibration_cache=cache if cache.exists() and not is_qdq else None,
+                                        calibration_cache=cache if implicit else None,
                                         input_shape=(3, spec.height, spec.width), max_batch=batch[2],
                                         min_batch=batch[0], opt_batch=batch[1], workspace_mb=workspace_mb,
                                         float_layers=float_layers, layer_precisions=precisions, dla_core=dla_core,
                                         timing_cache=cache_path, version_compatible=version_compatible)
         details["rebuild"] = _rebuild_command(Path(model), int8=int8, fp16=fp16, shape=shape, dla_core=dla_core,
                                               layer_precisions=precisions, version_compatible=version_compatible)
+        details["int8"] = _int8_record(implicit, is_qdq, source)
         kind = "engine"
     else:
         default = model_path.with_name(f"{base}.{precision}.ort.onnx")
@@ -162,21 +172,63 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
                          engine=dict(details, backend="tensorrt" if use_trt else "onnxruntime"))
 
 
+def implicit_int8_source(model_path: Path, base: str) -> Tuple[Path, list]:
+    """The ONNX and the layers to pin to float for implicit INT8 from the calibration cache.
+
+    calibrate writes ``<base>.calib.onnx``: the FP32 graph with the same bias correction as
+    the Q/DQ model, and its sidecar lists the layers the Q/DQ model keeps in float (the
+    classifier and whatever --max-miou-drop kept); TensorRT is told to keep those in FP32.
+    An older calibration without it builds from the plain FP32 ONNX with only the accuracy
+    budget's layers pinned, and says so.
+    """
+    twin = model_path.with_name(f"{base}.calib.onnx")
+    if twin.exists():
+        quantization = read_sidecar(twin, required=True).get("quantization") or {}
+        say(f"Implicit INT8 from {base}.calib.cache on {twin.name} (bias-corrected, "
+            f"{len(quantization.get('float_layers') or [])} layer(s) pinned to FP32)")
+        return twin, list(quantization.get("float_layers") or [])
+    qdq = read_sidecar(model_path.with_name(f"{base}.int8.onnx")) or {}
+    say(f"[yellow]Implicit INT8 from {base}.calib.cache on {model_path.name}: no bias correction and an INT8 "
+        f"classifier (rerun edgeseg calibrate to get {twin.name})[/yellow]")
+    return model_path, list((qdq.get("quantization") or {}).get("fallback_layers") or [])
+
+
+def _int8_record(implicit: bool, is_qdq: bool, source: Path) -> Optional[dict]:
+    """What the sidecar says about where the engine's INT8 came from and what accuracy to expect of it."""
+    if is_qdq:
+        return {"source": "qdq", "onnx": source.name,
+                "accuracy": "as measured by edgeseg calibrate on the Q/DQ model (bias-corrected, logits in float)"}
+    if implicit:
+        corrected = source.name.endswith(".calib.onnx")
+        return {"source": "calibration cache", "onnx": source.name, "bias_corrected": corrected,
+                "accuracy": ("TensorRT's implicit INT8 with calibrate's ranges; not measured by edgeseg: TensorRT "
+                             "chooses the INT8 layers itself, so check it with edgeseg eval on this engine")}
+    return None
+
+
 def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, cache: Path, version: str, *,
                    int8: bool, fp16: bool, is_qdq: bool, batch, workspace_mb: int, precisions: Dict[str, str],
-                   dla_core: Optional[int], version_compatible: bool, timing_cache: Optional[str]) -> dict:
+                   dla_core: Optional[int], version_compatible: bool, timing_cache: Optional[str],
+                   int8_source: str = "auto") -> dict:
     """Print the trtexec command that builds what ``build-engine`` would build with TensorRT ``version``."""
-    from edgeseg.engine.tensorrt_build import default_timing_cache, make_plan
+    from edgeseg.engine.tensorrt_build import default_timing_cache, int8_uses_cache, make_plan
     from edgeseg.engine.trtexec import trtexec_command
 
     spec, _ = spec_from_sidecar(meta)
-    major = int(version.split(".")[0])
-    use_cache = int8 and not is_qdq and cache.exists() and major < 11
-    source = model_path
-    if int8 and not is_qdq and not use_cache:
+    use_cache = int8 and not is_qdq and int8_uses_cache(version, int8_source=int8_source, dla_core=dla_core,
+                                                         has_cache=cache.exists())
+    source, float_layers, headed_cache = model_path, [], None
+    if use_cache:
+        source, float_layers = implicit_int8_source(model_path, base)
+        headed_cache = cache_for_tensorrt(cache, version)
+    elif int8 and not is_qdq:
         source, is_qdq = model_path.with_name(f"{base}.int8.onnx"), True
+        if not source.exists():
+            raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
+    precisions = dict(dict.fromkeys(float_layers, "fp32"), **precisions)
     plan = make_plan(version, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=use_cache,
-                     layer_precisions=precisions, dla_core=dla_core, version_compatible=version_compatible)
+                     float_layers=bool(float_layers), layer_precisions=precisions, dla_core=dla_core,
+                     version_compatible=version_compatible)
     if plan.needs_fp16_onnx:
         source = model_path.with_name(f"{base}.fp16.onnx")  # written by build-engine --fp16 on TensorRT 11
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
@@ -185,7 +237,18 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         default_timing_cache(version) if timing_cache == "default" else Path(timing_cache))
     command = trtexec_command(plan, source, engine, input_name=(meta.get("onnx") or {}).get("input", "input"),
                               input_shape=(3, spec.height, spec.width), batch=batch, workspace_mb=workspace_mb,
-                              calibration_cache=cache if use_cache else None, timing_cache=cache_path,
+                              calibration_cache=headed_cache, timing_cache=cache_path,
                               layer_precisions=precisions)
     click.echo(command)
     return {"trtexec": command, "tensorrt": version}
+
+
+def cache_for_tensorrt(cache: Path, version: str) -> Path:
+    """``<base>.calib.trt<code>.cache``: the calibration cache headed for TensorRT ``version`` (for trtexec)."""
+    from edgeseg.fileio import write_text_atomic
+    from edgeseg.quant.trt_cache import for_tensorrt, tensorrt_version_code
+
+    text = cache.read_text()
+    headed = cache.with_name(f"{_strip(cache.name, '.cache')}.trt{tensorrt_version_code(version)}.cache")
+    write_text_atomic(headed, for_tensorrt(text, version))
+    return headed

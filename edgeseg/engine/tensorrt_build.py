@@ -1,18 +1,23 @@
 """Building a TensorRT engine from ONNX, for each TensorRT generation edgeseg supports.
 
-- 8.5 (JetPack 5): explicit-batch flag; FP16/INT8 builder flags; implicit INT8 from
-  edgeseg's calibration cache through a calibrator that only reads the cache.
-- 10.x (JetPack 6, desktops): explicit batch is implied; explicit INT8 from a Q/DQ ONNX
-  or implicit INT8 from the cache; FP16 flag.
+- 8.5 (JetPack 5): explicit-batch flag; FP16/INT8 builder flags; INT8 from a Q/DQ ONNX,
+  or implicit INT8 from edgeseg's calibration cache through a calibrator that only reads it.
+- 10.x (JetPack 6, desktops): explicit batch is implied; INT8 from the Q/DQ ONNX (implicit
+  INT8 is deprecated since 10.1); the cache stays for the DLA and on request; FP16 flag.
 - 11.x: strongly typed networks only: precision comes from the ONNX itself (Q/DQ for
   INT8, an FP16 ONNX for FP16); the INT8/FP16 flags and calibrators are gone.
+
+Every call below follows TensorRT's Python API documentation and NVIDIA's samples
+(samples/python/common.py) and Polygraphy's TensorRT backend; where TensorRT documents a
+None or False for failure, the result is checked.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from edgeseg.console import say
 from edgeseg.errors import ConfigError, EdgesegError
@@ -24,8 +29,7 @@ ONLY_BEFORE_10 = frozenset({"get_binding_name", "binding_is_input", "get_binding
                             "set_binding_shape", "get_binding_shape", "execute_async_v2", "device_memory_size"})
 ONLY_BEFORE_11 = frozenset({"EXPLICIT_BATCH", "FP16", "INT8", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator",
                             "int8_calibrator", "set_calibration_profile", "OBEY_PRECISION_CONSTRAINTS",
-                            "GPU_FALLBACK", "DLA_core", "default_device_type", "can_run_on_DLA", "DLA",
-                            "set_device_type", "precision", "set_output_type", "device_memory_size",
+                            "precision", "set_output_type", "device_memory_size",
                             # the methods of the calibrator edgeseg subclasses
                             "get_batch_size", "get_batch", "read_calibration_cache", "write_calibration_cache"})
 
@@ -52,6 +56,30 @@ def _version(trt_version: str) -> Tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def int8_uses_cache(trt_version: str, *, int8_source: str, dla_core: Optional[int], has_cache: bool) -> bool:
+    """Whether ``--int8`` on an FP32 ONNX builds implicit INT8 from the calibration cache (else: the Q/DQ model).
+
+    The Q/DQ model is the better INT8: it carries calibrate's bias correction and keeps the
+    logits in float by construction, and TensorRT deprecated implicit INT8 in 10.1 and
+    removed it in 11. The cache stays for TensorRT 8.5 (JetPack 5), for the DLA on 8.5-10.x,
+    and when asked for with ``--int8-source cache``.
+    """
+    major, _ = _version(trt_version)
+    if int8_source not in ("auto", "qdq", "cache"):
+        raise ConfigError(f"--int8-source '{int8_source}' is not auto, qdq or cache.")
+    if int8_source == "cache":
+        if major >= 11:
+            raise ConfigError("TensorRT 11 has no calibration caches (INT8 comes only from Q/DQ nodes); use "
+                              "--int8-source qdq or auto.")
+        if not has_cache:
+            raise ConfigError("--int8-source cache needs the model.calib.cache that edgeseg calibrate writes; run "
+                              "edgeseg calibrate first.")
+        return True
+    if int8_source == "qdq" or major >= 11 or not has_cache:
+        return False
+    return major < 10 or dla_core is not None
+
+
 def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, has_cache: bool,
               float_layers: bool = False, layer_precisions: Optional[Dict[str, str]] = None,
               dla_core: Optional[int] = None, version_compatible: bool = False) -> BuildPlan:
@@ -65,6 +93,8 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
         raise ConfigError(f"TensorRT {trt_version} is too old; edgeseg supports 8.5 and newer.")
     if version_compatible and (major, minor) < (8, 6):
         raise ConfigError(f"--version-compatible engines need TensorRT 8.6 or newer; this is {trt_version}.")
+    if dla_core is not None and not (fp16 or int8 or onnx_is_qdq):
+        raise ConfigError("The DLA runs only FP16 or INT8; add --fp16 or --int8 to --dla-core.")
     if major >= 11:
         # no FP16/INT8 flags exist any more: an FP16 ONNX or a Q/DQ ONNX carries the precision
         if int8 and not onnx_is_qdq:
@@ -72,31 +102,38 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
                               "edgeseg calibrate.")
         if overrides:
             raise ConfigError("TensorRT 11 networks are strongly typed, so --layer-precision cannot apply; keep layers "
-                              "in float with edgeseg calibrate --accuracy-budget, which leaves them unquantized.")
-        if dla_core is not None:
-            raise ConfigError("edgeseg builds DLA engines with TensorRT 8.5-10.x (JetPack 5 and 6, whose boards have "
-                              "DLA cores); drop --dla-core for TensorRT 11.")
+                              "in float with edgeseg calibrate --max-miou-drop, which leaves them unquantized.")
         return BuildPlan(major, False, True, False, False, False, needs_fp16_onnx=fp16 and not int8 and not onnx_is_qdq,
-                         version_compatible=version_compatible)
+                         dla_core=dla_core, version_compatible=version_compatible)
     if int8 and not onnx_is_qdq and not has_cache:
         raise ConfigError("--int8 needs a calibration cache (model.calib.cache from edgeseg calibrate) or a Q/DQ "
                           "ONNX model.")
-    if dla_core is not None and not (fp16 or int8):
-        raise ConfigError("The DLA runs only FP16 or INT8; add --fp16 or --int8 to --dla-core.")
     implicit = int8 and not onnx_is_qdq
-    # layers the accuracy budget keeps in float are pinned to FP32 only where TensorRT picks precisions itself
+    # layers kept in float (calibrate's classifier and accuracy budget) are pinned only where TensorRT picks
+    # precisions itself; a Q/DQ model already says which layers are INT8
     obey = (implicit and float_layers) or bool(overrides)
     return BuildPlan(major, major < 10, False, fp16, int8, implicit, obey_precision_constraints=obey,
                      dla_core=dla_core, layer_precisions=overrides, version_compatible=version_compatible)
 
 
+def static_dla_batch(batch: Tuple[int, int, int], shape_given: bool) -> Tuple[int, int, int]:
+    """The DLA takes no dynamic shapes (MIN = OPT = MAX); a dynamic profile would send every layer to the GPU."""
+    low, opt, high = batch
+    if not shape_given:
+        return 1, 1, 1
+    if not low == opt == high:
+        raise ConfigError(f"--dla-core needs a static batch (the DLA runs no dynamic shapes); use --shape {opt}:{opt}:"
+                          f"{opt} or build one engine per batch size.")
+    return batch
+
+
 def _cache_calibrator(trt, cache_text: str, trt_version: str):
-    """An IInt8EntropyCalibrator2 that never sees images: it hands TensorRT edgeseg's cache."""
-    header, _, body = cache_text.partition("\n")
-    algorithm = header.rsplit("-", 1)[-1] if header.startswith("TRT-") else "EntropyCalibration2"
-    version = trt_version.replace(".", "")[:4]
-    cache = f"TRT-{version}-{algorithm}\n{body}".encode()
-    base = trt.IInt8MinMaxCalibrator if algorithm == "MinMaxCalibration" else trt.IInt8EntropyCalibrator2
+    """An IInt8EntropyCalibrator2 (or MinMax) that never sees images: it hands TensorRT edgeseg's cache."""
+    from edgeseg.quant.trt_cache import cache_algorithm, for_tensorrt
+
+    cache = for_tensorrt(cache_text, trt_version).encode()  # TensorRT ignores a cache headed for another version
+    base = trt.IInt8MinMaxCalibrator if cache_algorithm(cache_text) == "MinMaxCalibration" else \
+        trt.IInt8EntropyCalibrator2
 
     class CacheCalibrator(base):
         def __init__(self):
@@ -117,37 +154,52 @@ def _cache_calibrator(trt, cache_text: str, trt_version: str):
     return CacheCalibrator()
 
 
+def _build_logger(trt):
+    """A TensorRT logger that shows warnings and errors and keeps the info lines for the placement report."""
+
+    class BuildLog(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.info: List[str] = []
+
+        def log(self, severity, msg):
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
+                            trt.ILogger.Severity.WARNING):
+                say(f"[yellow][TensorRT] {msg}[/yellow]")
+            elif severity == trt.ILogger.Severity.INFO:
+                self.info.append(str(msg))
+
+    return BuildLog()
+
+
 def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onnx_is_qdq: bool,
                       calibration_cache: Optional[Path], input_shape: Tuple[int, int, int], max_batch: int,
                       workspace_mb: int, float_layers: Sequence[str] = (), min_batch: int = 1,
                       opt_batch: int = 1, layer_precisions: Optional[Dict[str, str]] = None,
                       dla_core: Optional[int] = None, timing_cache: Optional[Path] = None,
                       version_compatible: bool = False) -> dict:
-    """Build and serialise an engine; return what the sidecar should record.
+    """Build, load back and serialise an engine; return what the sidecar should record.
 
     ``timing_cache`` is read before and written back after the build, so later builds
     on the same GPU and TensorRT skip the kernel timing they already did.
     """
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = _build_logger(trt)
     plan = make_plan(trt.__version__, fp16=fp16, int8=int8, onnx_is_qdq=onnx_is_qdq,
                      has_cache=calibration_cache is not None, float_layers=bool(float_layers),
                      layer_precisions=layer_precisions, dla_core=dla_core, version_compatible=version_compatible)
+    if dla_core is not None and not min_batch == opt_batch == max_batch:
+        raise ConfigError("--dla-core needs a static batch (MIN = OPT = MAX); the DLA runs no dynamic shapes.")
     builder = trt.Builder(logger)
-    flags = 0
-    if plan.explicit_batch_flag:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if plan.strongly_typed:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(_network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgesegError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets the inspector name each layer's device
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets the inspector name each layer
     profile = builder.create_optimization_profile()
     tensor = network.get_input(0)
     c, h, w = input_shape
@@ -163,97 +215,212 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
     pinned.update(plan.layer_precisions)
     if plan.obey_precision_constraints:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_layer_precisions(trt, network, pinned)
-    dla = _use_dla(trt, config, network, plan.dla_core) if plan.dla_core is not None else None
+        _pin_layer_precisions(trt, network, pinned, onnx_node_names(onnx_path))
+    dla = _use_dla(trt, builder, config, network, plan.dla_core) if plan.dla_core is not None else None
     if plan.use_calibration_cache:
         config.set_calibration_profile(profile)
         config.int8_calibrator = _cache_calibrator(trt, calibration_cache.read_text(), trt.__version__)
-    cache = _load_timing_cache(config, timing_cache)
+    reused = _attach_timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgesegError(f"TensorRT could not build an engine from {onnx_path.name}; run with a larger "
-                           f"--workspace-mb or check the log above.")
+                           f"--workspace-mb or check the TensorRT messages above.")
+    engine = _load_back(trt, logger, serialized, plan, onnx_path)
     if timing_cache is not None:
         _save_timing_cache(config, timing_cache)
     out.write_bytes(bytes(serialized))
-    engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
     if dla is not None:
-        dla["engine_layers"] = _layer_devices(engine)
+        dla["placement"] = layer_placement(logger.info, _engine_layers(trt, engine))
+        _say_placement(dla["placement"])
     return {"tensorrt": trt.__version__, "plan": {k: v for k, v in plan.__dict__.items()},
             "batch": {"min": min_batch, "opt": opt_batch, "max": max_batch}, "max_batch": max_batch,
             "workspace_mb": workspace_mb, "float_layers": list(float_layers), "layer_precisions": pinned,
-            "dla": dla, "timing_cache": {"path": str(timing_cache), "reused": cache} if timing_cache else None,
+            "dla": dla, "timing_cache": {"path": str(timing_cache), "reused": reused} if timing_cache else None,
             "io": _io_tensors(trt, engine), "gpu": gpu_identity()}
 
 
-def _pin_layer_precisions(trt, network, precisions: Dict[str, str]) -> None:
+def _network_flags(trt, plan: BuildPlan) -> int:
+    flags = 0
+    if plan.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    # 10.x has the flag as an option; 11.x types every network strongly and may drop it, so ask only where it exists
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if plan.strongly_typed and strongly_typed is not None:
+        flags |= 1 << int(strongly_typed)
+    return flags
+
+
+def _load_back(trt, logger, serialized, plan: BuildPlan, onnx_path: Path):
+    """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports."""
+    runtime = trt.Runtime(logger)
+    if plan.version_compatible:
+        # a version-compatible engine carries TensorRT's lean runtime as host code; edgeseg just built it
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(serialized)
+    if engine is None:
+        raise EdgesegError(f"TensorRT built an engine from {onnx_path.name} but could not load it back; see the "
+                           f"TensorRT messages above.")
+    return engine
+
+
+def onnx_node_of(layer) -> str:
+    """The ONNX node a parsed layer came from.
+
+    TensorRT >= 10 parsers record it in the layer's metadata ("[ONNX Layer: NAME | ...]");
+    before that the layer name is the only trace: the node's name, or NAME_<n> when one
+    node became several layers (onnx-tensorrt's generateUniqueName).
+    """
+    metadata = getattr(layer, "metadata", "") or ""
+    found = re.match(r"\[ONNX Layer: (.*?)( \| .*)?\]$", metadata)
+    return found.group(1) if found else layer.name
+
+
+def layers_of_nodes(network, nodes: Iterable[str], onnx_nodes: Set[str] = frozenset()) -> Dict[str, List[object]]:
+    """{ONNX node name: [its layers]} for the nodes asked for (one node may give several layers).
+
+    ``onnx_nodes``: every node name of the ONNX graph, so that a layer NAME_<n> is never
+    given to NAME when NAME_<n> is a node of its own.
+    """
+    wanted = set(nodes)
+    found: Dict[str, List[object]] = {name: [] for name in wanted}
+    for layer in (network.get_layer(i) for i in range(network.num_layers)):
+        node = onnx_node_of(layer)
+        if node in wanted:
+            found[node].append(layer)
+            continue
+        base, sep, suffix = layer.name.rpartition("_")
+        if node == layer.name and sep and suffix.isdigit() and base in wanted and layer.name not in onnx_nodes:
+            found[base].append(layer)
+    return found
+
+
+def _pin_layer_precisions(trt, network, precisions: Dict[str, str], onnx_nodes: Set[str]) -> None:
     types = {"fp32": trt.float32, "fp16": trt.float16, "int8": trt.int8}
-    found = set()
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        if layer.name in precisions:  # the ONNX parser names layers after their ONNX nodes
-            found.add(layer.name)
-            layer.precision = types[precisions[layer.name]]
+    missing = []
+    for node, layers in layers_of_nodes(network, precisions, onnx_nodes).items():
+        if not layers:
+            missing.append(node)
+        for layer in layers:
+            layer.precision = types[precisions[node]]
             for output in range(layer.num_outputs):
-                layer.set_output_type(output, types[precisions[layer.name]])
-    missing = sorted(set(precisions) - found)
+                layer.set_output_type(output, types[precisions[node]])
     if missing:
-        raise ConfigError(f"--layer-precision names layers the network does not have: {', '.join(missing[:5])}; "
+        raise ConfigError(f"--layer-precision names layers the network does not have: {', '.join(sorted(missing)[:5])}; "
                           f"use ONNX node names (edgeseg calibrate's sensitivity list prints them).")
 
 
-def _use_dla(trt, config, network, core: int) -> dict:
+def onnx_node_names(onnx_path: Path) -> Set[str]:
+    import onnx
+
+    return {node.name for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+
+
+def _use_dla(trt, builder, config, network, core: int) -> dict:
     """Put every layer the DLA can run on DLA core ``core``; the rest falls back to the GPU."""
+    if not hasattr(config, "DLA_core"):
+        raise ConfigError(f"TensorRT {trt.__version__} has no DLA support; drop --dla-core.")
+    cores = builder.num_DLA_cores
+    if not 0 <= core < cores:
+        raise ConfigError(f"--dla-core {core}: this device has {cores} DLA core(s)"
+                          f"{f' (0 to {cores - 1})' if cores else ''}; {'pick one of them' if cores else 'drop --dla-core'}.")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    on_dla, on_gpu = [], []
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        (on_dla if config.can_run_on_DLA(layer) else on_gpu).append(layer.name)
-    if on_gpu:
-        say(f"[yellow]{len(on_gpu)} of {network.num_layers} layers cannot run on DLA and fall back to the GPU: "
-            f"{', '.join(on_gpu[:8])}{' ...' if len(on_gpu) > 8 else ''}[/yellow]")
-    return {"core": core, "dla_layers": len(on_dla), "gpu_fallback_layers": on_gpu}
+    unsupported = [network.get_layer(i).name for i in range(network.num_layers)
+                   if not config.can_run_on_DLA(network.get_layer(i))]
+    if unsupported:
+        say(f"[yellow]{len(unsupported)} of {network.num_layers} layers cannot run on DLA and fall back to the GPU: "
+            f"{', '.join(unsupported[:8])}{' ...' if len(unsupported) > 8 else ''}[/yellow]")
+    return {"core": core, "layers_dla_cannot_run": unsupported}
 
 
-def _layer_devices(engine) -> Optional[Dict[str, int]]:
-    """How many built layers the engine inspector places on DLA and on the GPU."""
-    try:
-        inspector = engine.create_engine_inspector()
-        import tensorrt as trt
-
-        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    except Exception:  # the inspector is a report, never a reason to fail a finished build
+def _engine_layers(trt, engine) -> Optional[List[str]]:
+    """The built engine's layer names, from the engine inspector (None where it cannot say)."""
+    inspector = engine.create_engine_inspector()
+    if inspector is None:
         return None
-    counts = {"dla": 0, "gpu": 0}
-    for layer in info.get("Layers", []):
-        text = json.dumps(layer) if isinstance(layer, dict) else str(layer)
-        counts["dla" if "DLA" in text or "ForeignNode" in text else "gpu"] += 1
-    return counts
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        layers = json.loads(text).get("Layers", [])
+    except (ValueError, AttributeError):  # the inspector is a report, never a reason to fail a finished build
+        return None
+    return [layer.get("Name", "") if isinstance(layer, dict) else str(layer) for layer in layers]
 
 
-def _load_timing_cache(config, path: Optional[Path]) -> bool:
-    """Attach the timing cache at ``path`` (an empty one if absent); True when an existing cache was reused."""
-    if path is None:
-        return False
-    data = path.read_bytes() if path.exists() else b""
-    cache = config.create_timing_cache(data)
-    reused = bool(data) and config.set_timing_cache(cache, ignore_mismatch=False)
-    if data and not reused:  # another GPU or TensorRT wrote it: start afresh rather than mix timings
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-        say(f"[yellow]{path} was written by another GPU or TensorRT; building with a fresh timing cache[/yellow]")
-    elif reused:
+_SECTION = re.compile(r"-+\s*Layers Running on (DLA|GPU)\b", re.IGNORECASE)
+_ENTRY = re.compile(r"^\[(Dla|Gpu)Layer\]\s*(.*)$")
+
+
+def layer_placement(info_lines: Sequence[str], engine_layers: Optional[Sequence[str]]) -> dict:
+    """Where each built layer runs, from TensorRT's own build summary.
+
+    After a build with a DLA core, TensorRT logs at INFO level a "Layers Running on DLA"
+    and a "Layers Running on GPU" section ("[DlaLayer] NAME" / "[GpuLayer] TYPE: NAME" lines
+    on 8.x-10.x; comma-separated names on older releases). Myelin's GPU subgraphs are
+    ForeignNodes too, so a layer's name alone never says DLA. The engine inspector's
+    layer list is kept beside it for the record.
+    """
+    placement: Dict[str, List[str]] = {"dla": [], "gpu": []}
+    device, listed = None, False
+    for line in info_lines:
+        text = line.strip()
+        section = _SECTION.search(text)
+        if section:
+            device, listed = section.group(1).lower(), False
+            continue
+        if device is None or not text:
+            continue
+        entry = _ENTRY.match(text)
+        if entry:
+            placement[entry.group(1).lower()].append(entry.group(2).strip())
+        elif not listed and not text.startswith("["):  # older releases: the whole section on one line
+            placement[device].extend(part.strip() for part in re.split(r",\s*(?![^{]*\})", text) if part.strip())
+            listed = True
+        else:
+            device = None  # the summary ended
+    known = bool(placement["dla"] or placement["gpu"])
+    return {"source": "TensorRT build log" if known else "unknown (TensorRT logged no placement summary)",
+            "dla_layers": placement["dla"], "gpu_layers": placement["gpu"],
+            "engine_layers": list(engine_layers) if engine_layers is not None else None}
+
+
+def _say_placement(placement: dict) -> None:
+    dla, gpu = placement["dla_layers"], placement["gpu_layers"]
+    if not (dla or gpu):
+        say("[yellow]TensorRT did not report where the layers run; check the build log[/yellow]")
+    elif not dla:
+        say("[yellow]No layer runs on the DLA: the whole engine fell back to the GPU[/yellow]")
+    else:
+        say(f"DLA runs {len(dla)} subgraph(s); {len(gpu)} layer(s) run on the GPU")
+
+
+def _attach_timing_cache(config, path: Optional[Path]) -> bool:
+    """Always attach a timing cache, the one at ``path`` when it fits this GPU and TensorRT; True when reused.
+
+    Without one, ``config.get_timing_cache()`` is None after the build ("None if no timing
+    cache is set"), so NVIDIA's samples and Polygraphy always create and set one.
+    """
+    data = path.read_bytes() if path is not None and path.exists() else b""
+    cache = config.create_timing_cache(data) if data else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         say(f"Reusing the timing cache {path}")
-    return reused
+        return True
+    if data:  # another GPU or TensorRT wrote it (or it is damaged): start afresh rather than mix timings
+        say(f"[yellow]{path} was written by another GPU or TensorRT; building with a fresh timing cache[/yellow]")
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise EdgesegError("TensorRT refused an empty timing cache; rerun with --timing-cache none.")
+    return False
 
 
 def _save_timing_cache(config, path: Path) -> None:
     from edgeseg.fileio import atomic_path
 
+    cache = config.get_timing_cache()
+    if cache is None:  # TensorRT documents None when no cache is set; _attach_timing_cache always sets one
+        raise EdgesegError("TensorRT lost the timing cache during the build; rerun with --timing-cache none.")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        tmp.write_bytes(bytes(cache.serialize()))
 
 
 def _io_tensors(trt, engine) -> list:

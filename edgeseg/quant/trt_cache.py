@@ -3,6 +3,12 @@
 Format: first line ``TRT-<version>-<Algorithm>``, then one ``tensor: <hex>`` line per
 tensor, where <hex> is the big-endian IEEE float32 of scale = amax / 127. Tensor names
 are the ONNX tensor names, which TensorRT's ONNX parser keeps for network tensors.
+
+<version> is the NV_TENSORRT_VERSION of the TensorRT that reads the cache, and TensorRT
+ignores a cache headed with another one (it then asks the calibrator for images, which
+edgeseg's cache-only calibrator does not have). So every cache handed to a TensorRT,
+by the builder or on a trtexec line, is re-headed for that version first
+(``for_tensorrt``).
 """
 from __future__ import annotations
 
@@ -12,15 +18,40 @@ from typing import Dict
 CACHE_ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
                     "percentile": "EntropyCalibration2", "mse": "EntropyCalibration2",
                     "auto": "EntropyCalibration2"}
-DEFAULT_TRT_VERSION = "8601"  # build-engine rewrites the header to the TensorRT version of the device
+# calibrate heads its cache for JetPack 5's TensorRT (the generation that uses caches most);
+# build-engine and --print-trtexec re-head it for the TensorRT they target
+DEFAULT_TRT_VERSION = "8.5.2"
+
+
+def tensorrt_version_code(trt_version: str) -> int:
+    """NV_TENSORRT_VERSION for a version string: 8.5.2 -> 8502, 10.3.0 -> 100300.
+
+    NvInferVersion.h defines it as major*1000 + minor*100 + patch up to 8.x and as
+    major*10000 + minor*100 + patch from 10.0 on (NvInferRuntimeBase.h).
+    """
+    parts = [int(p) for p in (trt_version.split(".") + ["0", "0"])[:3]]
+    major, minor, patch = parts
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
 def format_cache(amax: Dict[str, float], method: str, trt_version: str = DEFAULT_TRT_VERSION) -> str:
-    lines = [f"TRT-{trt_version}-{CACHE_ALGORITHMS[method]}"]
+    lines = [f"TRT-{tensorrt_version_code(trt_version)}-{CACHE_ALGORITHMS[method]}"]
     for name, value in amax.items():
         scale = max(float(value), 1e-12) / 127.0
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
     return "\n".join(lines) + "\n"
+
+
+def cache_algorithm(text: str) -> str:
+    """The calibrator a cache was written for (EntropyCalibration2 or MinMaxCalibration)."""
+    header = text.partition("\n")[0]
+    return header.split("-", 2)[2] if header.startswith("TRT-") and header.count("-") >= 2 else "EntropyCalibration2"
+
+
+def for_tensorrt(text: str, trt_version: str) -> str:
+    """The same cache headed for TensorRT ``trt_version``."""
+    body = text.partition("\n")[2]
+    return f"TRT-{tensorrt_version_code(trt_version)}-{cache_algorithm(text)}\n{body}"
 
 
 def parse_cache(text: str) -> Dict[str, float]:

@@ -114,12 +114,16 @@ class TensorRTRunner(Runner):
         cuda, stream = self.cuda, self.stream
         input_name, input_dtype = self.input_name, self.input_dtype
         output_name, output_dtype = self.output_name, self.output_dtype
-        if self.tensor_api:
-            self.context.set_input_shape(input_name, batch.shape)
-            out_shape = tuple(self.context.get_tensor_shape(output_name))
-        else:
-            self.context.set_binding_shape(0, batch.shape)
-            out_shape = tuple(self.context.get_binding_shape(1))
+        # both calls return False for a shape outside the engine's optimisation profile
+        accepted = (self.context.set_input_shape(input_name, batch.shape) if self.tensor_api
+                    else self.context.set_binding_shape(0, batch.shape))
+        if not accepted:
+            batches = ((self.meta.get("engine") or {}).get("batch") or {})
+            raise EdgesegError(f"{Path(self.path).name} does not take input {tuple(batch.shape)} (its batch profile is "
+                               f"{batches.get('min', '?')}:{batches.get('opt', '?')}:{batches.get('max', '?')}); "
+                               f"rebuild it with edgeseg build-engine --shape MIN:OPT:MAX covering batch {batch.shape[0]}.")
+        out_shape = tuple(self.context.get_tensor_shape(output_name) if self.tensor_api
+                          else self.context.get_binding_shape(1))
         host_in = self._pinned("input", tuple(batch.shape), input_dtype)
         np.copyto(host_in, batch, casting="same_kind")
         self.turn = (self.turn + 1) % self.OUTPUT_RING
