@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -29,7 +29,7 @@ from torch import nn
 from edgeseg.arch import canonical_name, create_model
 from edgeseg.errors import ConfigError, InputFileError, UntrustedFileError
 from edgeseg.fileio import atomic_path, require_file
-from edgeseg.spec import DatasetInfo, InputSpec
+from edgeseg.spec import DatasetInfo, InputSpec, ModelFacts
 
 FORMAT = "edgeseg-checkpoint"
 
@@ -118,30 +118,35 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
-def _from_state_dict(state_dict: dict, path: Path, arch: str, num_classes: int, spec, info) -> LoadedModel:
-    """A bare state_dict: a registered architecture, or ``torchvision:NAME`` for torchvision's own models."""
-    from edgeseg.arch.torchvision_models import classes_in_state_dict, from_torchvision_weights
+def _from_foreign(state_dict: dict, file_format: str, path: Path, facts: ModelFacts, spec, info) -> LoadedModel:
+    """A checkpoint edgeseg did not make: build ``facts.arch`` and fit the file's tensors onto it, or refuse."""
+    from edgeseg.arch.torchvision_models import classes_in_state_dict
+    from edgeseg.console import say
+    from edgeseg.foreign_checkpoint import load_foreign_weights
 
+    if facts.arch is None:
+        raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which architecture it is "
+                          f"with --arch NAME (a registered name, torchvision:NAME, smp:ARCH:ENCODER or file.py:fn).")
     found = classes_in_state_dict(state_dict)
-    if found > 0 and found != num_classes:
-        raise ConfigError(f"The weights in {path} predict {found} classes but {num_classes} are needed (the data's); "
-                          f"use weights trained for this dataset.")
-    if arch.startswith("torchvision:"):
-        name = arch.split(":", 1)[1]
-        try:
-            model = from_torchvision_weights(name, state_dict, num_classes)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[-1].strip()
-            raise InputFileError(f"The weights in {path} do not fit torchvision's {name} ({first}).") from exc
-        return LoadedModel(model.eval(), arch, num_classes, spec, info, rebuildable=False)
-    canonical = canonical_name(arch)
-    loaded = _from_payload({"arch": canonical, "num_classes": num_classes, "state_dict": state_dict}, path,
-                           adapt_keys=True)
-    loaded.input_spec, loaded.dataset = spec or loaded.input_spec, info or loaded.dataset
-    return loaded
+    num_classes = facts.num_classes or (found if found > 1 else None)
+    if num_classes is None:
+        raise ConfigError(f"The number of classes of {path} cannot be read from its weights; give --num-classes.")
+    if found > 1 and found != num_classes:
+        raise ConfigError(f"The weights in {path} predict {found} classes but {num_classes} are needed; "
+                          f"give --num-classes {found} or use weights trained for this dataset.")
+    arch = canonical_name(facts.arch)
+    model = create_model(arch, num_classes)  # the user named this architecture, so a file.py:fn may run
+    report = load_foreign_weights(model, state_dict, path, file_format, arch)
+    say(f"Loaded {path.name} ({file_format}) as {arch}: {report.summary()}")
+    if spec is None and not (facts.mean and facts.std):
+        say("Normalising with ImageNet's mean/std where --mean/--std are not given (the default)")
+    spec = spec or facts.input_spec()
+    meta = {"source": {"file": path.name, **report.to_dict(), "unexpected": list(report.unexpected[:20]),
+                       "given": facts.to_dict()}}
+    return LoadedModel(model.eval(), arch, num_classes, spec, info or facts.dataset_info(num_classes), meta=meta)
 
 
-def _from_payload(payload: dict, path: Path, adapt_keys: bool = False, trust_code: bool = False) -> LoadedModel:
+def _from_payload(payload: dict, path: Path, trust_code: bool = False) -> LoadedModel:
     try:
         arch = payload["arch"]
         num_classes = int(payload["num_classes"])
@@ -152,7 +157,7 @@ def _from_payload(payload: dict, path: Path, adapt_keys: bool = False, trust_cod
     if payload.get("structure"):
         _apply_structure(model, payload["structure"], state_dict)
     try:
-        model.load_state_dict(_adapt_keys(model, state_dict) if adapt_keys else state_dict)
+        model.load_state_dict(state_dict)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise InputFileError(f"The weights in {path} do not fit architecture '{arch}' ({first}); "
@@ -224,15 +229,6 @@ def _is_exported_program(path: Path) -> bool:
         return any(n.endswith("/archive_format") for n in archive.namelist())
 
 
-def _adapt_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Accept plain torchvision weights for edgeseg's wrapped torchvision models ('net.' prefix, no aux head)."""
-    expected = model.state_dict().keys()
-    if all(k in expected for k in state_dict):
-        return state_dict
-    prefixed = {f"net.{k}": v for k, v in state_dict.items() if not k.startswith("aux_classifier.")}
-    return prefixed if all(k in expected for k in prefixed) else state_dict
-
-
 def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int:
     height, width = (input_spec.height, input_spec.width) if input_spec else (64, 64)
     with torch.no_grad():
@@ -243,30 +239,39 @@ def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int
 
 
 def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Optional[str] = None,
-               num_classes: Optional[int] = None) -> LoadedModel:
+               num_classes: Optional[int] = None, facts: Optional[ModelFacts] = None) -> LoadedModel:
     """Load any model file edgeseg accepts, refusing to execute untrusted code.
 
-    ``arch`` and ``num_classes`` are needed only for a bare state_dict.
+    What the file (or its sidecar) does not say comes from ``facts`` (``arch`` and
+    ``num_classes`` are shorthands for theirs): a checkpoint made elsewhere (a bare
+    state_dict, torchvision's reference scripts, Lightning, MMSegmentation, DDP) needs
+    at least ``facts.arch``; see ``edgeseg.foreign_checkpoint``.
 
     >>> loaded = load_model("student.pt")  # doctest: +SKIP
+    >>> loaded = load_model("model_29.pth", facts=ModelFacts(arch="torchvision:lraspp_mobilenet_v3_large",
+    ...                                                      input_size=(520, 520)))  # doctest: +SKIP
     """
     path = require_file(path, "Model file")
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
-    side_spec, side_info = spec_from_sidecar(read_sidecar(path))
+    facts = replace(facts or ModelFacts(), **{k: v for k, v in (("arch", arch), ("num_classes", num_classes))
+                                              if v is not None})
+    recorded_spec, side_info = spec_from_sidecar(read_sidecar(path))
+    side_spec = recorded_spec or facts.input_spec()  # what the file does not record: the user's --input-size
     if _is_exported_program(path):
         model = _load_exported_program(path)
-        return LoadedModel(model, "torch.export", _infer_num_classes(model, side_spec), side_spec, side_info,
-                           rebuildable=False)
+        return _module_file(model, "torch.export", side_spec, side_info, facts)
     if _is_torchscript(path):
         try:
             model = torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError as exc:
             raise InputFileError(f"{path} is a damaged TorchScript archive ({exc}); re-export it.") from exc
-        return LoadedModel(model, "torchscript", _infer_num_classes(model, side_spec), side_spec, side_info,
-                           rebuildable=False)
+        return _module_file(model, "torchscript", side_spec, side_info, facts)
+    from edgeseg.foreign_checkpoint import find_state_dict, safe_globals_for_checkpoints
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_globals_for_checkpoints():
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_checkpoint:
             raise UntrustedFileError(
@@ -277,18 +282,21 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         raise InputFileError(f"{path} is not a readable PyTorch checkpoint (it may be truncated or of another "
                              f"format); recreate it.") from exc
     if isinstance(payload, nn.Module):
-        model = payload.eval()
-        return LoadedModel(model, type(model).__name__, _infer_num_classes(model, side_spec), side_spec, side_info,
-                           rebuildable=False)
+        return _module_file(payload.eval(), type(payload).__name__, side_spec, side_info, facts)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         loaded = _from_payload(payload, path, trust_code=trust_checkpoint)
-        loaded.input_spec = side_spec or loaded.input_spec
+        loaded.input_spec = recorded_spec or loaded.input_spec
         loaded.dataset = side_info or loaded.dataset
         return loaded
-    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        if arch is None or num_classes is None:
-            raise ConfigError(f"{path} is a bare state_dict; say which architecture it is with --arch NAME and "
-                              f"its --num-classes.")
-        return _from_state_dict(payload, path, arch, num_classes, side_spec, side_info)
+    state_dict, file_format = find_state_dict(payload)
+    if state_dict is not None:
+        return _from_foreign(state_dict, file_format, path, facts, side_spec, side_info)
     raise InputFileError(f"{path} holds neither an edgeseg checkpoint, a state_dict nor TorchScript; "
                          f"save the model with edgeseg or torch.save(model.state_dict()).")
+
+
+def _module_file(model: nn.Module, kind: str, spec, info, facts: ModelFacts) -> LoadedModel:
+    """A file holding the whole module (TorchScript, torch.export, pickled): runnable, not rebuildable."""
+    num_classes = _infer_num_classes(model, spec)
+    return LoadedModel(model, kind, num_classes, spec, info or (facts.dataset_info(num_classes) if spec else None),
+                       rebuildable=False)

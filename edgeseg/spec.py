@@ -4,7 +4,7 @@ Both travel in each artifact's sidecar so later stages never ask the user again.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
 
 # ImageNet statistics in 0-255 units: the convention of torchvision backbones.
@@ -62,12 +62,57 @@ class DatasetInfo:
                    name=str(data.get("name", "dataset")))
 
 
+def stats_in_255_units(values) -> Tuple[float, float, float]:
+    """Mean or std given in 0-1 units (every value <= 1, torchvision's convention) or 0-255 units -> 0-255 units."""
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        from edgeseg.errors import ConfigError
+
+        raise ConfigError(f"Mean and std need three values (R,G,B), got {len(values)}: {list(values)}.")
+    return tuple(v * 255.0 for v in values) if max(values) <= 1.0 else values
+
+
 @dataclass(frozen=True)
 class ModelFacts:
-    """Size facts of a network, carried from the checkpoint to every artifact derived from it."""
+    """What edgeseg cannot read from a model file it did not make, given once by the user.
 
-    arch: str
-    num_classes: int
-    params: int
-    macs: int
-    extra: Optional[dict] = field(default=None)
+    The CLI builds one from the shared options (``--arch``, ``--num-classes``,
+    ``--input-size``, ``--mean``, ``--std`` and ``--data``'s dataset.yaml) and every verb
+    that takes a model accepts it. A fact the file (or its sidecar) already records wins:
+    these only fill what is unknown, and the first artifact edgeseg writes records them,
+    so later verbs never ask again. Mean and std are in 0-255 units (see
+    ``stats_in_255_units``); ``None`` means ImageNet's, the stated default.
+
+    >>> ModelFacts(arch="lraspp-mobilenetv3-large", num_classes=11, input_size=(360, 480))
+    ... # doctest: +ELLIPSIS
+    ModelFacts(...)
+    """
+
+    arch: Optional[str] = None
+    num_classes: Optional[int] = None
+    input_size: Optional[Tuple[int, int]] = None
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
+    dataset: Optional[DatasetInfo] = None  # class names and palette from --data's dataset.yaml
+
+    def input_spec(self, height: Optional[int] = None, width: Optional[int] = None) -> Optional[InputSpec]:
+        """The input spec these facts describe; ``height``/``width`` (e.g. an ONNX graph's static size) win."""
+        if height is None or width is None:
+            if self.input_size is None:
+                return None
+            height, width = self.input_size
+        return InputSpec(height=int(height), width=int(width), mean=self.mean or IMAGENET_MEAN,
+                         std=self.std or IMAGENET_STD)
+
+    def dataset_info(self, num_classes: int) -> DatasetInfo:
+        """Class layout for a model of ``num_classes``: the data's, when it has as many classes."""
+        if self.dataset is not None and self.dataset.num_classes == num_classes:
+            return self.dataset
+        return DatasetInfo(num_classes=int(num_classes))
+
+    def to_dict(self) -> dict:
+        """What the user gave, as a sidecar records it."""
+        given = {"arch": self.arch, "num_classes": self.num_classes,
+                 "input_size": list(self.input_size) if self.input_size else None,
+                 "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+        return {k: v for k, v in given.items() if v is not None}

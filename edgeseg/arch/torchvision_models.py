@@ -74,20 +74,3 @@ def classes_in_state_dict(state_dict: dict) -> int:
                if k.endswith("weight") and getattr(v, "ndim", 0) == 4 and "aux_classifier" not in k]
     return int(weights[-1].shape[0]) if weights else -1
 
-
-def from_torchvision_weights(name: str, state_dict: dict, num_classes: int) -> nn.Module:
-    """A torchvision segmentation model by name (e.g. deeplabv3_resnet101) with the user's weights file loaded.
-
-    The auxiliary head is built only when the weights have one; it is unused at inference.
-    """
-    from torchvision import models
-
-    from edgeseg.errors import ConfigError
-
-    known = torchvision_segmentation_names()
-    if name not in known:
-        raise ConfigError(f"'{name}' is not a torchvision segmentation model; choose one of: {', '.join(known)}.")
-    net = models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes,
-                           aux_loss=any(k.startswith("aux_classifier.") for k in state_dict))
-    net.load_state_dict(state_dict)
-    return LogitsOnly(net)

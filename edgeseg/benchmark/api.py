@@ -22,6 +22,7 @@ from edgeseg.runtime.loader import Artifact, describe, open_runner
 from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
 from edgeseg.sidecar import model_output
+from edgeseg.spec import ModelFacts
 
 
 def check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
@@ -74,8 +75,8 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
     return result
 
 
-def _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code=False):
-    artifact = describe(path, trust_checkpoint)
+def _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code=False, facts=None):
+    artifact = describe(path, trust_checkpoint, facts)
     return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
 
 
@@ -109,9 +110,10 @@ def timing_row(host: List[float], compute: List[float], batch_size: int = 1) -> 
 def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, warmup: int = 10, iters: int = 50,
               warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
               threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
-              trust_engine: bool = False, allow_engine_host_code: bool = False) -> dict:
-    """Latency (and, with a split, accuracy) of one artifact."""
-    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
+              trust_engine: bool = False, allow_engine_host_code: bool = False,
+              facts: Optional[ModelFacts] = None) -> dict:
+    """Latency (and, with a split, accuracy) of one artifact; ``facts`` describe one edgeseg did not make."""
+    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code, facts)
     if split is not None:
         check_classes(artifact, split)
     result = artifact_row(artifact, runner, device, batch_size)
@@ -153,7 +155,8 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
           warmup: int = 10, iters: int = 50, warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1,
           max_images: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
           power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
-          trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True) -> List[dict]:
+          trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True,
+          facts: Optional[ModelFacts] = None) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
 
     >>> edgeseg.bench(["student.pt", "student.onnx"], data="synthetic")  # doctest: +SKIP
@@ -169,7 +172,7 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
                          batch_size=batch_size, device=device, threads=threads, power=power,
                          trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
-                         allow_engine_host_code=allow_engine_host_code)
+                         allow_engine_host_code=allow_engine_host_code, facts=facts)
                for m in models]
     if show:
         print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])
@@ -181,13 +184,14 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
 
 def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: Optional[int] = None,
          device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
-         trust_engine: bool = False, allow_engine_host_code: bool = False, min_miou: Optional[float] = None) -> dict:
+         trust_engine: bool = False, allow_engine_host_code: bool = False, min_miou: Optional[float] = None,
+         facts: Optional[ModelFacts] = None) -> dict:
     """mIoU and per-class IoU of ``model`` on ``data``'s val split (no timing).
 
     >>> edgeseg.eval("student.onnx", data="camvid/")  # doctest: +SKIP
     """
     split = _val_split(data, max_images)
-    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
+    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code, facts)
     check_classes(artifact, split)
     with runner:
         result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,

@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
+from edgeseg.cli.options import model_facts_options, pop_model_facts, threads, trust_checkpoint, trust_engine
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
 
@@ -22,6 +22,7 @@ _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]
 @threads
 @trust_checkpoint
 @trust_engine
+@model_facts_options
 def bench_command(models, **options):
     """Latency (mean, p50, p90, p99), FPS and mIoU of one or more artifacts, in one table.
 
@@ -29,7 +30,7 @@ def bench_command(models, **options):
     """
     from edgeseg.benchmark.api import bench
 
-    bench(list(models), **options)
+    bench(list(models), facts=pop_model_facts(options), **options)
 
 
 @click.command("eval")
@@ -42,6 +43,7 @@ def bench_command(models, **options):
 @threads
 @trust_checkpoint
 @trust_engine
+@model_facts_options
 def eval_command(model, **options):
     """mIoU and per-class IoU over a whole split (no timing).
 
@@ -49,4 +51,4 @@ def eval_command(model, **options):
     """
     from edgeseg.benchmark.api import eval as evaluate
 
-    evaluate(model, **options)
+    evaluate(model, facts=pop_model_facts(options), **options)

@@ -1,5 +1,7 @@
 import click
 
+from edgeseg.cli.options import model_facts_options, pop_model_facts
+
 
 @click.command("calibrate")
 @click.argument("model")
@@ -19,13 +21,17 @@ import click
 @click.option("--symmetric/--asymmetric", default=True, show_default=True, help="Activation quantisation.")
 @click.option("--data", default=None, help="Labelled data (val split) to measure INT8 against FP32.")
 @click.option("--max-miou-drop", type=float, default=None,
-              help="Keep the most sensitive layers in float until INT8 is within this many mIoU points of FP32.")
-@click.option("--report", is_flag=True, help="Print the per-layer sensitivity table (needs --data).")
+              help="Keep the most sensitive layers in float until INT8 is within this many mIoU points of FP32: "
+                   "layers are picked on the first half of --data's val split, the result is reported on the "
+                   "second half.")
+@click.option("--report", is_flag=True, help="Print the per-layer sensitivity table, ranked on the first half of "
+              "--data (needs --data).")
 @click.option("--sensitivity-images", type=int, default=50, show_default=True,
-              help="Images used to rank layers (the budget is always checked on all of them).")
+              help="Pick images used to rank layers (the budget is fitted on all pick images).")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images of --data.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where ONNX Runtime collects the ranges.")
+@model_facts_options
 def calibrate_command(model, images, **options):
     """Collect INT8 ranges; write a Q/DQ ONNX, a TensorRT calibration cache and the ranges.
 
@@ -33,4 +39,4 @@ def calibrate_command(model, images, **options):
     """
     from edgeseg.quant.api import calibrate
 
-    calibrate(model, images, **options)
+    calibrate(model, images, facts=pop_model_facts(options), **options)

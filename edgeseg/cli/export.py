@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import trust_checkpoint
+from edgeseg.cli.options import model_facts_options, pop_model_facts, trust_checkpoint
 
 
 @click.command("export")
@@ -16,6 +16,7 @@ from edgeseg.cli.options import trust_checkpoint
 @click.option("--argmax-dtype", type=click.Choice(["uint8", "int32"]), default=None,
               help="Class-map dtype [default: uint8 up to 255 classes, else int32]. uint8 suits ONNX Runtime and "
                    "TensorRT >= 10; TensorRT 8.5 (JetPack 5) maps ArgMax to TopK and needs int32.")
+@model_facts_options
 @trust_checkpoint
 def export_command(model, **options):
     """Export to ONNX (dynamic batch), simplify, check, and verify against PyTorch.
@@ -27,4 +28,4 @@ def export_command(model, **options):
     """
     from edgeseg.exporting.api import export
 
-    export(model, **options)
+    export(model, facts=pop_model_facts(options), **options)

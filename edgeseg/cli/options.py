@@ -60,3 +60,50 @@ def training_options(function):
     ]):
         function = option(function)
     return function
+
+
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not three numbers R,G,B", param_hint=f"--{param.name}") from None
+
+
+def model_facts_options(function):
+    """What edgeseg cannot read from a model file it did not make; a verb passes them on as one ModelFacts."""
+    for option in reversed([
+        click.option("--arch", default=None,
+                     help="Architecture of a checkpoint edgeseg did not make: a registered name, torchvision:NAME, "
+                          "smp:ARCH:ENCODER or path/file.py:function."),
+        click.option("--num-classes", type=int, default=None,
+                     help="Classes the model predicts [default: read from its weights or the data].", ),
+        click.option("--input-size", "model_input_size", default=None,
+                     help="Model input HEIGHTxWIDTH, when the file does not record it (e.g. 520x520)."),
+        click.option("--mean", default=None, callback=_floats,
+                     help="Normalisation mean R,G,B in 0-1 or 0-255 units [default: ImageNet's]."),
+        click.option("--std", default=None, callback=_floats,
+                     help="Normalisation std R,G,B in 0-1 or 0-255 units [default: ImageNet's]."),
+    ]):
+        function = option(function)
+    return function
+
+
+def pop_model_facts(options: dict):
+    """Take the model-facts options out of a verb's options and build the one ModelFacts object; --data's
+    dataset.yaml (left in ``options``) supplies class names and palette."""
+    from edgeseg.spec import ModelFacts, stats_in_255_units
+    from edgeseg.training.data import parse_size
+
+    size = options.pop("model_input_size", None)
+    mean, std = options.pop("mean", None), options.pop("std", None)
+    dataset = None
+    if options.get("data"):
+        from edgeseg.data.dataset import dataset_info
+
+        dataset = dataset_info(options["data"])
+    return ModelFacts(arch=options.pop("arch", None), num_classes=options.pop("num_classes", None),
+                      input_size=parse_size(size) if size else None,
+                      mean=stats_in_255_units(mean) if mean else None, std=stats_in_255_units(std) if std else None,
+                      dataset=dataset)

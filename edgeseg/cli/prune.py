@@ -2,7 +2,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import seed, threads, trust_checkpoint
+from edgeseg.cli.options import model_facts_options, pop_model_facts, seed, threads, trust_checkpoint
 
 
 @click.command("prune")
@@ -33,6 +33,7 @@ from edgeseg.cli.options import seed, threads, trust_checkpoint
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")
+@model_facts_options
 @seed
 @threads
 @trust_checkpoint
@@ -43,7 +44,9 @@ def prune_command(model, out, **options):
     Examples:
       edgeseg prune student.pt --ratio 0.4 --finetune-epochs 5 --data camvid/
       edgeseg prune student.pt --target-latency-ms 8 --backend onnxruntime --importance taylor --data camvid/
+      edgeseg prune model_29.pth --arch torchvision:lraspp_mobilenet_v3_large --input-size 360x480
     """
     from edgeseg.pruning.api import prune
 
-    prune(model, out or str(Path(model).with_name("pruned.pt")), **options)
+    facts = pop_model_facts(options)
+    prune(model, out or str(Path(model).with_name("pruned.pt")), facts=facts, **options)

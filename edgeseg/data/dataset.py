@@ -183,3 +183,17 @@ def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool 
     if info is None:
         info = _infer_info_from_labels(pairs, split_dir.name)
     return SegmentationSplit(pairs, info, split_dir)
+
+
+def dataset_info(data: str | Path) -> Optional[DatasetInfo]:
+    """What the labels of ``data`` mean (its dataset.yaml, else counted), or None when it is no dataset edgeseg reads.
+
+    Verbs that take a model made elsewhere use it for class names and palette; a folder
+    of unlabelled images (e.g. export's verification images) simply has none.
+    """
+    for split in ("val", "train"):
+        try:
+            return resolve_split(data, split, require_labels=False).info
+        except DataError:
+            continue
+    return None

@@ -12,6 +12,7 @@ from edgeseg.console import say
 from edgeseg.errors import AccuracyError, ConfigError, InputFileError
 from edgeseg.fileio import atomic_path, check_output_path
 from edgeseg.sidecar import read_sidecar, write_sidecar
+from edgeseg.spec import ModelFacts
 from edgeseg.exporting.argmax import CLASS_MAP_OUTPUT
 from edgeseg.exporting.verify import verification_images, compare_outputs
 
@@ -46,7 +47,8 @@ def simplify(path: Path) -> bool:
 
 def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Optional[str] = None,
            verify_images: int = 8, simplify_model: bool = True, trust_checkpoint: bool = False,
-           argmax: bool = False, argmax_dtype: Optional[str] = None) -> dict:
+           argmax: bool = False, argmax_dtype: Optional[str] = None,
+           facts: Optional[ModelFacts] = None) -> dict:
     """Export ``model`` to ONNX at ``out`` (default: the model's name with .onnx) and verify it.
 
     The ONNX model is run in ONNX Runtime on real images next to PyTorch; the maximum
@@ -65,10 +67,10 @@ def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Opti
     out_path = check_output_path(out or Path(model).with_suffix(".onnx"))
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
-    loaded = load_model(model, trust_checkpoint=trust_checkpoint)
+    loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)  # facts: for files made elsewhere
     spec = loaded.input_spec
     if spec is None:
-        raise InputFileError(f"{model} does not record its input size; re-save it with edgeseg or add a sidecar.")
+        raise InputFileError(f"{model} does not record its input size; give it with --input-size HEIGHTxWIDTH.")
     net = loaded.model.eval()
     parent_meta = read_sidecar(model)
     if argmax:
@@ -102,7 +104,7 @@ def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Opti
                                "output": CLASS_MAP_OUTPUT if argmax else OUTPUT_NAME, "dynamic_batch": True,
                                "output_kind": "class_map" if argmax else "logits",
                                "output_dtype": argmax_dtype if argmax else "float32"},
-                         parity=parity)
+                         parity=parity, source=loaded.meta.get("source"))
 
 
 def _append_class_map(path: Path, dtype: str, batch) -> float:

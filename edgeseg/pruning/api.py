@@ -18,6 +18,7 @@ from edgeseg.fileio import check_output_path
 from edgeseg.pruning.importance import IMPORTANCES, NEEDS_GRADIENTS
 from edgeseg.pruning.schedule import prune_model, prune_to_target
 from edgeseg.sidecar import write_sidecar
+from edgeseg.spec import ModelFacts
 
 
 def _channel_changes(before: Dict[str, dict], after: Dict[str, dict]) -> Dict[str, list]:
@@ -48,26 +49,27 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
           global_pruning: bool = False, round_to: Optional[int] = None, sparsity_epochs: int = 0,
           sparsity: float = 1e-4, taylor_images: int = 64, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
-          trust_checkpoint: bool = False, threads: Optional[int] = None) -> dict:
+          trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None) -> dict:
     """Prune the channels of ``model`` (to ``ratio`` or until the targets are met); optionally fine-tune; write ``out``.
 
     With ``target_latency_ms`` the model is pruned step by step and, after each step,
     exported and timed on ``backend``/``device`` the way ``bench`` times it, until the
     measured median latency is at or under the target. Fine-tuning distils from the
-    unpruned model (or ``teacher``) on ``data``.
+    unpruned model (or ``teacher``) on ``data``. ``facts`` says what a checkpoint made
+    elsewhere does not (its architecture, input size, ...); the pruned checkpoint records it.
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
     """
     check_output_path(out)
     _check_options(importance, data, finetune_epochs, sparsity_epochs)
-    loaded = load_model(model, trust_checkpoint=trust_checkpoint)
+    loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)
     if not loaded.rebuildable:
         raise InputFileError(f"{model} is a {loaded.arch} module that edgeseg cannot rebuild after pruning; "
                              f"prune an edgeseg checkpoint or a state_dict with --arch instead.")
     spec = loaded.input_spec
     if spec is None:
-        raise InputFileError(f"{model} does not record its input size; re-save it with edgeseg train or distill.")
+        raise InputFileError(f"{model} does not record its input size; give it with --input-size HEIGHTxWIDTH.")
     net, num_classes = loaded.model, loaded.num_classes
     probe = None
     if target_latency_ms is not None:
@@ -114,7 +116,7 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         from edgeseg.pruning.training import distillation_finetune
 
         # the unpruned model as it came from disk (before any slimming phase) teaches by default
-        reference = load_model(teacher or model, trust_checkpoint=trust_checkpoint).model
+        reference = load_model(teacher or model, trust_checkpoint=trust_checkpoint, facts=facts).model
         training["finetune"] = distillation_finetune(net, reference, prune_data, num_classes, epochs=finetune_epochs,
                                                      batch_size=batch_size, lr=lr, seed=seed, threads=threads)
     history = training.get("finetune", [])
@@ -133,7 +135,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         model={"arch": loaded.arch, "num_classes": num_classes, "params": params_after, "macs": macs_after},
         prune=dict(settings, params_before=params_before, macs_before=macs_before,
                    channels=_channel_changes(before, after), latency=latency,
-                   val_miou=history[-1].get("val_miou") if history else None))
+                   val_miou=history[-1].get("val_miou") if history else None),
+        source=loaded.meta.get("source"))
     say(f"Wrote {out}")
     return sidecar
 

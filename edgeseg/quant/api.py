@@ -23,7 +23,9 @@ from edgeseg.quant.collect import collect_histograms
 from edgeseg.quant.qdq import write_qdq
 from edgeseg.quant.trt_cache import format_cache
 from edgeseg.runtime.preprocess import preprocess
+from edgeseg.foreign_onnx import onnx_meta
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar, write_sidecar
+from edgeseg.spec import ModelFacts
 
 METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
 AUTO_CANDIDATES = ("minmax", "percentile", "entropy", "mse")
@@ -60,7 +62,8 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
               percentile: float = 99.99, num: int = 500, seed: int = 0, symmetric: bool = True,
               bias_correction: bool = True, quantize_outputs: bool = False,
               data: Optional[str] = None, max_miou_drop: Optional[float] = None, report: bool = False,
-              sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu") -> dict:
+              sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu",
+              facts: Optional[ModelFacts] = None) -> dict:
     """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
 
     Images are pre-processed exactly as at inference, from the model's sidecar. With
@@ -81,7 +84,7 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         raise ConfigError("--max-miou-drop and --report need labelled --data to measure mIoU on.")
     if max_miou_drop is not None and max_miou_drop < 0:
         raise ConfigError(f"--max-miou-drop must be >= 0, got {max_miou_drop}.")
-    meta = read_sidecar(model_path, required=True)
+    meta = onnx_meta(model_path, read_sidecar(model_path), facts)  # an ONNX from another tool: its graph + facts
     if meta.get("precision") not in (None, "fp32"):
         raise InputFileError(f"{model} is already {meta.get('precision')}; calibrate the FP32 ONNX model instead.")
     spec, info = spec_from_sidecar(meta)
@@ -141,7 +144,7 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
                          quantization=dict(settings, format="qdq", weights="per-channel symmetric int8",
                                            float_nodes=float_nodes, fallback_layers=fallback,
                                            calibration_cache=cache_path.name, ranges=ranges_path.name),
-                         accuracy=accuracy)
+                         accuracy=accuracy, source=meta.get("source"))
 
 
 def _logits_model(model_path: Path) -> tuple:

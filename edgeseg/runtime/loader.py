@@ -9,7 +9,7 @@ from edgeseg.errors import InputFileError
 from edgeseg.fileio import require_file
 from edgeseg.runtime.base import Runner
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar
-from edgeseg.spec import DatasetInfo, InputSpec
+from edgeseg.spec import DatasetInfo, InputSpec, ModelFacts
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 ONNX_SUFFIXES = (".onnx",)
@@ -28,7 +28,8 @@ class Artifact:
     meta: dict
 
 
-def describe(path: str | Path, trust_checkpoint: bool = False) -> Artifact:
+def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[ModelFacts] = None) -> Artifact:
+    """What is known about the artifact at ``path``: its sidecar, or for a file made elsewhere, what ``facts`` add."""
     path = require_file(path, "Artifact")
     suffix = path.suffix.lower()
     meta = read_sidecar(path)
@@ -38,10 +39,18 @@ def describe(path: str | Path, trust_checkpoint: bool = False) -> Artifact:
         if spec is None:  # a checkpoint carries its own input spec; the sidecar is optional here
             from edgeseg.checkpoint import load_model
 
-            loaded = load_model(path, trust_checkpoint=trust_checkpoint)
+            loaded = load_model(path, trust_checkpoint=trust_checkpoint, facts=facts)
             spec, info = loaded.input_spec, info or loaded.dataset
+            if loaded.meta.get("source"):  # the PyTorch runner loads files edgeseg made, or that say what they are
+                raise InputFileError(f"{path} was made outside edgeseg; export it first (edgeseg export {path.name} "
+                                     f"--arch ...) and bench the ONNX, whose sidecar then records what you gave.")
     elif suffix in ONNX_SUFFIXES:
         backend = "onnxruntime"
+        if not meta:  # exported by another tool: its graph and the user's facts say what a sidecar would
+            from edgeseg.foreign_onnx import onnx_meta
+
+            meta = onnx_meta(path, meta, facts)
+            spec, info = spec_from_sidecar(meta)
     elif suffix in ENGINE_SUFFIXES:
         backend = "tensorrt"
     else:

@@ -1,0 +1,129 @@
+"""ONNX files edgeseg did not make: what their graph says, completed by the user's model facts.
+
+Every verb that takes an ONNX model reads its sidecar (input size, mean/std, classes).
+A model exported by another tool has none, so this builds the same description from
+the graph itself (input and output names, a static input size, the class count,
+whether it already holds Q/DQ nodes) and from ``ModelFacts`` for the rest. The first
+artifact edgeseg writes from it records the result in its own sidecar.
+
+Deploy side: no torch, Python 3.8.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from edgeseg.errors import ConfigError, InputFileError
+from edgeseg.spec import ModelFacts
+
+
+def _dims(value_info) -> List[Optional[int]]:
+    """Static dimensions as ints, symbolic or unknown ones as None."""
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+
+
+def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[str, Any]:
+    """A sidecar-like description of the ONNX at ``path``: {"input", "dataset", "model", "precision", "onnx", "source"}.
+
+    The input size comes from the graph when it is static, otherwise from ``facts.input_size``.
+
+    >>> meta = describe_onnx("deeplab.onnx", ModelFacts(input_size=(520, 520)))  # doctest: +SKIP
+    """
+    import onnx
+
+    facts = facts or ModelFacts()
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
+        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
+                             f"or another format, so re-export it.") from exc
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(_dims(inputs[0])) != 4:
+        raise InputFileError(f"{path} does not take one NCHW image batch (its inputs: "
+                             f"{', '.join(i.name for i in inputs)}); edgeseg runs single-input segmentation models.")
+    batch, channels, height, width = _dims(inputs[0])
+    if channels not in (None, 3):
+        raise InputFileError(f"{path} takes {channels}-channel images; edgeseg feeds RGB (3 channels).")
+    if height is not None and width is not None:
+        if facts.input_size and tuple(facts.input_size) != (height, width):
+            raise ConfigError(f"{path} is fixed to {height}x{width} input but --input-size "
+                              f"{facts.input_size[0]}x{facts.input_size[1]} was given; drop --input-size or "
+                              f"re-export the model at that size.")
+        spec = facts.input_spec(height, width)
+    else:
+        spec = facts.input_spec()
+        if spec is None:
+            raise ConfigError(f"{path} has a dynamic input size and no sidecar saying which to use; give it with "
+                              f"--input-size HEIGHTxWIDTH.")
+    output = graph.output[0]
+    output_dims = _dims(output)
+    read = output_dims[1] if len(output_dims) == 4 else None
+    if read is None and not facts.num_classes:  # a dynamic graph often leaves it symbolic: run it once
+        read = _classes_by_running(path, inputs[0].name, spec)
+    num_classes = facts.num_classes or read or (facts.dataset.num_classes if facts.dataset else None)
+    if num_classes is None:
+        raise ConfigError(f"The class count of {path} cannot be read from its output; give --num-classes.")
+    if len(output_dims) == 4 and output_dims[1] not in (None, num_classes):
+        raise ConfigError(f"{path} outputs {output_dims[1]} classes but --num-classes {num_classes} was given; "
+                          f"drop --num-classes or check the model.")
+    quantized = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+    info = facts.dataset_info(int(num_classes))
+    return {
+        "artifact": path.name,
+        "kind": "onnx",
+        "input": spec.to_dict(),
+        "dataset": info.to_dict(),
+        "model": {"arch": facts.arch or "onnx", "num_classes": int(num_classes)},
+        "precision": "int8" if quantized else "fp32",
+        "onnx": {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+                 "input": inputs[0].name, "output": output.name, "dynamic_batch": batch is None},
+        "source": {"file": path.name, "format": f"ONNX from {model.producer_name or 'another tool'}",
+                   "given": facts.to_dict()},
+    }
+
+
+def _classes_by_running(path: Path, input_name: str, spec) -> Optional[int]:
+    """The class dimension of the first output, from one inference on a blank image with ONNX Runtime."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = session.run(None, {input_name: np.zeros((1, 3, spec.height, spec.width), dtype=np.float32)})[0]
+    except Exception:  # the caller asks for --num-classes instead
+        return None
+    return int(out.shape[1]) if out.ndim == 4 else None
+
+
+def adopt_onnx(path: str | Path, facts: Optional[ModelFacts]) -> Dict[str, Any]:
+    """Write the sidecar an ONNX from another tool lacks, so verbs that need one (build-engine) can take it."""
+    from edgeseg.sidecar import read_sidecar, sidecar_path, spec_from_sidecar, write_sidecar
+
+    existing = read_sidecar(path)
+    if existing:
+        return existing
+    meta = onnx_meta(path, existing, facts)
+    spec, info = spec_from_sidecar(meta)
+    from edgeseg.console import say
+
+    say(f"Recording what is known about {Path(path).name} in {sidecar_path(path).name}, so later verbs need not be "
+        f"told again")
+    return write_sidecar(path, "onnx", input_spec=spec, dataset=info, stage="adopt", model=meta["model"],
+                         precision=meta["precision"], onnx=meta["onnx"], source=meta["source"])
+
+
+def onnx_meta(path: str | Path, sidecar: Dict[str, Any], facts: Optional[ModelFacts]) -> Dict[str, Any]:
+    """The sidecar when edgeseg made ``path``, else the description built from its graph and ``facts``."""
+    if sidecar:
+        return sidecar
+    meta = describe_onnx(path, facts)
+    if not (facts and facts.mean and facts.std):
+        from edgeseg.console import say
+
+        say(f"{Path(path).name} has no sidecar: normalising with ImageNet's mean/std (the default; give --mean and "
+            f"--std if the model was trained with others)")
+    return meta

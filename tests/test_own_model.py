@@ -1,0 +1,190 @@
+"""A model trained outside edgeseg enters every verb: the checkpoint shapes users have, and foreign ONNX.
+
+The model is torchvision's LR-ASPP-MobileNetV3 trained a few steps here, with plain
+torchvision and torch code, as a user's own training script would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgeseg.checkpoint import load_model
+from edgeseg.cli.main import cli
+from edgeseg.data.dataset import dataset_info, resolve_split
+from edgeseg.errors import ConfigError, InputFileError
+from edgeseg.runtime.preprocess import preprocess
+from edgeseg.spec import IMAGENET_MEAN, ModelFacts, stats_in_255_units
+
+ARCH = "torchvision:lraspp_mobilenet_v3_large"
+
+
+def _users_model(num_classes: int):
+    """torchvision's LR-ASPP trained for three SGD steps on random data, outside edgeseg."""
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    images, labels = torch.randn(2, 3, 64, 64), torch.randint(0, num_classes, (2, 64, 64))
+    net.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(images)["out"], labels).backward()
+        optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def users_model(tiny_data):
+    return _users_model(dataset_info(tiny_data).num_classes)
+
+
+def _run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _reference_batch(tiny_data):
+    split = resolve_split(tiny_data, "val")
+    spec = ModelFacts(input_size=(64, 64)).input_spec()
+    return np.concatenate([preprocess(split.image(i), spec) for i in range(len(split))])
+
+
+def _shapes(state_dict):
+    """The checkpoint layouts users arrive with, each holding the same weights."""
+    return {
+        "bare": state_dict,
+        "torchvision-reference": {"model": state_dict, "optimizer": {"state": {}, "param_groups": []},
+                                  "lr_scheduler": {"last_epoch": 3}, "epoch": 29,
+                                  "args": argparse.Namespace(model="lraspp_mobilenet_v3_large", lr=0.02)},
+        "lightning": {"state_dict": {f"model.{k}": v for k, v in state_dict.items()}, "epoch": 3,
+                      "global_step": 120, "pytorch-lightning_version": "2.4.0"},
+        "ddp": {f"module.{k}": v for k, v in state_dict.items()},
+        "mmseg": {"meta": {"mmseg_version": "1.2.2", "epoch": 3}, "state_dict": state_dict},
+    }
+
+
+@pytest.mark.parametrize("shape", ["bare", "torchvision-reference", "lightning", "ddp", "mmseg"])
+def test_each_checkpoint_shape_loads_with_identical_outputs(users_model, tmp_path, shape):
+    path = tmp_path / f"{shape}.pth"
+    torch.save(_shapes(users_model.state_dict())[shape], path)
+    loaded = load_model(path, facts=ModelFacts(arch=ARCH, input_size=(64, 64)))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), users_model(x)["out"], rtol=0, atol=0)
+    source = loaded.meta["source"]
+    assert source["matched"] == len([k for k in users_model.state_dict() if not k.startswith("aux")])
+    assert source["missing"] == [] and source["mismatched"] == []
+    assert loaded.input_spec.height == 64 and loaded.input_spec.mean == IMAGENET_MEAN
+
+
+def test_registered_name_takes_torchvision_weights_too(users_model, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(users_model.state_dict(), path)
+    loaded = load_model(path, facts=ModelFacts(arch="lraspp-mobilenetv3-large", input_size=(64, 64)))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), users_model(x)["out"], rtol=0, atol=0)
+
+
+def test_a_load_leaving_part_of_the_model_random_is_refused(users_model, tmp_path):
+    state = {k: v for k, v in users_model.state_dict().items() if not k.startswith("classifier.high")}
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(InputFileError, match=r"leave \d+ of .* tensors random .*classifier\.high_classifier"):
+        load_model(path, facts=ModelFacts(arch=ARCH, num_classes=users_model.classifier.high_classifier.out_channels,
+                                          input_size=(64, 64)))
+    torch.save(users_model.state_dict(), path)  # the right file under the wrong architecture
+    with pytest.raises(InputFileError, match="random"):
+        load_model(path, facts=ModelFacts(arch="torchvision:deeplabv3_mobilenet_v3_large", input_size=(64, 64)))
+
+
+def test_foreign_checkpoint_needs_arch_and_says_so(users_model, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(_shapes(users_model.state_dict())["torchvision-reference"], path)
+    with pytest.raises(ConfigError, match="torchvision reference checkpoint.*--arch NAME"):
+        load_model(path)
+    result = CliRunner().invoke(cli, ["export", str(path), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--arch NAME" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["export", str(path), "--arch", ARCH, "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--input-size" in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_mean_and_std_in_either_unit():
+    assert stats_in_255_units((0.485, 0.456, 0.406)) == pytest.approx(IMAGENET_MEAN)
+    assert stats_in_255_units((123.675, 116.28, 103.53)) == pytest.approx(IMAGENET_MEAN)
+    with pytest.raises(ConfigError, match="three values"):
+        stats_in_255_units((0.5, 0.5))
+
+
+def test_users_model_goes_through_prune_export_calibrate_bench(users_model, tiny_data, tmp_path):
+    """The done-criterion: a state_dict trained outside edgeseg, every verb, outputs kept exactly through export."""
+    model = tmp_path / "model_29.pth"
+    torch.save(_shapes(users_model.state_dict())["torchvision-reference"], model)
+    given = ["--arch", ARCH, "--input-size", "64x64", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+
+    _run("export", model, *given, "--data", tiny_data, "--out", tmp_path / "model.onnx")
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["input"]["height"] == 64 and meta["input"]["mean"] == pytest.approx(list(IMAGENET_MEAN))
+    assert meta["model"]["arch"] == ARCH and meta["source"]["format"] == "torchvision reference checkpoint"
+    assert meta["dataset"]["classes"] == list(dataset_info(tiny_data).class_names())  # from --data's dataset.yaml
+    import onnxruntime as ort
+
+    batch = _reference_batch(tiny_data)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    with torch.no_grad():
+        torch_logits = users_model(torch.from_numpy(batch))["out"].numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+    assert (onnx_logits.argmax(1) == torch_logits.argmax(1)).all()
+
+    _run("prune", model, *given, "--ratio", "0.25", "--out", tmp_path / "pruned.pt")
+    pruned_meta = json.loads((tmp_path / "pruned.pt.json").read_text())
+    assert pruned_meta["source"]["given"]["input_size"] == [64, 64]
+    assert pruned_meta["model"]["params"] < sum(p.numel() for p in users_model.parameters())
+    _run("export", tmp_path / "pruned.pt", "--out", tmp_path / "pruned.onnx")  # no facts: the sidecar has them
+
+    _run("calibrate", tmp_path / "model.onnx", "--images", tiny_data, "--num", "4", "--method", "minmax",
+         "--no-bias-correction")
+    assert json.loads((tmp_path / "model.int8.onnx.json").read_text())["source"]["given"]["arch"] == ARCH
+    _run("bench", tmp_path / "model.onnx", tmp_path / "model.int8.onnx", tmp_path / "pruned.pt",
+         "--data", tiny_data, "--iters", "2", "--warmup", "1", "--json", tmp_path / "bench.json")
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert [r["input"] for r in results] == [[64, 64]] * 3 and all(r["miou"] >= 0 for r in results)
+
+
+def _plain_onnx(model, path, dynamic: bool):
+    """What other tools write: torch.onnx.export with its default names, no sidecar."""
+    kwargs = {"dynamic_axes": {"input.1": {0: "n", 2: "h", 3: "w"}}} if dynamic else {}
+    torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input.1"], **kwargs)
+
+
+def test_foreign_onnx_into_calibrate_bench_and_build_engine(users_model, tiny_data, tmp_path):
+    static, dynamic = tmp_path / "static.onnx", tmp_path / "dynamic.onnx"
+    _plain_onnx(users_model, static, dynamic=False)
+    _plain_onnx(users_model, dynamic, dynamic=True)
+    _run("calibrate", static, "--images", tiny_data, "--num", "4", "--method", "minmax", "--no-bias-correction")
+    meta = json.loads((tmp_path / "static.int8.onnx.json").read_text())
+    assert meta["input"]["height"] == 64 and meta["model"]["num_classes"] == dataset_info(tiny_data).num_classes
+    assert meta["onnx"]["input"] == "input.1" and meta["source"]["format"].startswith("ONNX from")
+
+    result = CliRunner().invoke(cli, ["bench", str(dynamic), "--iters", "2"])
+    assert result.exit_code == 2 and "--input-size" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(static), "--input-size", "32x32", "--iters", "2"])
+    assert result.exit_code == 2 and "fixed to 64x64" in result.output
+    _run("bench", dynamic, "--input-size", "64x64", "--data", tiny_data, "--iters", "2", "--json",
+         tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text())["input"] == [64, 64]
+
+    _run("build-engine", dynamic, "--input-size", "64x64", "--backend", "onnxruntime",
+         "--out", tmp_path / "dynamic.ort.onnx")
+    assert json.loads((tmp_path / "dynamic.onnx.json").read_text())["source"]["given"]["input_size"] == [64, 64]
+    assert json.loads((tmp_path / "dynamic.ort.onnx.json").read_text())["input"]["width"] == 64
