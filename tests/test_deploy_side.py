@@ -75,6 +75,10 @@ def test_dockerfile_jetson_passes_hadolint():
     text = dockerfile.read_text()
     assert "l4t-jetpack:${L4T_VERSION}" in text and "ARG L4T_VERSION=r36.4.0" in text and "r35.4.1" in text
     assert "\nUSER 1000" in text and 'CMD ["edgeseg", "info"]' in text
+    # cuda-python 13 needs a driver >= 580.65 that JetPack 5/6 lack; the image proves TensorRT imports
+    assert 'ARG CUDA_PYTHON="cuda-python>=12.0,<13"' in text and '"cuda-python>=11.4,<12"' in text
+    assert 'python3 -c "import tensorrt' in text
+    assert "cuda-python>=12.0,<13" in (ROOT / "setup.cfg").read_text()
 
 
 def test_device_report_reads_the_l4t_release(monkeypatch, tmp_path):
