@@ -48,6 +48,19 @@ def test_int8_engine_keeps_miou(trt, tiny_int8, tiny_onnx, tiny_data, tmp_path):
                - evaluate(str(tiny_onnx), str(tiny_data))["miou"]) <= 1.0
 
 
+def test_int8_engine_from_the_calibration_cache_keeps_miou(trt, tiny_int8, tiny_onnx, tiny_data, tmp_path):
+    from edgeseg.benchmark.api import eval as evaluate
+    from edgeseg.engine.api import build_engine
+
+    if int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("TensorRT 11 has no calibration caches")
+    meta = build_engine(str(tiny_onnx), str(tmp_path / "c.engine"), int8=True, backend="tensorrt",
+                        int8_source="cache")
+    assert meta["engine"]["int8"]["source"] == "calibration cache" and meta["engine"]["int8"]["bias_corrected"]
+    assert abs(evaluate(str(tmp_path / "c.engine"), str(tiny_data))["miou"]
+               - evaluate(str(tiny_onnx), str(tiny_data))["miou"]) <= 2.0
+
+
 def test_tampered_engine_is_refused(trt, tiny_onnx, tmp_path):
     from edgeseg.engine.api import build_engine
     from edgeseg.errors import UntrustedFileError
