@@ -17,13 +17,16 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 def isolated_cache(tmp_path_factory):
     """Keep generated datasets out of the user's home cache."""
     cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("EDGESEG_CACHE")
+    # TORCH_HOME too: ImageNet weights in the user's torchvision cache would change how models start
+    old = {name: os.environ.get(name) for name in ("EDGESEG_CACHE", "TORCH_HOME")}
     os.environ["EDGESEG_CACHE"] = str(cache)
+    os.environ["TORCH_HOME"] = str(cache / "torch")
     yield cache
-    if old is None:
-        os.environ.pop("EDGESEG_CACHE", None)
-    else:
-        os.environ["EDGESEG_CACHE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

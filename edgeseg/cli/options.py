@@ -36,6 +36,10 @@ def training_options(function):
     for option in reversed([
         click.option("--recipe", default=None, is_eager=True, expose_value=False, callback=_apply_recipe,
                      help="YAML recipe whose section for this verb sets the options not given here."),
+        click.option("--backbone-weights", default=None,
+                     help="Start the encoder from 'imagenet' (torchvision's weights, from its local cache; never "
+                          "downloaded), a classification checkpoint PATH (torchvision or timm), or 'scratch' "
+                          "[default: ImageNet when cached, else scratch]."),
         click.option("--epochs", type=int, default=30, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),

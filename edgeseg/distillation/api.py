@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from edgeseg.arch import canonical_name, create_model
+from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.checkpoint import load_model
 from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
@@ -51,7 +52,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None,
             resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
-            tensorboard: bool = True) -> dict:
+            tensorboard: bool = True, backbone_weights: Optional[str] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -61,8 +62,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     checkpoint, TorchScript, a ``torch.export`` program (``.pt2``), or a bare state_dict
     with ``teacher_arch`` (a registered name, or ``torchvision:NAME`` such as
     ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
-    ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. Returns the
-    student's sidecar.
+    ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
+    encoder starts from ``backbone_weights`` as in ``train``. Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
@@ -92,6 +93,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
         param.requires_grad_(False)
     torch.manual_seed(seed)
     model = create_model(student_arch, info.num_classes)
+    # the student's encoder may start from ImageNet; it keeps the teacher's normalisation, which sees the same images
+    backbone = load_backbone_weights(model, student_arch, check_backbone_option(backbone_weights))
     objective = DistillationObjective(teacher_model, model, terms, ignore_index=info.ignore_index,
                                       temperature=temperature, feature_pairs=_pairs(feature_pairs),
                                       feature_kind=feature_loss, input_size=(spec.height, spec.width))
@@ -103,7 +106,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
                 "weights": terms, "temperature": temperature, "feature_pairs": _pairs(feature_pairs),
-                "feature_loss": feature_loss if "feat" in terms else None}
+                "feature_loss": feature_loss if "feat" in terms else None,
+                "backbone_weights": backbone.to_dict() if backbone else None}
     writer = ResultWriter(out, student_arch, info, spec, data, config, "distill", parent=teacher,
                           extra={"distill": settings})
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,

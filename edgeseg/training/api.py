@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from edgeseg.arch import canonical_name, create_model
+from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.arch.profile import count_macs, count_params
 from edgeseg.checkpoint import save_checkpoint
 from edgeseg.console import say
@@ -34,8 +35,13 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
           lr: Optional[float] = None, weight_decay: float = 1e-4, input_size: Optional[str] = None, seed: int = 0,
           val_every: int = 5, arch_args: Optional[dict] = None, threads: Optional[int] = None,
           resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
-          device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True) -> dict:
-    """Train ``arch`` from scratch on ``data`` and write an edgeseg checkpoint to ``out``.
+          device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True,
+          backbone_weights: Optional[str] = None) -> dict:
+    """Train ``arch`` on ``data`` and write an edgeseg checkpoint to ``out``.
+
+    ``backbone_weights`` starts the encoder from ImageNet: "imagenet" (torchvision's
+    weights, from its local cache only), a classification checkpoint file, or "scratch";
+    by default ImageNet when it is already cached, else scratch (see arch/backbones.py).
 
     Cross-entropy with the dataset's ignore index, poly LR, joint scale/crop/flip/colour
     augmentation. The best validated weights also go to ``<out stem>.best.pt``. Under
@@ -54,13 +60,17 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
     spec = default_input_spec(train_split, input_size)
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, **(arch_args or {}))
+    backbone = load_backbone_weights(model, arch, check_backbone_option(backbone_weights))
+    if backbone is not None:  # the model is normalised as its pretrained weights were
+        spec = replace(spec, mean=backbone.mean, std=backbone.std)
     main_process = distributed.current().is_main
     if main_process:
-        say(f"Training {arch} from scratch on {len(train_split)} images of {train_split.root} at "
+        say(f"Training {arch} {'from scratch' if backbone is None else 'from a pretrained backbone'} on {len(train_split)} images of {train_split.root} at "
             f"{spec.height}x{spec.width} ({info.num_classes} classes)")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
-    writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args)
+    writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args,
+                          extra={"backbone_weights": backbone.to_dict()} if backbone else None)
     history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index), config,
                   num_classes=info.num_classes, ignore_index=info.ignore_index, description=f"train {arch}",
                   checkpoint_to=out, resume=resume, on_best=writer.best)
