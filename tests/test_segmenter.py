@@ -93,3 +93,12 @@ def test_grey_and_rgba_arrays_are_accepted(tiny_onnx, odd_image):
 def test_max_batch_must_be_positive(tiny_onnx):
     with pytest.raises(ConfigError, match="max_batch"):
         edgeseg.Segmenter(tiny_onnx, max_batch=0)
+
+
+def test_spin_wait_off_reaches_onnx_runtime(tiny_onnx, odd_image):
+    with edgeseg.Segmenter(tiny_onnx, spin_wait=False) as quiet, edgeseg.Segmenter(tiny_onnx) as default:
+        options = quiet.runner.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        with pytest.raises(RuntimeError, match="does not have"):  # never set: ONNX Runtime default, spinning
+            default.runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        np.testing.assert_array_equal(quiet(odd_image), default(odd_image))

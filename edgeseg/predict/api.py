@@ -148,8 +148,10 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
     try:
         for source in resolved:  # a camera that does not open is one sentence, before anything is written
             source.open()
+        # decoding and encoding threads run beside inference: ONNX Runtime must not busy-wait on their cores
         segmenter = Segmenter(model, device, threads=threads, trust_checkpoint=trust_checkpoint,
-                              trust_engine=trust_engine, allow_engine_host_code=allow_engine_host_code)
+                              trust_engine=trust_engine, allow_engine_host_code=allow_engine_host_code,
+                              spin_wait=False)
         summary = _segment_all(segmenter, resolved, out, chosen, alpha, show, stats or bool(json_out), max_frames)
     finally:
         for source in resolved:

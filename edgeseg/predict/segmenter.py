@@ -48,13 +48,18 @@ def as_rgb(image: ImageLike) -> np.ndarray:
 class Segmenter:
     """A model that turns images into class maps at the images' own size.
 
+    ``spin_wait=False`` stops ONNX Runtime's idle workers from busy-waiting: slower for
+    inference alone, but it leaves the cores to threads that decode and encode beside
+    it (predict sets it; on 2 cores it measured 1.7x predict's FPS, see
+    benchmarks/results/predict_overhead.md).
+
     >>> seg = Segmenter("pruned.int8.onnx")  # doctest: +SKIP
     >>> mask = seg(image)                    # HxW uint8 (uint16 past 255 classes)  # doctest: +SKIP
     """
 
     def __init__(self, model: Union[str, Path], device: str = "cpu", *, threads: Optional[int] = None,
                  max_batch: int = 8, trust_checkpoint: bool = False, trust_engine: bool = False,
-                 allow_engine_host_code: bool = False):
+                 allow_engine_host_code: bool = False, spin_wait: bool = True):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}.")
         self.artifact = describe(model, trust_checkpoint)
@@ -67,6 +72,8 @@ class Segmenter:
         self.device = device
         self.runner = open_runner(self.artifact, device, threads, trust_checkpoint, trust_engine,
                                   allow_engine_host_code)
+        if hasattr(self.runner, "spin_wait"):  # ONNX Runtime: off when other threads share the cores (predict)
+            self.runner.spin_wait = spin_wait
         self.runner.activate()
         self._palette: Optional[np.ndarray] = None
 

@@ -17,7 +17,7 @@ from PIL import Image
 from edgeseg.console import say
 from edgeseg.errors import ConfigError
 from edgeseg.fileio import atomic_path
-from edgeseg.predict.colors import flat_palette, overlay
+from edgeseg.predict.colors import blend, mask_image
 from edgeseg.predict.sources import Source, require_cv2
 
 SAVE_CHOICES = ("masks", "overlays", "video")
@@ -42,13 +42,8 @@ def parse_save(values) -> Optional[Set[str]]:
     return chosen - {"none"}
 
 
-def write_mask_png(path: Path, mask: np.ndarray, palette: np.ndarray) -> None:
+def write_mask_png(path: Path, image) -> None:
     """A palette PNG (mode P: opens as colours, reads back as class indices); 16-bit grey past 256 classes."""
-    if mask.dtype == np.uint8:
-        image = Image.fromarray(mask)
-        image.putpalette(flat_palette(palette))  # an L image with a palette becomes P, indices untouched
-    else:
-        image = Image.fromarray(mask.astype(np.uint16))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
@@ -156,21 +151,24 @@ class Outputs:
 
     def write(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         name = self._unique(name)
+        paletted = mask_image(mask, self.palette)  # one P image serves the PNG and the overlay's colours
         if "masks" in self.current:
-            write_mask_png(self.out / "masks" / f"{name}.png", mask, self.palette)
+            write_mask_png(self.out / "masks" / f"{name}.png", paletted)
             self.written["masks"] += 1
         needs_overlay = "overlays" in self.current or self.video is not None or self.window is not None
         if not needs_overlay:
             return
-        blended = overlay(image, mask, self.palette, self.alpha)
+        blended = blend(Image.fromarray(image), mask, self.palette, self.alpha, paletted)
         if "overlays" in self.current:
             with atomic_path(self.out / "overlays" / f"{name}.jpg") as tmp:
-                Image.fromarray(blended).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+                blended.save(tmp, format="JPEG", quality=JPEG_QUALITY)
             self.written["overlays"] += 1
-        if self.video is not None:
-            self.video.write(blended)
-        if self.window is not None and not self.window.show(blended):
-            self.stopped = True
+        if self.video is not None or self.window is not None:
+            rgb = np.asarray(blended)
+            if self.video is not None:
+                self.video.write(rgb)
+            if self.window is not None and not self.window.show(rgb):
+                self.stopped = True
 
     def end(self) -> Optional[Path]:
         """Finish the current source's video (complete, playable) and return its path."""

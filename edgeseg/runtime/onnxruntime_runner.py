@@ -43,6 +43,9 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(path, input_shape, precision, device)
         self.threads = threads
         self.optimize = optimize
+        # ONNX Runtime's idle workers busy-wait for the next op: fastest when inference is all the host does,
+        # but it takes the cores from decode/encode threads running beside it (predict turns it off)
+        self.spin_wait = True
         self.session = None
 
     def _activate_impl(self) -> None:
@@ -55,6 +58,8 @@ class OnnxRuntimeRunner(Runner):
                                             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if not self.spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(self.path, options, providers=providers_for(self.device))
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
