@@ -139,3 +139,48 @@ def test_student_starts_from_the_backbone_file(tiny_teacher, tiny_data, tmp_path
 
     # one epoch of training moves the weights a little; a scratch student is nowhere near the file
     assert distance_to_file("pretrained.pt") < 0.1 * distance_to_file("scratch.pt")
+
+
+def _cached_segmentation_weights(num_classes: int = 21):
+    """A seeded LR-ASPP state_dict where torchvision's cache keeps COCO_WITH_VOC_LABELS_V1."""
+    from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights, lraspp_mobilenet_v3_large
+
+    from edgeseg.arch.backbones import cached_weights_file
+
+    torch.manual_seed(5)
+    state = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes).state_dict()
+    path = cached_weights_file(LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1)
+    return state, path
+
+
+def test_torchvision_segmentation_weights_by_name_offline(tiny_data, tmp_path, empty_torch_home):
+    from edgeseg.arch.backbones import load_segmentation_weights
+
+    arch = "torchvision:lraspp_mobilenet_v3_large"
+    state, cached = _cached_segmentation_weights()
+    result = CliRunner().invoke(cli, ["train", "--arch", arch, "--weights", "COCO_WITH_VOC_LABELS_V1", "--data",
+                                      str(tiny_data), "--epochs", "1", "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2 and cached.name in result.output and str(cached.parent) in result.output
+    with pytest.raises(ConfigError, match="no weights NOPE .* COCO_WITH_VOC_LABELS_V1"):
+        load_segmentation_weights(create_model(arch, 21), arch, "NOPE", allow_new_classes=True)
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+
+    teacher = create_model(arch, 21)  # a teacher: every tensor, the 21 VOC classes
+    load_segmentation_weights(teacher, arch, "COCO_WITH_VOC_LABELS_V1", allow_new_classes=False)
+    assert all(torch.equal(v, state[k[len("net."):]]) for k, v in teacher.state_dict().items())
+    with pytest.raises(InputFileError, match="21 classes must be the data's"):
+        load_segmentation_weights(create_model(arch, 5), arch, "COCO_WITH_VOC_LABELS_V1", allow_new_classes=False)
+
+    start = create_model(arch, 5)  # a starting point for 5 classes: all but the class layers
+    fresh = {k: v.clone() for k, v in start.state_dict().items()}
+    report = load_segmentation_weights(start, arch, "COCO_WITH_VOC_LABELS_V1", allow_new_classes=True)
+    assert sorted(report["reinitialised"]) == sorted(k for k in fresh if "_classifier." in k)
+    for key, value in start.state_dict().items():
+        expected = fresh[key] if key in report["reinitialised"] else state[key[len("net."):]]
+        assert torch.equal(value, expected), key
+
+    # as a teacher by name: its classes must be the data's (tiny_data has fewer than VOC's 21)
+    result = CliRunner().invoke(cli, ["distill", arch, "--teacher-weights", "COCO_WITH_VOC_LABELS_V1", "--data",
+                                      str(tiny_data), "--epochs", "1", "--out", str(tmp_path / "s.pt")])
+    assert result.exit_code == 2 and "21 classes must be the data's" in result.output, result.output

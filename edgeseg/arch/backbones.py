@@ -93,10 +93,14 @@ def _weights_enum(network: str):
     return get_model_weights(network).DEFAULT
 
 
+def cached_weights_file(weights) -> Path:
+    """Where torchvision's loader keeps (and looks for) the file of a weights enum member."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
 def cached_imagenet_file(network: str) -> Path:
     """Where torchvision's loader keeps (and looks for) the ImageNet weights of ``network``."""
-    url = _weights_enum(network).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return cached_weights_file(_weights_enum(network))
 
 
 def _missing_imagenet_sentence(arch: str, network: str) -> str:
@@ -230,3 +234,51 @@ def check_backbone_option(weights: Optional[str]) -> Optional[str]:
                              f"check the path.")
     return weights
 
+
+
+# torchvision's pretrained segmentation models, by the names edgeseg knows them under
+_SEGMENTATION_NAMES = {"deeplabv3-resnet50": "deeplabv3_resnet50", "fcn-resnet50": "fcn_resnet50",
+                       "deeplabv3-mobilenetv3-large": "deeplabv3_mobilenet_v3_large",
+                       "lraspp-mobilenetv3-large": "lraspp_mobilenet_v3_large"}
+
+
+def load_segmentation_weights(model: nn.Module, arch: str, weights: str, *, allow_new_classes: bool) -> dict:
+    """Load torchvision's pretrained segmentation weights ``weights`` (e.g. COCO_WITH_VOC_LABELS_V1) into ``model``.
+
+    Read only from torchvision's cache, like ``imagenet`` above. With ``allow_new_classes``
+    (a starting point for another dataset) the class layers whose width differs keep
+    their fresh initialisation; otherwise (a teacher) every tensor must fit.
+
+    >>> load_segmentation_weights(model, "torchvision:deeplabv3_resnet50", "COCO_WITH_VOC_LABELS_V1",
+    ...                           allow_new_classes=True)  # doctest: +SKIP
+    """
+    from torchvision.models import get_model_weights
+
+    from edgeseg.console import say
+    from edgeseg.foreign_checkpoint import fit_state_dict
+
+    name = arch.split(":", 1)[1] if arch.startswith("torchvision:") else _SEGMENTATION_NAMES.get(arch)
+    if name is None:
+        raise ConfigError(f"--weights loads torchvision's pretrained segmentation models; {arch} is not one (use "
+                          f"torchvision:NAME or {', '.join(sorted(_SEGMENTATION_NAMES))}).")
+    choices = get_model_weights(name)
+    if weights not in choices.__members__:
+        raise ConfigError(f"torchvision has no weights {weights} for {name}; choose one of: "
+                          f"{', '.join(choices.__members__)}.")
+    enum = choices[weights]
+    path = cached_weights_file(enum)
+    if not path.is_file():
+        raise InputFileError(f"torchvision's {name} weights {weights} are not in its cache and edgeseg never "
+                             f"downloads: put {path.name} ({enum.url}) in {path.parent}/ (the folder follows "
+                             f"TORCH_HOME), or give a checkpoint file with --arch {arch}.")
+    state_dict = {k: v for k, v in enum.get_state_dict(progress=False).items() if not k.startswith("aux_classifier.")}
+    fitting, (missing, _unexpected, mismatched) = fit_state_dict(model, state_dict)
+    unfilled = [k for k in missing if k not in mismatched] + ([] if allow_new_classes else list(mismatched))
+    if unfilled:
+        raise InputFileError(f"torchvision's {name} {weights} does not fit this model ({len(unfilled)} tensors "
+                             f"missing or of another shape, e.g. {', '.join(unfilled[:3])}); as a teacher its "
+                             f"{len(enum.meta.get('categories') or [])} classes must be the data's.")
+    model.load_state_dict(fitting, strict=False)
+    say(f"{arch} initialised from torchvision's {weights}: {len(fitting)} tensors"
+        + (f"; {len(mismatched)} class-layer tensors start fresh for the new classes" if mismatched else ""))
+    return {"source": f"torchvision {name} {weights}", "matched": len(fitting), "reinitialised": list(mismatched)}

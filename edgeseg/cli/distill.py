@@ -8,6 +8,9 @@ from edgeseg.cli.options import training_options, trust_checkpoint
 @click.option("--teacher-arch", default=None,
               help="Architecture of a bare state_dict teacher: a registered name or torchvision:NAME "
                    "(e.g. torchvision:deeplabv3_resnet101).")
+@click.option("--teacher-weights", default=None,
+              help="TEACHER is torchvision:NAME with these pretrained weights from torchvision's local cache "
+                   "(e.g. COCO_WITH_VOC_LABELS_V1); never downloaded.")
 @click.option("--student", default="mobilenetv3", show_default=True, help="Registered student architecture.")
 @click.option("--data", required=True, help="Dataset folder or 'synthetic'.")
 @click.option("--out", default="student.pt", show_default=True, help="Student checkpoint to write.")

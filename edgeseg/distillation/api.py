@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from edgeseg.arch import canonical_name, create_model
 from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
-from edgeseg.checkpoint import load_model
+from edgeseg.checkpoint import LoadedModel, load_model
 from edgeseg.console import say
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.distillation.losses import match_size, pixel_kl
@@ -45,6 +45,16 @@ def _pairs(feature_pairs) -> list:
     return pairs
 
 
+def _pretrained_teacher(name: str, weights: str, info) -> LoadedModel:
+    """torchvision's pretrained segmentation model ``name`` (torchvision:NAME) with its ``weights``, as the teacher."""
+    from edgeseg.arch.backbones import load_segmentation_weights
+
+    arch = canonical_name(name)
+    model = create_model(arch, info.num_classes)
+    load_segmentation_weights(model, arch, weights, allow_new_classes=False)
+    return LoadedModel(model.eval(), arch, info.num_classes, None, info, rebuildable=False)
+
+
 def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", epochs: int = 30,
             batch_size: int = 8, optimizer: str = "adamw", lr: Optional[float] = None, weight_decay: float = 1e-4,
             temperature: float = 4.0, kd_weight: float = 1.0, loss: str = "kl", loss_weights: Optional[dict] = None,
@@ -52,7 +62,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             seed: int = 0, val_every: int = 5, trust_checkpoint: bool = False, threads: Optional[int] = None,
             resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
-            tensorboard: bool = True, backbone_weights: Optional[str] = None) -> dict:
+            tensorboard: bool = True, backbone_weights: Optional[str] = None,
+            teacher_weights: Optional[str] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -63,7 +74,9 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     with ``teacher_arch`` (a registered name, or ``torchvision:NAME`` such as
     ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
     ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
-    encoder starts from ``backbone_weights`` as in ``train``. Returns the student's sidecar.
+    encoder starts from ``backbone_weights`` as in ``train``. A teacher may also be
+    torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
+    with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache. Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
@@ -79,7 +92,11 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     student_arch = canonical_name(student)
     train_split, val_split = training_splits(data)
     info = train_split.info
-    loaded = load_model(teacher, trust_checkpoint=trust_checkpoint, arch=teacher_arch, num_classes=info.num_classes)
+    if teacher_weights:
+        loaded = _pretrained_teacher(teacher, teacher_weights, info)
+    else:
+        loaded = load_model(teacher, trust_checkpoint=trust_checkpoint, arch=teacher_arch,
+                            num_classes=info.num_classes)
     check_classes(loaded.num_classes, info, f"Teacher {teacher}")
     if input_size:
         height, width = parse_size(input_size)

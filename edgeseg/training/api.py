@@ -14,6 +14,7 @@ from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.arch.profile import count_macs, count_params
 from edgeseg.checkpoint import save_checkpoint
 from edgeseg.console import say
+from edgeseg.errors import ConfigError
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
@@ -36,12 +37,15 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
           val_every: int = 5, arch_args: Optional[dict] = None, threads: Optional[int] = None,
           resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
           device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True,
-          backbone_weights: Optional[str] = None) -> dict:
+          backbone_weights: Optional[str] = None, weights: Optional[str] = None) -> dict:
     """Train ``arch`` on ``data`` and write an edgeseg checkpoint to ``out``.
 
     ``backbone_weights`` starts the encoder from ImageNet: "imagenet" (torchvision's
     weights, from its local cache only), a classification checkpoint file, or "scratch";
     by default ImageNet when it is already cached, else scratch (see arch/backbones.py).
+    ``weights`` starts the whole model from torchvision's pretrained segmentation weights
+    of that name (``arch`` torchvision:NAME, e.g. COCO_WITH_VOC_LABELS_V1), the class
+    layers re-initialised when the data has other classes.
 
     Cross-entropy with the dataset's ignore index, poly LR, joint scale/crop/flip/colour
     augmentation. The best validated weights also go to ``<out stem>.best.pt``. Under
@@ -60,17 +64,25 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
     spec = default_input_spec(train_split, input_size)
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, **(arch_args or {}))
-    backbone = load_backbone_weights(model, arch, check_backbone_option(backbone_weights))
+    if weights and backbone_weights:
+        raise ConfigError("--weights already initialises the whole model; drop --backbone-weights.")
+    if weights:
+        from edgeseg.arch.backbones import load_segmentation_weights
+
+        load_segmentation_weights(model, arch, weights, allow_new_classes=True)
+    backbone = None if weights else load_backbone_weights(model, arch, check_backbone_option(backbone_weights))
     if backbone is not None:  # the model is normalised as its pretrained weights were
         spec = replace(spec, mean=backbone.mean, std=backbone.std)
     main_process = distributed.current().is_main
     if main_process:
-        say(f"Training {arch} {'from scratch' if backbone is None else 'from a pretrained backbone'} on {len(train_split)} images of {train_split.root} at "
+        start = "from torchvision's " + weights if weights else "from a pretrained backbone" if backbone else \
+            "from scratch"
+        say(f"Training {arch} {start} on {len(train_split)} images of {train_split.root} at "
             f"{spec.height}x{spec.width} ({info.num_classes} classes)")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args,
-                          extra={"backbone_weights": backbone.to_dict()} if backbone else None)
+                          extra={"backbone_weights": backbone.to_dict() if backbone else None, "weights": weights})
     history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index), config,
                   num_classes=info.num_classes, ignore_index=info.ignore_index, description=f"train {arch}",
                   checkpoint_to=out, resume=resume, on_best=writer.best)
