@@ -125,8 +125,8 @@ def _from_foreign(state_dict: dict, file_format: str, path: Path, facts: ModelFa
     from edgeseg.foreign_checkpoint import load_foreign_weights
 
     if facts.arch is None:
-        raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which architecture it is "
-                          f"with --arch NAME (a registered name, torchvision:NAME, smp:ARCH:ENCODER or file.py:fn).")
+        raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which architecture "
+                          f"it is with --arch NAME (a registered name, torchvision:NAME, smp:ARCH:ENCODER or file.py:fn).")
     found = classes_in_state_dict(state_dict)
     num_classes = facts.num_classes or (found if found > 1 else None)
     if num_classes is None:

@@ -13,7 +13,7 @@ DEPLOY_MODULES = ["edgeseg/runtime", "edgeseg/benchmark", "edgeseg/data/dataset.
                   "edgeseg/data/synthetic.py", "edgeseg/metrics.py", "edgeseg/artifact_info.py", "edgeseg/sidecar.py",
                   "edgeseg/spec.py", "edgeseg/fileio.py", "edgeseg/errors.py", "edgeseg/console.py",
                   "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py", "edgeseg/device_info.py",
-                  "edgeseg/foreign_onnx.py", "edgeseg/predict", "edgeseg/report/figures.py"]
+                  "edgeseg/foreign_onnx.py", "edgeseg/data/layouts.py", "edgeseg/predict", "edgeseg/report/figures.py"]
 
 NO_TORCH = """
 import sys

@@ -22,8 +22,9 @@ def _arch_args(pairs):
 @click.option("--out", default=None, help="Checkpoint to write [default: ARCH.pt].")
 @click.option("--arch-arg", multiple=True, help="Constructor argument KEY=VALUE, e.g. base_channels=16.")
 @click.option("--weights", default=None,
-              help="Start from torchvision's pretrained segmentation weights of this name (with --arch torchvision:NAME, "
-                   "e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's local cache, never downloaded.")
+              help="Start from torchvision's pretrained segmentation weights of this name (with --arch "
+                   "torchvision:NAME, e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's local cache, never "
+                   "downloaded.")
 @training_options
 def train_command(arch, data, out, arch_arg, **options):
     """Train an architecture (from scratch, an ImageNet backbone, or torchvision's pretrained weights).

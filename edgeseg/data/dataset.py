@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeseg.data.images import list_images, read_image, read_label
+from edgeseg.data.images import list_images, read_colour_label, read_image, read_label
 from edgeseg.errors import DataError
 from edgeseg.spec import DatasetInfo
 
@@ -28,6 +28,7 @@ class SegmentationSplit:
     info: DatasetInfo
     root: Path
     label_map: Optional[np.ndarray] = None  # lookup table raw label value -> class index
+    label_colours: Optional[np.ndarray] = None  # Kx3 palette: labels are RGB colour-coded PNGs, colour k is class k
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -43,7 +44,10 @@ class SegmentationSplit:
         path = self.pairs[index][1]
         if path is None:
             raise DataError(f"{self.pairs[index][0]} has no label; labelled data is needed here.")
-        label = read_label(path)
+        if self.label_colours is not None:
+            label = read_colour_label(path, self.label_colours, self.info.ignore_index)
+        else:
+            label = read_label(path)
         if self.label_map is not None:
             label = self.label_map[label]
         self._check_label_values(label, path)
@@ -59,7 +63,8 @@ class SegmentationSplit:
                 f"index {info.ignore_index}; fix the labels or num_classes/ignore_index in dataset.yaml.")
 
     def subset(self, indices: Sequence[int]) -> "SegmentationSplit":
-        return SegmentationSplit([self.pairs[i] for i in indices], self.info, self.root, self.label_map)
+        return SegmentationSplit([self.pairs[i] for i in indices], self.info, self.root, self.label_map,
+                                 self.label_colours)
 
 
 def load_dataset_yaml(path: Path) -> Optional[DatasetInfo]:
@@ -164,6 +169,9 @@ def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool 
         raise DataError(f"--data {root} is a file; give a folder with images/ and labels/ (or train/ and val/).")
     if (root / "leftImg8bit").is_dir():
         return _cityscapes_split(root, split)
+    known = _known_layout_split(root, split)
+    if known is not None:
+        return known
     if (root / "images").is_dir():
         split_dir = root
     elif (root / split / "images").is_dir():
@@ -175,14 +183,73 @@ def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool 
     pairs = _pair_folder(split_dir)
     if require_labels and pairs[0][1] is None:
         raise DataError(f"{split_dir} has no labels/ folder; labelled data is needed here.")
-    info = None
-    for candidate in (split_dir / "dataset.yaml", split_dir.parent / "dataset.yaml"):
-        if candidate.exists():
-            info = load_dataset_yaml(candidate)
-            break
+    yaml_path = next((c for c in (split_dir / "dataset.yaml", split_dir.parent / "dataset.yaml") if c.exists()), None)
+    return _with_labels_described(pairs, split_dir, yaml_path)
+
+
+def _known_layout_split(root: Path, split: str) -> Optional[SegmentationSplit]:
+    """Pascal VOC 2012, ADE20K or MMSegmentation's img_dir/ann_dir at ``root``, else None."""
+    from edgeseg.data import layouts
+
+    voc = layouts.find_voc_root(root)
+    if voc is not None:
+        return SegmentationSplit(layouts.voc_pairs(voc, split), layouts.voc_info(), voc)
+    ade = layouts.find_ade_root(root)
+    if ade is not None:
+        return SegmentationSplit(layouts.ade_pairs(ade, split), layouts.ade_info(), ade,
+                                 layouts.reduce_zero_label_lut())
+    if layouts.is_mmseg_root(root):
+        pairs = layouts.mmseg_pairs(root, split)
+        yaml_path = root / "dataset.yaml"
+        return _with_labels_described(pairs, root, yaml_path if yaml_path.exists() else None)
+    return None
+
+
+def _with_labels_described(pairs, root: Path, yaml_path: Optional[Path]) -> SegmentationSplit:
+    """A split whose label meaning comes from dataset.yaml (classes, palette, label_format, reduce_zero_label)."""
+    options = _yaml_options(yaml_path) if yaml_path else {}
+    info = load_dataset_yaml(yaml_path) if yaml_path else None
+    lut = None
+    if options.get("reduce_zero_label"):
+        from edgeseg.data.layouts import reduce_zero_label_lut
+
+        lut = reduce_zero_label_lut()
+    colours = None
+    if _colour_coded(pairs, options):
+        if info is None or len(info.palette) != info.num_classes:
+            raise DataError(f"The labels in {root} are RGB colour-coded; list one colour per class as `palette` in "
+                            f"dataset.yaml (with num_classes) so edgeseg can map them to classes.")
+        colours = np.asarray(info.palette, dtype=np.int32)
     if info is None:
-        info = _infer_info_from_labels(pairs, split_dir.name)
-    return SegmentationSplit(pairs, info, split_dir)
+        info = _infer_info_from_labels(pairs, root.name)
+    return SegmentationSplit(pairs, info, root, lut, colours)
+
+
+def _yaml_options(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return {}  # load_dataset_yaml reports it
+    return {"label_format": str(data.get("label_format", "auto")).lower(),
+            "reduce_zero_label": bool(data.get("reduce_zero_label", False))}
+
+
+def _colour_coded(pairs, options: dict) -> bool:
+    """label_format: rgb says so; by default the first label's own mode does."""
+    label_format = options.get("label_format", "auto")
+    if label_format in ("rgb", "color", "colour"):
+        return True
+    if label_format != "auto":
+        return False
+    first = next((label for _, label in pairs if label is not None), None)
+    if first is None:
+        return False
+    from PIL import Image
+
+    with Image.open(first) as image:
+        return image.mode in ("RGB", "RGBA")
 
 
 def dataset_info(data: str | Path) -> Optional[DatasetInfo]:

@@ -43,8 +43,30 @@ def read_label(path: str | Path) -> np.ndarray:
     image = _open(path)
     if image.mode not in ("L", "P"):
         raise DataError(
-            f"Label {path} has mode {image.mode}; labels must be single-channel 8-bit PNGs holding class indices.")
+            f"Label {path} has mode {image.mode}; labels must be single-channel 8-bit PNGs holding class indices, "
+            f"or RGB colour-coded PNGs with the colours listed as `palette` in dataset.yaml.")
     return np.asarray(image)
+
+
+def read_colour_label(path: str | Path, palette: np.ndarray, ignore_index: int) -> np.ndarray:
+    """An HxW uint8 class map from an RGB colour-coded label: the pixel's colour's index in ``palette``.
+
+    Colours not in the palette (void, or anti-aliased edges) become ``ignore_index``.
+    """
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in ("RGB", "RGBA", "P"):
+        raise DataError(f"Label {path} has mode {image.mode}, but dataset.yaml's label_format is rgb; give RGB "
+                        f"colour-coded PNGs or drop label_format.")
+    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    palette = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+    keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    at = np.clip(np.searchsorted(sorted_keys, codes), 0, len(sorted_keys) - 1)
+    found = sorted_keys[at] == codes
+    return np.where(found, order[at], ignore_index).astype(np.uint8)
 
 
 def list_images(folder: Path) -> List[Path]:

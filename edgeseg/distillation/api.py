@@ -76,7 +76,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
     encoder starts from ``backbone_weights`` as in ``train``. A teacher may also be
     torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
-    with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache. Returns the student's sidecar.
+    with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache.
+    Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """

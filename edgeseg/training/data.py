@@ -28,7 +28,9 @@ def training_splits(data: str | Path) -> Tuple[SegmentationSplit, Optional[Segme
     if str(data).lower() == "synthetic":
         return train, resolve_split(data, "val")
     root = Path(data)
-    has_val = (root / "val" / "images").is_dir() or (root / "leftImg8bit" / "val").is_dir()
+    from edgeseg.data.layouts import has_split
+
+    has_val = (root / "val" / "images").is_dir() or (root / "leftImg8bit" / "val").is_dir() or has_split(root, "val")
     return train, (resolve_split(data, "val") if has_val else None)
 
 
