@@ -231,3 +231,119 @@ def test_runner_refuses_a_batch_outside_the_engine_profile():
     runner.input_name, runner.input_dtype, runner.output_name, runner.output_dtype = "input", np.float32, "o", np.float32
     with pytest.raises(EdgesegError, match="batch profile is 1:1:4"):
         runner._infer_impl(np.zeros((8, 3, 8, 8), np.float32))
+
+
+def test_runner_reads_engine_dtypes_without_trt_nptype():
+    """TensorRT 8.5.2's trt.nptype raises under numpy >= 1.24, which JetPack 5 installs."""
+    import numpy as np
+
+    from edgeseg.runtime.tensorrt_runner import numpy_dtype
+    from tests.trt_double import DataType
+
+    trt = fake_tensorrt("8.5.2")
+    with pytest.raises(AttributeError):
+        trt.nptype(DataType.HALF)
+    assert [numpy_dtype(trt, t) for t in (DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32)] == \
+        [np.float32, np.float16, np.int8, np.int32]
+
+
+def test_pinning_skips_constants_and_shape_layers_unless_the_user_named_them(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.engine.tensorrt_build import _pin_layer_precisions
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu"), helper.make_node("Shape", ["y"], ["s"], name="shape"),
+         helper.make_node("Constant", [], ["c"], name="const",
+                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+         helper.make_node("Add", ["y", "c"], ["z"], name="add")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("s", TensorProto.INT64, None)])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    trt = use_tensorrt(monkeypatch, "10.3.0")
+    network = trt.Builder(None).create_network(0)
+    assert trt.OnnxParser(network, None).parse_from_file(str(path))
+    names = {"relu", "shape", "const", "add"}
+    _pin_layer_precisions(trt, network, dict.fromkeys(names, "fp32"), names)
+    pinned = {layer.onnx_node for layer in network.layers if layer.precision is not None}
+    assert pinned == {"relu", "add"}
+    with pytest.raises(ConfigError, match="does not have: const"):
+        _pin_layer_precisions(trt, network, {"const": "fp32"}, names, required={"const"})
+
+
+def test_a_foreign_onnx_with_a_fixed_batch_gets_that_batch(calibrated, monkeypatch):
+    import onnx
+
+    model = onnx.load(str(calibrated / "student.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(calibrated / "fixed.onnx"))
+    shutil.copy(calibrated / "student.onnx.json", calibrated / "fixed.onnx.json")
+    use_tensorrt(monkeypatch, "10.3.0")
+    assert build(calibrated, "fixed.onnx", fp16=True)["engine"]["batch"] == {"min": 1, "opt": 1, "max": 1}
+    with pytest.raises(ConfigError, match="fixed batch of 1"):
+        build(calibrated, "fixed.onnx", fp16=True, shape="1:2:4")
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["build-engine", str(calibrated / "fixed.onnx"), "--fp16", "--print-trtexec",
+                                      "--trt-version", "10.3.0", "--timing-cache", "none"])
+    assert result.exit_code == 0 and "--minShapes" not in result.output  # trtexec refuses shapes for a static model
+
+
+def test_a_layer_pinned_to_fp16_needs_fp16_allowed():
+    from edgeseg.engine.tensorrt_build import make_plan
+
+    with pytest.raises(ConfigError, match="needs --fp16 too"):
+        make_plan("10.3.0", fp16=False, int8=False, onnx_is_qdq=False, has_cache=False,
+                  layer_precisions={"/head/Conv": "fp16"})
+    assert make_plan("10.3.0", fp16=True, int8=False, onnx_is_qdq=False, has_cache=False,
+                     layer_precisions={"/head/Conv": "fp16"}).obey_precision_constraints
+
+
+def test_a_cache_for_trtexec_needs_the_exact_version(calibrated):
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["build-engine", str(calibrated / "student.onnx"), "--int8", "--print-trtexec",
+                                      "--trt-version", "8.5", "--timing-cache", "none"])
+    assert result.exit_code != 0 and "major.minor.patch" in result.output
+    assert not list(calibrated.glob("*.trt*.cache"))
+
+
+def test_tensorrt_refuses_an_asymmetric_qdq_model_in_one_sentence(calibrated, monkeypatch):
+    import json
+
+    sidecar = calibrated / "student.int8.onnx.json"
+    meta = json.loads(sidecar.read_text())
+    meta["quantization"]["symmetric"] = False
+    sidecar.write_text(json.dumps(meta))
+    use_tensorrt(monkeypatch, "10.3.0")
+    with pytest.raises(ConfigError, match="calibrated with --asymmetric"):
+        build(calibrated, int8=True)
+
+
+def test_placement_summary_ends_where_the_log_moves_on():
+    from edgeseg.engine.tensorrt_build import layer_placement
+
+    lines = ["---------- Layers Running on DLA ----------", "[DlaLayer] {ForeignNode[a...b]}",
+             "---------- Layers Running on GPU ----------", "[GpuLayer] RESIZE: up",
+             "Total Activation Memory: 1234, Total Weights: 99", "[MemUsageChange] ..."]
+    placement = layer_placement(lines, None)
+    assert placement["dla_layers"] == ["{ForeignNode[a...b]}"] and placement["gpu_layers"] == ["RESIZE: up"]
+    old = layer_placement(["--------------- Layers running on DLA: ", "{conv1,bn1}, {conv2,relu2},",
+                           "--------------- Layers running on GPU: ", "Resize_7, Shape_3", "Something else"], None)
+    assert old["dla_layers"] == ["{conv1,bn1}", "{conv2,relu2}"] and old["gpu_layers"] == ["Resize_7", "Shape_3"]
+
+
+@pytest.mark.parametrize("built,running,ok", [("10.3.0", "10.7.0", True), ("10.7.0", "10.3.0", False),
+                                              ("8.6.1", "10.3.0", True), ("8.6.1", "11.4.0", False),
+                                              ("10.3.0", "11.4.0", True), ("8.5.2", "10.3.0", False)])
+def test_version_compatible_engines_run_where_nvidia_supports_them(built, running, ok):
+    from edgeseg.runtime.tensorrt_runner import version_compatible_with
+
+    assert version_compatible_with(built, running) is ok

@@ -53,7 +53,14 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
     trt.__version__ = version
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
-    trt.nptype = lambda dtype: dtype.value
+
+    def nptype(dtype):
+        if version.startswith("8.5.") and int(version.split(".")[2]) < 3:
+            # 8.5.2 builds its table with np.bool, which numpy 1.24 removed (fixed in 8.5.3)
+            raise AttributeError("module 'numpy' has no attribute 'bool'")
+        return dtype.value
+
+    trt.nptype = nptype
 
     def enum(**members):
         return types.SimpleNamespace(**{k: v for k, v in members.items() if v is not None})
@@ -90,14 +97,21 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
 
     trt.Logger, trt.ILogger = Logger, ILogger
 
-    class Layer:
-        __slots__ = ("name", "metadata", "num_outputs", "_precision", "output_types", "onnx_node") if major >= 10 \
-            else ("name", "num_outputs", "_precision", "output_types", "onnx_node")
+    trt.LayerType = enum(CONVOLUTION="CONVOLUTION", SHAPE="SHAPE", CONSTANT="CONSTANT", GATHER="GATHER",
+                         ELEMENTWISE="ELEMENTWISE")
 
-        def __init__(self, name, node):
+    class Layer:
+        __slots__ = ("name", "metadata", "num_outputs", "_precision", "output_types", "onnx_node", "type", "outputs") \
+            if major >= 10 else ("name", "num_outputs", "_precision", "output_types", "onnx_node", "type", "outputs")
+
+        def __init__(self, name, node, layer_type, output):
             self.name, self.num_outputs, self._precision, self.output_types, self.onnx_node = name, 1, None, {}, node
+            self.type, self.outputs = layer_type, [output]
             if major >= 10:
                 self.metadata = f"[ONNX Layer: {node}]"
+
+        def get_output(self, index):
+            return self.outputs[index]
 
     if major < 11:  # TensorRT 11's strongly typed networks have no per-layer precision
         def _get_precision(self):
@@ -115,10 +129,12 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
         Layer.set_output_type = set_output_type
 
     class Tensor:
-        __slots__ = ("name",)
+        __slots__ = ("name", "shape", "dtype", "is_execution_tensor")
 
-        def __init__(self, name):
-            self.name = name
+        def __init__(self, name, shape=(), dtype=DataType.FLOAT):
+            self.name, self.shape, self.dtype = name, tuple(shape), dtype
+            # shape arithmetic (INT32 in TensorRT) runs at build time, not in the engine
+            self.is_execution_tensor = dtype in (DataType.FLOAT, DataType.HALF)
 
     class Network:
         __slots__ = ("flags", "layers", "inputs")
@@ -157,17 +173,27 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
             import onnx
 
             model = onnx.load(path)
-            self.network.inputs = [Tensor(i.name) for i in model.graph.input]
+            self.network.inputs = [Tensor(i.name, [d.dim_value if d.HasField("dim_value") else -1
+                                                   for d in i.type.tensor_type.shape.dim]) for i in model.graph.input]
+            inferred = onnx.shape_inference.infer_shapes(model).graph
+            floats = {v.name for v in list(inferred.value_info) + list(inferred.output)
+                      if v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
             counter = 0
             taken = set()
             for node in model.graph.node:
+                if node.op_type == "Constant":
+                    continue  # the parser turns a Constant node into weights, not a layer
+                is_float = all(output in floats for output in node.output)
+                layer_type = trt.LayerType.SHAPE if node.op_type == "Shape" else \
+                    trt.LayerType.CONVOLUTION if node.op_type == "Conv" else trt.LayerType.ELEMENTWISE
                 for _ in range(2):  # every node becomes two layers, named as onnx-tensorrt names them
                     name = node.name
                     while name in taken:
                         name = f"{node.name}_{counter}"
                         counter += 1
                     taken.add(name)
-                    self.network.layers.append(Layer(name, node.name))
+                    output = Tensor(f"{name}_out", dtype=DataType.FLOAT if is_float else DataType.INT32)
+                    self.network.layers.append(Layer(name, node.name, layer_type, output))
             return True
 
     class TimingCache:
@@ -278,6 +304,17 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
                     if calibrator.get_batch([network.get_input(0).name]) is None:
                         return self._fail("Calibration failure occurred with no scaling factors detected.")
             pinned = sorted(layer.name for layer in network.layers if major < 11 and layer.precision is not None)
+            for layer in network.layers:
+                if layer.name in pinned and not layer.get_output(0).is_execution_tensor:
+                    return self._fail(f"{layer.name}: a shape tensor's type must be INT32")
+                if layer.name in pinned and layer.precision == trt.float16 and trt.BuilderFlag.FP16 not in config.flags:
+                    return self._fail("fp16 precision has been set for a layer or layer output, but fp16 is not "
+                                      "configured in the builder")
+            for input_tensor in network.inputs:
+                for low, opt, high in (p.shapes[input_tensor.name] for p in config.profiles):
+                    for dim, fixed in enumerate(input_tensor.shape):
+                        if fixed > 0 and not low[dim] == opt[dim] == high[dim] == fixed:
+                            return self._fail(f"{input_tensor.name}: profile must equal the fixed dimension {dim}")
             if on_dla:
                 self._log_placement(network, config)
             engine = {"version_compatible": trt.BuilderFlag.VERSION_COMPATIBLE in config.flags, "pinned": pinned,
@@ -330,10 +367,10 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
             return Inspector(self.record["layers"])
 
     class Runtime:
-        __slots__ = ("logger", "engine_host_code_allowed")
+        __slots__ = ("logger", "engine_host_code_allowed", "DLA_core")
 
         def __init__(self, logger):
-            self.logger, self.engine_host_code_allowed = logger, False
+            self.logger, self.engine_host_code_allowed, self.DLA_core = logger, False, -1
 
         def deserialize_cuda_engine(self, serialized):
             data = bytes(serialized)

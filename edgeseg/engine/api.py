@@ -89,7 +89,13 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise ConfigError(f"Unknown --backend '{backend}'; choose auto, tensorrt or onnxruntime.")
     batch = parse_batch_shape(shape, max_batch)
-    if dla_core is not None:
+    fixed = onnx_fixed_batch(model_path)
+    if fixed is not None:  # TensorRT takes only MIN = OPT = MAX = N for a batch fixed in the graph
+        if shape and batch != (fixed,) * 3:
+            raise ConfigError(f"{model_path.name} has a fixed batch of {fixed}; drop --shape or export the model with "
+                              f"a dynamic batch (edgeseg export does).")
+        batch = (fixed,) * 3
+    elif dla_core is not None:
         from edgeseg.engine.tensorrt_build import static_dla_batch
 
         batch = static_dla_batch(batch, shape_given=bool(shape))
@@ -123,6 +129,8 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         say("[yellow]--dla-core, --layer-precision and --shape apply to TensorRT engines only; ignored for ONNX "
             "Runtime[/yellow]")
     if use_trt:
+        if is_qdq:
+            require_symmetric(meta, model_path.name)
         out_path = check_output_path(out or model_path.with_name(f"{base}.{precision}.engine"))
         say(f"Backend: TensorRT {why} (found with a CUDA device)")
         from edgeseg.engine.tensorrt_build import build_engine_file, default_timing_cache, make_plan
@@ -225,6 +233,9 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         source, is_qdq = model_path.with_name(f"{base}.int8.onnx"), True
         if not source.exists():
             raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
+        require_symmetric(read_sidecar(source) or {}, source.name)
+    elif is_qdq:
+        require_symmetric(meta, model_path.name)
     precisions = dict(dict.fromkeys(float_layers, "fp32"), **precisions)
     plan = make_plan(version, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=use_cache,
                      float_layers=bool(float_layers), layer_precisions=precisions, dla_core=dla_core,
@@ -237,6 +248,7 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         default_timing_cache(version) if timing_cache == "default" else Path(timing_cache))
     command = trtexec_command(plan, source, engine, input_name=(meta.get("onnx") or {}).get("input", "input"),
                               input_shape=(3, spec.height, spec.width), batch=batch, workspace_mb=workspace_mb,
+                              static_batch=onnx_fixed_batch(source) is not None,
                               calibration_cache=headed_cache, timing_cache=cache_path,
                               layer_precisions=precisions)
     click.echo(command)
@@ -248,7 +260,29 @@ def cache_for_tensorrt(cache: Path, version: str) -> Path:
     from edgeseg.fileio import write_text_atomic
     from edgeseg.quant.trt_cache import for_tensorrt, tensorrt_version_code
 
+    if len(version.split(".")) < 3:
+        # TensorRT compares the whole version in the header, and trtexec calibrates on random data when it
+        # rejects the cache: 8.5 must not silently become 8.5.0 when JetPack 5 runs 8.5.2
+        raise ConfigError(f"--trt-version {version}: give major.minor.patch (e.g. 8.5.2 on JetPack 5.1, 10.3.0 on "
+                          f"JetPack 6); the calibration cache's header must name the exact version.")
     text = cache.read_text()
     headed = cache.with_name(f"{_strip(cache.name, '.cache')}.trt{tensorrt_version_code(version)}.cache")
     write_text_atomic(headed, for_tensorrt(text, version))
     return headed
+
+
+def onnx_fixed_batch(onnx_path: Path) -> Optional[int]:
+    """The batch size fixed in the ONNX graph's input, or None when it is dynamic (edgeseg exports are)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def require_symmetric(meta: dict, name: str) -> None:
+    """TensorRT's ONNX parser takes only symmetric INT8 (zero points of 0)."""
+    if (meta.get("quantization") or {}).get("symmetric") is False:
+        raise ConfigError(f"{name} was calibrated with --asymmetric, which TensorRT's ONNX parser rejects (it takes "
+                          f"symmetric INT8 only); recalibrate without --asymmetric, or use --int8-source cache on "
+                          f"TensorRT 8.5-10.x.")

@@ -105,6 +105,10 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
                               "in float with edgeseg calibrate --max-miou-drop, which leaves them unquantized.")
         return BuildPlan(major, False, True, False, False, False, needs_fp16_onnx=fp16 and not int8 and not onnx_is_qdq,
                          dla_core=dla_core, version_compatible=version_compatible)
+    for name, precision in overrides.items():
+        if precision == "fp16" and not fp16 or precision == "int8" and not int8:
+            raise ConfigError(f"--layer-precision {name}={precision} needs --{precision} too: TensorRT refuses a "
+                              f"{precision} layer in a build that does not allow {precision}.")
     if int8 and not onnx_is_qdq and not has_cache:
         raise ConfigError("--int8 needs a calibration cache (model.calib.cache from edgeseg calibrate) or a Q/DQ "
                           "ONNX model.")
@@ -202,6 +206,11 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets the inspector name each layer
     profile = builder.create_optimization_profile()
     tensor = network.get_input(0)
+    fixed = int(tensor.shape[0])
+    if fixed > 0 and not min_batch == opt_batch == max_batch == fixed:
+        # TensorRT takes only MIN = OPT = MAX = the network's value for a dimension that is not -1
+        raise ConfigError(f"{onnx_path.name} has a fixed batch of {fixed}; build it with --shape {fixed}:{fixed}:"
+                          f"{fixed}, or export it with a dynamic batch (edgeseg export does).")
     c, h, w = input_shape
     profile.set_shape(tensor.name, (min_batch, c, h, w), (opt_batch, c, h, w), (max_batch, c, h, w))
     config.add_optimization_profile(profile)
@@ -215,7 +224,7 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
     pinned.update(plan.layer_precisions)
     if plan.obey_precision_constraints:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_layer_precisions(trt, network, pinned, onnx_node_names(onnx_path))
+        _pin_layer_precisions(trt, network, pinned, onnx_node_names(onnx_path), required=plan.layer_precisions)
     dla = _use_dla(trt, builder, config, network, plan.dla_core) if plan.dla_core is not None else None
     if plan.use_calibration_cache:
         config.set_calibration_profile(profile)
@@ -253,6 +262,8 @@ def _network_flags(trt, plan: BuildPlan) -> int:
 def _load_back(trt, logger, serialized, plan: BuildPlan, onnx_path: Path):
     """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports."""
     runtime = trt.Runtime(logger)
+    if plan.dla_core is not None:  # as trtexec does before deserialising a DLA engine
+        runtime.DLA_core = plan.dla_core
     if plan.version_compatible:
         # a version-compatible engine carries TensorRT's lean runtime as host code; edgeseg just built it
         runtime.engine_host_code_allowed = True
@@ -294,19 +305,38 @@ def layers_of_nodes(network, nodes: Iterable[str], onnx_nodes: Set[str] = frozen
     return found
 
 
-def _pin_layer_precisions(trt, network, precisions: Dict[str, str], onnx_nodes: Set[str]) -> None:
+def _pin_layer_precisions(trt, network, precisions: Dict[str, str], onnx_nodes: Set[str],
+                          required: Iterable[str] = ()) -> None:
+    """Pin the layers of the given ONNX nodes, skipping those TensorRT cannot give a float precision.
+
+    Like trtexec and Polygraphy, constants, shape layers and layers with integer or boolean
+    outputs are left alone (TensorRT rejects a float type on them); only names the user
+    gave with --layer-precision must exist.
+    """
     types = {"fp32": trt.float32, "fp16": trt.float16, "int8": trt.int8}
     missing = []
     for node, layers in layers_of_nodes(network, precisions, onnx_nodes).items():
-        if not layers:
+        if not layers and node in required:
             missing.append(node)
         for layer in layers:
+            if not _takes_float_precision(trt, layer):
+                continue
             layer.precision = types[precisions[node]]
             for output in range(layer.num_outputs):
                 layer.set_output_type(output, types[precisions[node]])
     if missing:
         raise ConfigError(f"--layer-precision names layers the network does not have: {', '.join(sorted(missing)[:5])}; "
                           f"use ONNX node names (edgeseg calibrate's sensitivity list prints them).")
+
+
+def _takes_float_precision(trt, layer) -> bool:
+    if layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE):
+        return False
+    for index in range(layer.num_outputs):
+        tensor = layer.get_output(index)
+        if not tensor.is_execution_tensor or tensor.dtype not in (trt.float32, trt.float16):
+            return False
+    return True
 
 
 def onnx_node_names(onnx_path: Path) -> Set[str]:
@@ -373,6 +403,7 @@ def layer_placement(info_lines: Sequence[str], engine_layers: Optional[Sequence[
         entry = _ENTRY.match(text)
         if entry:
             placement[entry.group(1).lower()].append(entry.group(2).strip())
+            listed = True
         elif not listed and not text.startswith("["):  # older releases: the whole section on one line
             placement[device].extend(part.strip() for part in re.split(r",\s*(?![^{]*\})", text) if part.strip())
             listed = True

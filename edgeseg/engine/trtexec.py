@@ -17,14 +17,18 @@ from edgeseg.engine.tensorrt_build import BuildPlan
 def trtexec_command(plan: BuildPlan, onnx_path: Path, engine_path: Path, *, input_name: str,
                     input_shape: Tuple[int, int, int], batch: Tuple[int, int, int], workspace_mb: int,
                     calibration_cache: Optional[Path] = None, timing_cache: Optional[Path] = None,
-                    layer_precisions: Optional[Dict[str, str]] = None) -> str:
-    """``layer_precisions``: every pinned layer (calibrate's float fallbacks and --layer-precision)."""
+                    layer_precisions: Optional[Dict[str, str]] = None, static_batch: bool = False) -> str:
+    """``layer_precisions``: every pinned layer (calibrate's float fallbacks and --layer-precision).
+
+    ``static_batch``: the ONNX fixes its batch, and trtexec refuses shape flags for a static model.
+    """
     c, h, w = input_shape
     low, opt, high = batch
-    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
-            f"--minShapes={input_name}:{low}x{c}x{h}x{w}", f"--optShapes={input_name}:{opt}x{c}x{h}x{w}",
-            f"--maxShapes={input_name}:{high}x{c}x{h}x{w}",
-            f"--memPoolSize=workspace:{workspace_mb}"]  # MiB in every generation's trtexec
+    args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
+    if not static_batch:
+        args += [f"--minShapes={input_name}:{low}x{c}x{h}x{w}", f"--optShapes={input_name}:{opt}x{c}x{h}x{w}",
+                 f"--maxShapes={input_name}:{high}x{c}x{h}x{w}"]
+    args.append(f"--memPoolSize=workspace:{workspace_mb}")  # MiB in every generation's trtexec
     if plan.strongly_typed:
         args.append("--stronglyTyped")
     if plan.fp16_flag:

@@ -22,7 +22,9 @@ class TensorRTRunner(Runner):
     """Engine execution with pinned host buffers, so the copies really are asynchronous DMA transfers.
 
     Outputs rotate through ``OUTPUT_RING`` pinned buffers (the same contract as the
-    ONNX Runtime runner: a returned array stays valid for the next ring-size-minus-one calls).
+    ONNX Runtime runner: a returned array stays valid for the next ring-size-minus-one calls,
+    and only while the runner is active: deactivating frees the pinned memory, so copy what
+    you keep past the ``with`` block).
     """
 
     backend = "tensorrt"
@@ -58,6 +60,9 @@ class TensorRTRunner(Runner):
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if hasattr(self.runtime, "engine_host_code_allowed"):  # TensorRT >= 8.6; off unless the user opted in
             self.runtime.engine_host_code_allowed = bool(self.allow_host_code)
+        dla = (built.get("dla") or {}).get("core")
+        if dla is not None:  # the runtime's DLA core is -1 unless set, as trtexec sets it before deserialising
+            self.runtime.DLA_core = int(dla)
         self.engine = self.runtime.deserialize_cuda_engine(Path(self.path).read_bytes())
         if self.engine is None:
             raise EdgesegError(f"TensorRT could not load {self.path}; it was built for another GPU or TensorRT.")
@@ -80,9 +85,9 @@ class TensorRTRunner(Runner):
         if self.tensor_api:
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
             return [(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                     trt.nptype(self.engine.get_tensor_dtype(n))) for n in names]
+                     numpy_dtype(trt, self.engine.get_tensor_dtype(n))) for n in names]
         return [(self.engine.get_binding_name(i), self.engine.binding_is_input(i),
-                 trt.nptype(self.engine.get_binding_dtype(i))) for i in range(self.engine.num_bindings)]
+                 numpy_dtype(trt, self.engine.get_binding_dtype(i))) for i in range(self.engine.num_bindings)]
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self.buffers.get(name, (None, 0))
@@ -156,20 +161,48 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self.runtime = None
 
 
+def numpy_dtype(trt, dtype) -> np.dtype:
+    """The numpy dtype of a TensorRT DataType.
+
+    Not ``trt.nptype``: TensorRT 8.5.2's builds its table with ``np.bool``, which numpy 1.24
+    removed, so it raises on every call on JetPack 5 (fixed in 8.5.3).
+    """
+    table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+             "BOOL": np.bool_, "UINT8": np.uint8}
+    name = str(dtype).rsplit(".", 1)[-1]
+    if name not in table:
+        raise EdgesegError(f"The engine has a {name} input or output, which edgeseg's runner does not read; rebuild it "
+                           f"from an edgeseg ONNX (FP32 input, FP32 logits or a uint8/int32 class map).")
+    return np.dtype(table[name])
+
+
+def version_compatible_with(built: str, running: str) -> bool:
+    """Whether a version-compatible engine built with TensorRT ``built`` runs on ``running``.
+
+    NVIDIA's support matrix: later releases of the same major version, and across majors
+    only 8.6+ -> 10.x and 10.x -> 11.x (a TensorRT 8 engine does not run on TensorRT 11).
+    """
+    old = tuple(int(p) for p in built.split(".")[:3] if p.isdigit())
+    new = tuple(int(p) for p in running.split(".")[:3] if p.isdigit())
+    if new < old:
+        return False
+    if old[0] == new[0]:
+        return True
+    return (old[0], new[0]) in ((8, 10), (10, 11)) and old >= (8, 6)
+
+
 def engine_mismatch(meta: dict, engine_name: str, trt_version: str, gpu: Optional[dict]) -> Optional[str]:
     """One sentence with the rebuild command when the engine was built for another TensorRT or GPU, else None.
 
-    Version-compatible engines run on later TensorRT versions (not earlier ones); no
-    engine runs on a GPU of another compute capability.
+    Version-compatible engines run on the later TensorRT versions ``version_compatible_with``
+    allows; no engine runs on a GPU of another compute capability.
     """
     built = meta.get("engine") or {}
     rebuild = built.get("rebuild") or f"edgeseg build-engine {(meta.get('parent') or {}).get('artifact', 'MODEL.onnx')}"
     built_trt = built.get("tensorrt")
     compatible = (built.get("plan") or {}).get("version_compatible")
     if built_trt and built_trt != trt_version:
-        newer = tuple(int(p) for p in trt_version.split(".")[:3] if p.isdigit()) >= \
-            tuple(int(p) for p in built_trt.split(".")[:3] if p.isdigit())
-        if not (compatible and newer):
+        if not (compatible and version_compatible_with(built_trt, trt_version)):
             return (f"{engine_name} was built with TensorRT {built_trt} but this machine has {trt_version}; "
                     f"rebuild it here: {rebuild}")
     built_gpu = built.get("gpu") or {}
