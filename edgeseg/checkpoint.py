@@ -58,6 +58,7 @@ class LoadedModel:
     structure: Optional[Dict[str, Dict[str, Any]]] = None
     meta: Dict[str, Any] = field(default_factory=dict)
     rebuildable: bool = True  # False for TorchScript / pickled modules: cannot be re-created from the registry
+    foreign: bool = False  # a checkpoint edgeseg did not make, read with the user's ModelFacts
 
 
 def layer_structure(model: nn.Module) -> Dict[str, Dict[str, Any]]:
@@ -143,7 +144,8 @@ def _from_foreign(state_dict: dict, file_format: str, path: Path, facts: ModelFa
     spec = spec or facts.input_spec()
     meta = {"source": {"file": path.name, **report.to_dict(), "unexpected": list(report.unexpected[:20]),
                        "given": facts.to_dict()}}
-    return LoadedModel(model.eval(), arch, num_classes, spec, info or facts.dataset_info(num_classes), meta=meta)
+    return LoadedModel(model.eval(), arch, num_classes, spec, info or facts.dataset_info(num_classes), meta=meta,
+                       foreign=True)
 
 
 def _from_payload(payload: dict, path: Path, trust_code: bool = False) -> LoadedModel:

@@ -154,6 +154,8 @@ def test_users_model_goes_through_prune_export_calibrate_bench(users_model, tiny
     _run("calibrate", tmp_path / "model.onnx", "--images", tiny_data, "--num", "4", "--method", "minmax",
          "--no-bias-correction")
     assert json.loads((tmp_path / "model.int8.onnx.json").read_text())["source"]["given"]["arch"] == ARCH
+    result = CliRunner().invoke(cli, ["bench", str(model), *given, "--iters", "1"])
+    assert result.exit_code == 2 and "export it first" in result.output  # the ONNX is what bench runs
     _run("bench", tmp_path / "model.onnx", tmp_path / "model.int8.onnx", tmp_path / "pruned.pt",
          "--data", tiny_data, "--iters", "2", "--warmup", "1", "--json", tmp_path / "bench.json")
     results = json.loads((tmp_path / "bench.json").read_text())["results"]

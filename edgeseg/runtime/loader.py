@@ -41,7 +41,7 @@ def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[M
 
             loaded = load_model(path, trust_checkpoint=trust_checkpoint, facts=facts)
             spec, info = loaded.input_spec, info or loaded.dataset
-            if loaded.meta.get("source"):  # the PyTorch runner loads files edgeseg made, or that say what they are
+            if loaded.foreign:  # the PyTorch runner loads files edgeseg made (or that say what they are) by path
                 raise InputFileError(f"{path} was made outside edgeseg; export it first (edgeseg export {path.name} "
                                      f"--arch ...) and bench the ONNX, whose sidecar then records what you gave.")
     elif suffix in ONNX_SUFFIXES:
