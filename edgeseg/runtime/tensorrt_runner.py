@@ -149,7 +149,8 @@ class TensorRTRunner(Runner):
         cuda.to_host(host_out, d_out, stream)
         cuda.synchronize(stream)
         self._compute_ms = cuda.elapsed_ms(self.events[0], self.events[1])
-        return host_out if host_out.dtype == np.float32 else host_out.astype(np.float32)
+        # FP16 logits (an --fp16-io engine) widen to FP32; a class map (uint8 or int32) stays as it is
+        return host_out.astype(np.float32) if host_out.dtype == np.float16 else host_out
 
     def _deactivate_impl(self) -> None:
         for pointer, _ in self.buffers.values():
