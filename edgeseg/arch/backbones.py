@@ -185,7 +185,8 @@ def load_backbone_weights(model: nn.Module, arch: str, weights: Optional[str]) -
         if not path.is_file():
             raise InputFileError(_missing_imagenet_sentence(arch, backbone.network) + ".")
         enum = _weights_enum(backbone.network)
-        state_dict = enum.get_state_dict(progress=False)  # torchvision's loader: the cached file, as checked above
+        # torchvision's loader finds the cached file checked above; weights_only: a file placed by hand runs no code
+        state_dict = enum.get_state_dict(progress=False, map_location="cpu", weights_only=True)
         transforms = enum.transforms()
         mean, std = tuple(transforms.mean), tuple(transforms.std)
         source = f"imagenet ({enum})"
@@ -271,7 +272,8 @@ def load_segmentation_weights(model: nn.Module, arch: str, weights: str, *, allo
         raise InputFileError(f"torchvision's {name} weights {weights} are not in its cache and edgeseg never "
                              f"downloads: put {path.name} ({enum.url}) in {path.parent}/ (the folder follows "
                              f"TORCH_HOME), or give a checkpoint file with --arch {arch}.")
-    state_dict = {k: v for k, v in enum.get_state_dict(progress=False).items() if not k.startswith("aux_classifier.")}
+    state_dict = {k: v for k, v in enum.get_state_dict(progress=False, map_location="cpu", weights_only=True).items()
+                  if not k.startswith("aux_classifier.")}
     fitting, (missing, _unexpected, mismatched) = fit_state_dict(model, state_dict)
     unfilled = [k for k in missing if k not in mismatched] + ([] if allow_new_classes else list(mismatched))
     if unfilled:

@@ -82,7 +82,7 @@ def model_facts_options(function):
                      help="Architecture of a checkpoint edgeseg did not make: a registered name, torchvision:NAME, "
                           "smp:ARCH:ENCODER or path/file.py:function."),
         click.option("--num-classes", type=int, default=None,
-                     help="Classes the model predicts [default: read from its weights or the data].", ),
+                     help="Classes the model predicts [default: read from its weights or the data]."),
         click.option("--input-size", "model_input_size", default=None,
                      help="Model input HEIGHTxWIDTH, when the file does not record it (e.g. 520x520)."),
         click.option("--mean", default=None, callback=_floats,
