@@ -102,3 +102,26 @@ def test_spin_wait_off_reaches_onnx_runtime(tiny_onnx, odd_image):
         with pytest.raises(RuntimeError, match="does not have"):  # never set: ONNX Runtime default, spinning
             default.runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
         np.testing.assert_array_equal(quiet(odd_image), default(odd_image))
+
+
+def test_the_readme_example_runs(tiny_onnx, odd_image, tmp_path, monkeypatch, capsys):
+    import re
+    import shutil
+    from pathlib import Path
+
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed: pip install 'edgeseg[video]'")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- segmenter-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 11
+    shutil.copy(tiny_onnx, tmp_path / "pruned.int8.onnx")
+    shutil.copy(tiny_onnx.with_name(tiny_onnx.name + ".json"), tmp_path / "pruned.int8.onnx.json")
+    for name in ("street.jpg", "a.jpg", "b.jpg"):
+        Image.fromarray(odd_image).save(tmp_path / name)
+    writer = cv2.VideoWriter(str(tmp_path / "drive.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for value in range(4):
+        writer.write(np.full((48, 64, 3), value * 50, np.uint8))
+    writer.release()
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert Image.open(tmp_path / "street-overlay.jpg").size == (517, 389)
+    assert capsys.readouterr().out.count("(48, 64, 3)") == 4
