@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from edgeseg.data.dataset import SegmentationSplit
-from edgeseg.runtime.preprocess import resize_image, resize_label
+from edgeseg.data.resize import resize_image, resize_label
 from edgeseg.spec import InputSpec
 
 

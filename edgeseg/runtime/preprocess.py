@@ -7,24 +7,10 @@ sees other activation ranges at deployment.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
+from edgeseg.data.resize import resize_image, resize_label  # noqa: F401  (the runtime's callers import them here)
 from edgeseg.runtime import native
 from edgeseg.spec import InputSpec
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an HxWx3 uint8 image (no-op when the size already matches)."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a class map: never invents classes at borders."""
-    if label.shape[:2] == (height, width):
-        return label
-    return np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
 
 
 def normalize(image: np.ndarray, spec: InputSpec, dtype=np.float32) -> np.ndarray:
