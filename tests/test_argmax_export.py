@@ -1,5 +1,6 @@
 """export --argmax: the class map comes out of the graph, with the logits model's accuracy exactly."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -119,3 +120,26 @@ def test_bench_row_says_the_output_kind(tiny_class_map_onnx, tiny_data, tmp_path
     bench([str(tiny_class_map_onnx)], str(tiny_data), iters=2, warmup=1, json_out=str(out), show=False)
     row = json.loads(out.read_text())
     assert row["output"] == "class_map" and 0 <= row["miou"] <= 100
+
+
+def test_report_measures_a_class_map_stage_like_its_logits_stage(tiny_onnx, tiny_class_map_onnx, tiny_data):
+    from edgeseg.data.dataset import resolve_split
+    from edgeseg.report.measure import measure_stages
+
+    measured = measure_stages({"logits": tiny_onnx, "classes": tiny_class_map_onnx}, resolve_split(tiny_data, "val"),
+                              rounds=1, iters_per_round=1, warmup=1, mask_images=2)
+    logits, classes = measured["rows"]
+    assert classes["miou"] == logits["miou"] and classes["output"] == "class_map" and logits["output"] == "logits"
+    for a, b in zip(measured["masks"]["predictions"]["logits"], measured["masks"]["predictions"]["classes"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_build_engine_keeps_the_class_map_and_says_so(tiny_class_map_onnx, tiny_onnx, tiny_data, tmp_path):
+    """Without TensorRT here, build-engine writes the ONNX Runtime artifact; its output and sidecar stay a class map."""
+    from edgeseg.benchmark.api import eval as evaluate
+    from edgeseg.engine.api import build_engine
+
+    meta = build_engine(str(tiny_class_map_onnx), str(tmp_path / "classes.ort.onnx"), backend="onnxruntime")
+    built = Path(tmp_path / meta["artifact"])
+    assert model_output(read_sidecar(built)) == {"kind": "class_map", "dtype": "uint8"}
+    assert evaluate(str(built), str(tiny_data))["confusion"] == evaluate(str(tiny_onnx), str(tiny_data))["confusion"]

@@ -205,3 +205,32 @@ def test_save_choices_are_validated():
     assert parse_save(None) is None and parse_save(["none"]) == set()
     with pytest.raises(ConfigError):
         parse_save(["mask"])
+
+
+def test_ctrl_c_ends_a_capture_cleanly_with_complete_files(tiny_onnx, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt in the inference loop) ends the run; the mp4 holds every frame written."""
+    cv2 = _cv2()
+    from edgeseg.predict import api
+
+    _write_video(cv2, tmp_path / "live.mp4", 30)
+    original = api.Segmenter
+
+    class Interrupted(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            infer, calls = self.runner.infer, [0]
+
+            def infer_until_ctrl_c(batch):
+                calls[0] += 1
+                if calls[0] == 8:
+                    raise KeyboardInterrupt
+                return infer(batch)
+
+            self.runner.infer = infer_until_ctrl_c
+
+    monkeypatch.setattr(api, "Segmenter", Interrupted)
+    summary = predict(str(tiny_onnx), [str(tmp_path / "live.mp4")], tmp_path / "out", save=["video,masks"])
+    assert summary["interrupted"] and summary["frames"] == 7
+    assert _count_frames(cv2, tmp_path / "out" / "live.mp4") == 7
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 7
+    assert not [p for p in (tmp_path / "out").rglob(".tmp*")]
