@@ -25,7 +25,8 @@ import numpy as np
 from common import alternate, machine, median, write_results
 
 CASES = [("CamVid 360x480, 11 classes", 360, 480, 11), ("Cityscapes 1024x2048, 19 classes", 1024, 2048, 19)]
-FORMS = {"logits": {}, "class map uint8": {"argmax": True}, "class map int32": {"argmax": True, "argmax_dtype": "int32"}}
+FORMS = {"logits": {}, "class map uint8": {"argmax": True},
+         "class map int32": {"argmax": True, "argmax_dtype": "int32"}}
 
 
 def build_models(folder: Path, height: int, width: int, classes: int) -> dict:

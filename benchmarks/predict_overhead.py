@@ -173,8 +173,8 @@ def render(document: dict) -> str:
     strict = [c["ratio_to_bench_without_spinning"] for c in cases]
     markdown = "\n".join([
         "# predict on a folder vs bench's FPS (ONNX Runtime CPU)", "",
-        f"{document['images_per_round']} CamVid val images (360x480 JPEG) per round, {document['rounds']} rounds alternating bench and "
-        f"predict in one process; {document['machine']['cpu']}, {document['machine']['cores']} cores, shared with "
+        f"{document['images_per_round']} CamVid val images (360x480 JPEG) per round, {document['rounds']} rounds "
+        f"alternating bench and predict in one process; {document['machine']['cpu']}, {document['machine']['cores']} cores, shared with "
         f"other work while measured; host kernels: {document['host_kernels']}; {document['date']}. bench: Runner "
         f"inference on one pre-processed image (its FPS column). predict: decode, pre-process, inference, class "
         f"map, resize to the image's size, PNG mask (and JPEG overlay), atomic writes, pipelined.", "",

@@ -85,7 +85,8 @@ def test_strip_and_append_round_trip(tiny_class_map_onnx):
     model = onnx.load(str(tiny_class_map_onnx))
     assert class_map_tail(model) == "uint8"
     logits = strip_class_map(model)
-    assert class_map_tail(logits) is None and logits.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert class_map_tail(logits) is None
+    assert logits.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     with pytest.raises(ConfigError, match="not NxCxHxW float logits"):
         append_class_map(onnx.load(str(tiny_class_map_onnx)), "uint8")  # already has the tail
     assert class_map_tail(append_class_map(logits, "int32")) == "int32"

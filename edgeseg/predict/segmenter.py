@@ -9,7 +9,7 @@ for .pt checkpoints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from edgeseg.runtime.loader import describe, open_runner
 from edgeseg.runtime.outputs import to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
 
-ImageLike = Union[np.ndarray, str, Path, "PIL.Image.Image"]  # noqa: F821 (PIL is imported where used)
+if TYPE_CHECKING:  # Pillow is imported where it is used
+    from PIL import Image
+
+ImageLike = Union[np.ndarray, str, Path, "Image.Image"]
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:
