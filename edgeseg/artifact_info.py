@@ -6,7 +6,7 @@ import json
 from edgeseg.console import out
 from edgeseg.errors import InputFileError
 from edgeseg.fileio import require_file, sha256_of
-from edgeseg.sidecar import read_sidecar
+from edgeseg.sidecar import model_output, read_sidecar
 
 
 def info(artifact: str, as_json: bool = False) -> dict:
@@ -38,6 +38,10 @@ def info(artifact: str, as_json: bool = False) -> dict:
         f"  sha256        {meta.get('sha256', '?')[:16]}…  "
         + ("[green]matches the file[/green]" if meta["sha256_matches"] else "[red]does NOT match the file[/red]"),
     ]
+    if meta.get("onnx"):
+        output = model_output(meta)
+        lines.append("  output        " + ("logits (the host takes the argmax)" if output["kind"] == "logits" else
+                                          f"class map, {output['dtype']} (argmax in the graph: export --argmax)"))
     if meta.get("parent"):
         lines.append(f"  made from     {meta['parent'].get('artifact')}")
     for section in ("parity", "prune", "quantization", "engine", "training"):

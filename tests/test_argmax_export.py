@@ -144,3 +144,12 @@ def test_build_engine_keeps_the_class_map_and_says_so(tiny_class_map_onnx, tiny_
     built = Path(tmp_path / meta["artifact"])
     assert model_output(read_sidecar(built)) == {"kind": "class_map", "dtype": "uint8"}
     assert evaluate(str(built), str(tiny_data))["confusion"] == evaluate(str(tiny_onnx), str(tiny_data))["confusion"]
+
+
+def test_info_says_which_output_a_model_has(tiny_onnx, tiny_class_map_onnx):
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    assert "output        class map, uint8" in CliRunner().invoke(cli, ["info", str(tiny_class_map_onnx)]).output
+    assert "output        logits" in CliRunner().invoke(cli, ["info", str(tiny_onnx)]).output
