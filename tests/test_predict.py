@@ -234,3 +234,13 @@ def test_ctrl_c_ends_a_capture_cleanly_with_complete_files(tiny_onnx, tmp_path, 
     assert _count_frames(cv2, tmp_path / "out" / "live.mp4") == 7
     assert len(list((tmp_path / "out" / "masks").iterdir())) == 7
     assert not [p for p in (tmp_path / "out").rglob(".tmp*")]
+
+
+def test_show_without_a_display_says_so_and_carries_on(tiny_onnx, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), str(tiny_data / "val" / "images"), "--out",
+                                      str(tmp_path / "out"), "--show", "--save", "none", "--stats"])
+    assert result.exit_code == 0, result.output
+    assert "no display here" in result.output and "Share of pixels per class" in result.output
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # --save none writes nothing
