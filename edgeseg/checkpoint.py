@@ -126,8 +126,9 @@ def _from_foreign(state_dict: dict, file_format: str, path: Path, facts: ModelFa
     from edgeseg.foreign_checkpoint import load_foreign_weights
 
     if facts.arch is None:
-        raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which architecture "
-                          f"it is with --arch NAME (a registered name, torchvision:NAME, smp:ARCH:ENCODER or file.py:fn).")
+        raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which "
+                          f"architecture it is with --arch NAME (a registered name, torchvision:NAME, "
+                          f"smp:ARCH:ENCODER or file.py:fn).")
     found = classes_in_state_dict(state_dict)
     num_classes = facts.num_classes or (found if found > 1 else None)
     if num_classes is None:
@@ -292,7 +293,7 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         return loaded
     state_dict, file_format = find_state_dict(payload)
     if state_dict is not None:
-        return _from_foreign(state_dict, file_format, path, facts, side_spec, side_info)
+        return _from_foreign(state_dict, file_format, path, facts, recorded_spec, side_info)
     raise InputFileError(f"{path} holds neither an edgeseg checkpoint, a state_dict nor TorchScript; "
                          f"save the model with edgeseg or torch.save(model.state_dict()).")
 

@@ -115,6 +115,9 @@ def test_foreign_checkpoint_needs_arch_and_says_so(users_model, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(path), "--arch", ARCH, "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--input-size" in result.output
     assert not (tmp_path / "m.onnx").exists()
+    output = _run("export", path, "--arch", ARCH, "--input-size", "64x64", "--out", tmp_path / "m.onnx")
+    assert "torchvision reference checkpoint" in output and "tensors matched, 0 missing" in output  # the load report
+    assert "ImageNet's mean/std" in output  # the stated default
 
 
 def test_mean_and_std_in_either_unit():
