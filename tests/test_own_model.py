@@ -193,3 +193,21 @@ def test_foreign_onnx_into_calibrate_bench_and_build_engine(users_model, tiny_da
          "--out", tmp_path / "dynamic.ort.onnx")
     assert json.loads((tmp_path / "dynamic.onnx.json").read_text())["source"]["given"]["input_size"] == [64, 64]
     assert json.loads((tmp_path / "dynamic.ort.onnx.json").read_text())["input"]["width"] == 64
+
+
+def test_your_own_architecture_file_with_a_ddp_state_dict(tmp_path):
+    code = tmp_path / "mynet.py"
+    code.write_text("from torch import nn\n\n"
+                    "def build(num_classes):\n"
+                    "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+                    "                         nn.Conv2d(8, num_classes, 1))\n")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 3, 1)).eval()
+    path = tmp_path / "ddp.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    loaded = load_model(path, facts=ModelFacts(arch=f"{code}:build", input_size=(32, 32)))
+    assert loaded.num_classes == 3  # read from the weights
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), net(x), rtol=0, atol=0)
