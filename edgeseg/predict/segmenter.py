@@ -53,7 +53,7 @@ class Segmenter:
 
     ``spin_wait=False`` stops ONNX Runtime's idle workers from busy-waiting: slower for
     inference alone, but it leaves the cores to threads that decode and encode beside
-    it (predict sets it; on 2 cores it measured 1.7x predict's FPS, see
+    it (predict sets it; on 2 cores it gave predict 1.62x the FPS, see
     benchmarks/results/predict_overhead.md).
 
     >>> seg = Segmenter("pruned.int8.onnx")  # doctest: +SKIP
