@@ -51,10 +51,9 @@ def as_rgb(image: ImageLike) -> np.ndarray:
 class Segmenter:
     """A model that turns images into class maps at the images' own size.
 
-    ``spin_wait=False`` stops ONNX Runtime's idle workers from busy-waiting: slower for
-    inference alone, but it leaves the cores to threads that decode and encode beside
-    it (predict sets it; on 2 cores it gave predict 1.62x the FPS, see
-    benchmarks/results/predict_overhead.md).
+    ``spin_wait=False`` stops ONNX Runtime's idle workers from busy-waiting (its default),
+    leaving the cores to threads that decode and encode beside it: predict sets it, and
+    on 2 cores it gave predict 1.62x the FPS (benchmarks/results/predict_overhead.md).
 
     >>> seg = Segmenter("pruned.int8.onnx")  # doctest: +SKIP
     >>> mask = seg(image)                    # HxW uint8 (uint16 past 255 classes)  # doctest: +SKIP

@@ -43,8 +43,8 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(path, input_shape, precision, device)
         self.threads = threads
         self.optimize = optimize
-        # ONNX Runtime's idle workers busy-wait for the next op: fastest when inference is all the host does,
-        # but it takes the cores from decode/encode threads running beside it (predict turns it off)
+        # ONNX Runtime's idle workers busy-wait for the next op (its default), which takes the cores from
+        # decode/encode threads running beside it: predict turns it off (benchmarks/predict_overhead.py)
         self.spin_wait = True
         self.session = None
 
