@@ -347,3 +347,16 @@ def test_version_compatible_engines_run_where_nvidia_supports_them(built, runnin
     from edgeseg.runtime.tensorrt_runner import version_compatible_with
 
     assert version_compatible_with(built, running) is ok
+
+
+def test_tensorrt_8_5_refuses_a_uint8_class_map_and_10_takes_it(calibrated, monkeypatch):
+    import json
+
+    meta = json.loads((calibrated / "student.onnx.json").read_text())
+    meta["onnx"] = dict(meta.get("onnx") or {}, output_kind="class_map", output_dtype="uint8")
+    (calibrated / "student.onnx.json").write_text(json.dumps(meta))
+    use_tensorrt(monkeypatch, "8.5.2")
+    with pytest.raises(ConfigError, match="--argmax-dtype int32"):
+        build(calibrated, fp16=True)
+    use_tensorrt(monkeypatch, "10.3.0")
+    assert build(calibrated, fp16=True)["engine"]["backend"] == "tensorrt"

@@ -129,6 +129,7 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         say("[yellow]--dla-core, --layer-precision and --shape apply to TensorRT engines only; ignored for ONNX "
             "Runtime[/yellow]")
     if use_trt:
+        require_class_map_type(meta, model_path.name, why)
         if is_qdq:
             require_symmetric(meta, model_path.name)
         out_path = check_output_path(out or model_path.with_name(f"{base}.{precision}.engine"))
@@ -236,6 +237,7 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         require_symmetric(read_sidecar(source) or {}, source.name)
     elif is_qdq:
         require_symmetric(meta, model_path.name)
+    require_class_map_type(meta, model_path.name, version)
     precisions = dict(dict.fromkeys(float_layers, "fp32"), **precisions)
     plan = make_plan(version, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=use_cache,
                      float_layers=bool(float_layers), layer_precisions=precisions, dla_core=dla_core,
@@ -286,3 +288,13 @@ def require_symmetric(meta: dict, name: str) -> None:
         raise ConfigError(f"{name} was calibrated with --asymmetric, which TensorRT's ONNX parser rejects (it takes "
                           f"symmetric INT8 only); recalibrate without --asymmetric, or use --int8-source cache on "
                           f"TensorRT 8.5-10.x.")
+
+
+def require_class_map_type(meta: dict, name: str, trt_version: str) -> None:
+    """TensorRT 8.5's ONNX parser turns ArgMax into TopK, whose indices are int32 and cannot become uint8."""
+    onnx_facts = meta.get("onnx") or {}
+    if onnx_facts.get("output_kind") == "class_map" and onnx_facts.get("output_dtype") == "uint8" and \
+            int(trt_version.split(".")[0]) < 10:
+        raise ConfigError(f"{name} outputs a uint8 class map, which TensorRT {trt_version} cannot produce (its ArgMax "
+                          f"is a TopK with int32 indices); re-export it with edgeseg export --argmax --argmax-dtype "
+                          f"int32.")
