@@ -1,4 +1,5 @@
-"""The PyTorch runner on a CUDA GPU: FP32, FP16 and CUDA graphs at CamVid's and Cityscapes' sizes.
+"""The PyTorch runner on a CUDA GPU: FP32, FP16 and CUDA graphs at CamVid's and Cityscapes' sizes, and both
+output forms (logits vs class map).
 
 Run by `device_check.sh` on a lent GPU machine (no data travels there: the models are
 LR-ASPP MobileNetV3-Large with seeded random weights, which time exactly like trained ones).
@@ -78,6 +79,46 @@ def measure(path: Path, shape, device: str, iters: int, rounds: int) -> list:
     return rows
 
 
+def output_forms(path: Path, shape, device: str, iters: int, rounds: int) -> dict:
+    """Per frame, FP16: logits copied to the host and argmaxed there (edgeseg's C core) vs the argmax on the GPU
+    and a uint8 class map copied (what `export --argmax` puts in the graph), interleaved."""
+    import time
+
+    import torch
+
+    from edgeseg.checkpoint import load_model
+    from edgeseg.runtime.native import argmax
+
+    model = load_model(path).model.eval().to(device)
+    x = torch.randn((1, *shape), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=device != "cpu")
+
+    def logits():
+        with torch.inference_mode(), autocast:
+            out = model(x)
+        return argmax((out["out"] if isinstance(out, dict) else out).float().cpu().numpy())
+
+    def class_map():
+        with torch.inference_mode(), autocast:
+            out = model(x)
+        return (out["out"] if isinstance(out, dict) else out).argmax(1).to(torch.uint8).cpu().numpy()
+
+    forms = {"logits + host argmax": logits, "class map (argmax on the device)": class_map}
+    times = {name: [] for name in forms}
+    for fn in forms.values():
+        for _ in range(5):
+            fn()
+    for _ in range(rounds):
+        for name, fn in forms.items():
+            for _ in range(iters):
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: round(statistics.median(samples), 3) for name, samples in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -99,8 +140,10 @@ def main() -> None:
             height, width = (int(v) for v in hw.split("x"))
             path = make_checkpoint(Path(folder), height, width, int(classes or 11))
             rows = measure(path, (3, height, width), args.device, args.iters, args.rounds)
-            print(json.dumps({"size": size, "rows": rows}), flush=True)
-            results["sizes"].append({"height": height, "width": width, "classes": int(classes or 11), "rows": rows})
+            forms = output_forms(path, (3, height, width), args.device, args.iters, args.rounds)
+            print(json.dumps({"size": size, "rows": rows, "output_forms_p50_ms": forms}), flush=True)
+            results["sizes"].append({"height": height, "width": width, "classes": int(classes or 11), "rows": rows,
+                                     "output_forms_p50_ms": forms})
     (out / "cuda_runner.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# PyTorch runner on {gpu} (torch {torch.__version__}), LR-ASPP MobileNetV3-Large, batch 1", "",
              "| input | classes | precision | CUDA graphs | host p50 ms | compute p50 ms | FPS | argmax = FP32 | "
@@ -111,6 +154,13 @@ def main() -> None:
                          f"{'yes' if row['cuda_graphs'] else 'no'} | {row['host_p50_ms']} | {row['compute_p50_ms']} | "
                          f"{row['fps']} | {100 * row['argmax_agreement_with_fp32']:.2f}% | "
                          f"{row['peak_device_memory_mb']} |")
+    lines += ["", "Per frame, FP16, wall clock p50 (ms): the logits copied and argmaxed on the host vs the class map "
+              "made on the device (`export --argmax`)", "", "| input | classes | logits + host argmax | class map |",
+              "|---|---|---|---|"]
+    for size in results["sizes"]:
+        forms = size["output_forms_p50_ms"]
+        lines.append(f"| {size['height']}x{size['width']} | {size['classes']} | {forms['logits + host argmax']} | "
+                     f"{forms['class map (argmax on the device)']} |")
     (out / "cuda_runner.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,7 +19,8 @@ def test_cuda_runner_benchmark_runs_every_configuration(tmp_path):
                                                                    ("fp16", True)}
     assert all(r["calls"] == 2 and r["host_p50_ms"] > 0 for r in rows)
     assert all(r["argmax_agreement_with_fp32"] == 1.0 for r in rows)  # on the CPU every configuration is FP32
-    assert (tmp_path / "cuda_runner.md").read_text().count("| 64x64 | 4 |") == 4
+    assert (tmp_path / "cuda_runner.md").read_text().count("| 64x64 | 4 |") == 5
+    assert set(data["sizes"][0]["output_forms_p50_ms"]) == {"logits + host argmax", "class map (argmax on the device)"}
 
 
 def test_device_check_script_is_valid_and_installs_what_the_gpu_machine_lacks():
