@@ -78,18 +78,19 @@ def main(height: int = 360, width: int = 480, classes: int = 11, images: int = 2
     from edgeseg.runtime import native
     from edgeseg.runtime.loader import describe, open_runner
 
-    folder = Path(tempfile.mkdtemp(prefix="edgeseg-overhead-"))
-    model = build_model(folder, height, width, classes)
-    rng = np.random.default_rng(0)
-    labels = [rng.integers(0, classes, (height, width)).astype(np.uint8) for _ in range(images)]
-    artifact = describe(model)
-    raw = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    cases = {}
-    with open_runner(artifact) as runner:
-        # the target case: frames at the model's input size, as CamVid at 360x480 is
-        for name, (h, w) in (("same size", (height, width)), ("resized from 400x540", (height + 40, width + 60))):
-            frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(images)]
-            cases[name] = measure(runner, raw, artifact, frames, labels, classes, rounds)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-overhead-") as folder:
+        model = build_model(Path(folder), height, width, classes)
+        rng = np.random.default_rng(0)
+        labels = [rng.integers(0, classes, (height, width)).astype(np.uint8) for _ in range(images)]
+        artifact = describe(model)
+        raw = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        cases = {}
+        with open_runner(artifact) as runner:
+            # the target case: frames at the model's input size, as CamVid at 360x480 is
+            for name, (h, w) in (("same size", (height, width)), ("resized from 400x540", (height + 40, width + 60))):
+                frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(images)]
+                cases[name] = measure(runner, raw, artifact, frames, labels, classes, rounds)
+        del raw
     document = {"machine": machine(), "model": "lraspp-mobilenetv3-large", "input": [height, width],
                 "classes": classes, "images_per_round": images, "rounds": rounds, "target": 0.90,
                 "native_backend": native.BACKEND, "cases": cases}

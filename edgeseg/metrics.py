@@ -12,14 +12,33 @@ import numpy as np
 
 
 def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    """(num_classes, num_classes) int64 counts; rows are ground truth, columns predictions."""
+    """(num_classes, num_classes) int64 counts; rows are ground truth, columns predictions.
+
+    Labels outside the classes (and ``ignore_index``) are skipped; a *prediction* outside
+    them raises ValueError: a model or post-processing that emits one has a bug, and
+    counting it as some class would hide it in the mIoU.
+    """
     if pred.shape != label.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
     label = label.reshape(-1).astype(np.int64)
     pred = pred.reshape(-1).astype(np.int64)
+    check_predictions(pred, num_classes)
     keep = (label != ignore_index) & (label >= 0) & (label < num_classes)
-    index = label[keep] * num_classes + np.clip(pred[keep], 0, num_classes - 1)
+    index = label[keep] * num_classes + pred[keep]
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def out_of_range_message(value: int, num_classes: int) -> str:
+    """The one sentence both the numpy and the C confusion matrix raise for a prediction outside the classes."""
+    return (f"prediction {value} is outside the {num_classes} classes (0-{num_classes - 1}): an out-of-range "
+            f"prediction is a bug in the model's output or its post-processing, not a pixel to count")
+
+
+def check_predictions(pred: np.ndarray, num_classes: int) -> None:
+    """ValueError when any predicted class index lies outside [0, num_classes); the first such pixel is named."""
+    bad = (pred < 0) | (pred >= num_classes)
+    if bad.any():
+        raise ValueError(out_of_range_message(int(pred.reshape(-1)[np.argmax(bad.reshape(-1))]), num_classes))
 
 
 def iou_per_class(confusion: np.ndarray) -> np.ndarray:

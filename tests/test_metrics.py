@@ -27,3 +27,25 @@ def test_absent_classes_are_nan_and_excluded():
     summary = summarize(cm, ["a", "b", "c"])
     assert summary["per_class_iou"] == {"a": 100.0, "b": None, "c": None}
     assert summary["miou"] == 100.0
+
+
+@pytest.mark.parametrize("bad", [3, 7, -1])
+def test_a_prediction_outside_the_classes_is_an_error_not_a_count(bad):
+    label = np.array([0, 1, 2, 255])
+    pred = np.array([0, 1, bad, 0])
+    with pytest.raises(ValueError, match=rf"prediction {bad} is outside the 3 classes \(0-2\)"):
+        confusion_matrix(pred, label, 3, 255)
+
+
+@pytest.mark.parametrize("pred_dtype", [np.uint8, np.int32])
+def test_both_confusion_kernels_refuse_an_out_of_range_prediction_and_leave_the_matrix_alone(pred_dtype):
+    from edgeseg.runtime import native
+
+    label = np.array([[0, 1, 2, 2], [1, 1, 0, 255]], np.uint8)
+    pred = np.array([[0, 1, 2, 1], [1, 9, 0, 0]], pred_dtype)  # 9 of 3 classes, after pixels already counted
+    kernels = [native.confusion_numpy] + ([native.accumulate_confusion] if native._native is not None else [])
+    for kernel in kernels:
+        matrix = np.full((3, 3), 5, np.int64)
+        with pytest.raises(ValueError, match=r"prediction 9 is outside the 3 classes \(0-2\)"):
+            kernel(matrix, pred, label, 255)
+        assert (matrix == 5).all(), kernel.__name__  # nothing half-counted

@@ -54,9 +54,12 @@ def test_confusion_matches_numpy(label_dtype):
 
 
 def test_the_numpy_twin_is_correct_on_its_own():
-    image = np.array([[[0, 128, 255]]], dtype=np.uint8)
-    out = native.normalize_numpy(image, (0, 128, 255), (1, 2, 255), np.empty((1, 3, 1, 1), np.float32))
-    assert out.ravel().tolist() == [0.0, 0.0, 0.0]
+    # values that tell the mean from the std: (10 - 2) / 4, (128 - 100) / 8, (255 - 55) / 0.5
+    image = np.array([[[10, 128, 255]]], dtype=np.uint8)
+    out = native.normalize_numpy(image, (2, 100, 55), (4, 8, 0.5), np.empty((1, 3, 1, 1), np.float32))
+    assert out.ravel().tolist() == [2.0, 3.5, 400.0]
+    swapped = native.normalize_numpy(image, (2, 100, 55), (4, 8, 0.5), np.empty((1, 3, 1, 1), np.float32), True)
+    assert swapped.ravel().tolist() == [(255 - 2) / 4, 3.5, (10 - 55) / 0.5]  # B and R trade places, not mean/std
     logits = np.array([[[[0.0]], [[2.0]], [[1.0]]]], dtype=np.float32)
     assert native.argmax_numpy(logits, np.empty((1, 1, 1), np.uint8)).item() == 1
 

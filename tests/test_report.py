@@ -43,8 +43,13 @@ def test_report_measures_every_stage_and_writes_markdown_json_and_pngs(run_dir, 
         assert 0 <= row["miou"] <= 100 and set(row["per_class_iou"]) and row["num_images"] == 4
         assert row["size_mb"] > 0
     assert document["stages"][0]["backend"] == "pytorch" and document["stages"][2]["precision"] == "int8"
-    # the FP32 ONNX export computes what the checkpoint computes, so their accuracy is the same
-    assert document["stages"][0]["miou"] == pytest.approx(document["stages"][1]["miou"], abs=0.5)
+    student, onnx_row, int8 = (row["miou"] for row in document["stages"])
+    # the FP32 ONNX export computes what the checkpoint computes (measured: the same 9.44 to the last digit)
+    assert onnx_row == pytest.approx(student, abs=0.05)
+    # what the session's seeded one-epoch student reaches on the 4 val images (measured 9.44; 1.5 for another
+    # CPU's arithmetic), and INT8 within 1.0 of FP32 (measured 9.09, -0.35)
+    assert student == pytest.approx(9.44, abs=1.5)
+    assert abs(int8 - onnx_row) <= 1.0 and int8 != onnx_row  # INT8 really is another model
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["figures"] == {"latency vs mIoU": "latency_vs_miou.png", "per-class IoU": "per_class_iou.png",
                                   "predicted masks": "masks.png"}

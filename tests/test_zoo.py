@@ -34,9 +34,25 @@ def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_pa
     onnx_meta = export(str(tmp_path / "pruned.pt"), str(tmp_path / "pruned.onnx"), data=str(tiny_data))
     assert onnx_meta["parity"]["argmax_agreement"] >= 99.9
     calibrate(str(tmp_path / "pruned.onnx"), str(tiny_data / "train" / "images"), num=8)
-    results = bench([str(tmp_path / "pruned.onnx"), str(tmp_path / "pruned.int8.onnx")], data=str(tiny_data),
-                    iters=2, warmup=1, show=False)
-    assert all(r["backend"] == "onnxruntime" and r["miou"] >= 0 for r in results)
+    checkpoint, fp32, int8 = bench([str(tmp_path / "pruned.pt"), str(tmp_path / "pruned.onnx"),
+                                    str(tmp_path / "pruned.int8.onnx")], data=str(tiny_data), iters=2, warmup=1,
+                                   show=False)
+    assert [r["backend"] for r in (checkpoint, fp32, int8)] == ["pytorch", "onnxruntime", "onnxruntime"]
+    # each stage is seeded: the pruned model reaches what it reached when measured (1.5 for another CPU) ...
+    assert fp32["miou"] == pytest.approx(MEASURED_FP32_MIOU[name], abs=1.5)
+    # ... its ONNX export computes the same (measured: equal to the last digit for all twelve) ...
+    assert fp32["miou"] == pytest.approx(checkpoint["miou"], abs=0.05)
+    # ... and INT8 stays within 1.0 of FP32 (measured: at most 0.65 away, deeplabv3-resnet50; most within 0.1)
+    assert abs(int8["miou"] - fp32["miou"]) <= 1.0
+
+
+# val mIoU of the pruned FP32 ONNX above on the 4 val images of tiny_data (one training epoch: near chance, it
+# checks the path, not the accuracy), measured on this project's 2-core CI machine
+MEASURED_FP32_MIOU = {
+    "bisenetv2": 3.11, "deeplabv3-mobilenetv3-large": 14.74, "deeplabv3-resnet50": 14.66,
+    "deeplabv3plus-mobilenetv3": 4.73, "enet": 3.56, "fcn-resnet50": 13.17, "lraspp-mobilenetv3-large": 3.72,
+    "lraspp-mobilenetv3-small": 5.55, "pspnet-mobilenetv3": 6.42, "refinenet-lw-mobilenetv2": 4.24,
+    "segformer-b0": 23.26, "unet": 9.56}
 
 
 USER_ARCH = '''

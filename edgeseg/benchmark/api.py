@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgeseg.benchmark.memory import RssSampler, current_rss_mb, lifetime_peak_rss_mb
+from edgeseg.benchmark.memory import (DeviceMemory, RssSampler, cuda_free_memory_reader, current_rss_mb,
+                                      lifetime_peak_rss_mb)
 from edgeseg.benchmark.pipeline import run_pipeline
 from edgeseg.benchmark.table import print_table
 from edgeseg.benchmark.timing import latency_stats, time_inference
@@ -18,7 +19,7 @@ from edgeseg.fileio import write_json_atomic
 from edgeseg.metrics import summarize
 from edgeseg.runtime import native
 from edgeseg.runtime.base import Runner
-from edgeseg.runtime.loader import Artifact, describe, open_runner
+from edgeseg.runtime.loader import TORCH_SUFFIXES, Artifact, describe, open_runner
 from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
 from edgeseg.sidecar import model_output
@@ -75,9 +76,20 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
     return result
 
 
-def _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code=False, facts=None):
+def _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code=False, facts=None,
+          precision=None):
     artifact = describe(path, trust_checkpoint, facts)
-    return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
+    return artifact, open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code,
+                                 precision=precision)
+
+
+TORCH_PRECISIONS = ("fp32", "fp16")
+# What a runner's own device-memory figure covers, for when no CUDA library can measure it (bench says which)
+RUNNER_MEMORY_LABELS = {
+    "pytorch": "torch.cuda.max_memory_allocated: the peak of PyTorch's tensors (the CUDA context and the "
+               "allocator's cache are not counted)",
+    "tensorrt": "TensorRT's activation memory plus edgeseg's I/O buffers (the engine's weights are not counted)",
+}
 
 
 def _power_sampler(power: bool):
@@ -93,7 +105,7 @@ def _power_sampler(power: bool):
 def artifact_row(artifact: Artifact, runner: Runner, device: str, batch_size: int = 1) -> dict:
     """What a bench row says about the artifact itself: backend, precision, input, size, params, MACs."""
     model = artifact.meta.get("model") or {}
-    return {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
+    return {"artifact": str(artifact.path), "backend": runner.backend, "precision": runner.precision,
             "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
             "batch": batch_size, "output": model_output(artifact.meta)["kind"],
             "params": model.get("params"), "macs": model.get("macs"),
@@ -111,12 +123,19 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
               warmup_ms: float = 0.0, duration: float = 0.0, batch_size: int = 1, device: str = "cpu",
               threads: Optional[int] = None, power: bool = False, trust_checkpoint: bool = False,
               trust_engine: bool = False, allow_engine_host_code: bool = False,
-              facts: Optional[ModelFacts] = None) -> dict:
-    """Latency (and, with a split, accuracy) of one artifact; ``facts`` describe one edgeseg did not make."""
-    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code, facts)
+              facts: Optional[ModelFacts] = None, precision: Optional[str] = None) -> dict:
+    """Latency (and, with a split, accuracy) of one artifact; ``facts`` describe one edgeseg did not make.
+
+    ``precision`` applies to PyTorch checkpoints (fp16: CUDA FP16 autocast); other artifacts
+    run at the precision they were built with.
+    """
+    artifact, runner = _open(path, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code, facts,
+                             precision if artifact_is_pytorch(path) else None)
     if split is not None:
         check_classes(artifact, split)
     result = artifact_row(artifact, runner, device, batch_size)
+    memory = DeviceMemory(cuda_free_memory_reader() if runner.device != "cpu" else None)
+    memory.start()  # before activation: the model's weights count too
     with runner:
         if split is not None:
             sample = preprocess(split.image(0), artifact.input_spec)
@@ -127,6 +146,7 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
             sample = preprocess(render_scene(np.random.default_rng(0), spec.height, spec.width)[0], spec)
         batch = np.repeat(sample, batch_size, axis=0)
         time_inference(runner, batch, warmup=warmup, iters=0, warmup_ms=warmup_ms)
+        memory.mark()
         rss_after_warmup = current_rss_mb()
         sampler = _power_sampler(power)
         with sampler, RssSampler() as rss:
@@ -143,12 +163,52 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
             summary = summarize_power(sampler.samples, frames=len(host) * batch_size, seconds=seconds)
             result["power"] = {"average_w": summary.average_w, "energy_per_frame_mj": summary.energy_per_frame_mj,
                                "samples": summary.samples, "rails_average_w": summary.rails_average_w}
-        result["peak_device_memory_mb"] = runner.peak_device_memory_mb()
+        memory.mark()
         if split is not None:
             result["num_images"] = len(split)
             result.update(accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}"))
+            memory.mark()
+        result.update(_device_memory(runner, memory))
     result["peak_rss_mb"] = lifetime_peak_rss_mb()
     return result
+
+
+def artifact_is_pytorch(path: Union[str, Path]) -> bool:
+    return Path(path).suffix.lower() in TORCH_SUFFIXES
+
+
+def check_precision(models: Sequence[Union[str, Path]], precision: Optional[str], device: str) -> None:
+    """One sentence, before anything runs, where ``--precision`` cannot apply to what was asked."""
+    if precision is None:
+        return
+    if precision not in TORCH_PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(TORCH_PRECISIONS)}, got '{precision}'.")
+    if not any(artifact_is_pytorch(m) for m in models):
+        raise ConfigError(f"--precision {precision} applies to PyTorch checkpoints (.pt), and none was given: ONNX "
+                          f"and engine files run at the precision they were built with (build-engine --fp16 or "
+                          f"--int8).")
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError("--precision fp16 runs PyTorch checkpoints under CUDA FP16 autocast, which needs a GPU: "
+                          "add --device cuda (on the CPU PyTorch runs FP32).")
+
+
+def _device_memory(runner: Runner, memory: DeviceMemory) -> dict:
+    """``device_memory_mb`` and what it is: measured with CUDA's memory info where a library can read it."""
+    if runner.device == "cpu":
+        return {"device_memory_mb": None, "device_memory_source": "none: the model ran on the CPU"}
+    if memory.held_mb is not None:
+        return {"device_memory_mb": memory.held_mb,
+                "device_memory_source": f"{memory.library}: free GPU memory before activation minus its lowest "
+                                        f"reading after warm-up, timing and the accuracy pass (everything the runner "
+                                        f"held, weights included; other processes on the GPU count too)"}
+    own = runner.peak_device_memory_mb()
+    label = RUNNER_MEMORY_LABELS.get(runner.backend)
+    if own is None or label is None:
+        return {"device_memory_mb": None,
+                "device_memory_source": f"not measured: {runner.backend} reports none, and no CUDA library (torch, "
+                                        f"cuda-python, pycuda) could read the GPU's memory info"}
+    return {"device_memory_mb": own, "device_memory_source": f"{label}; no CUDA library could read the GPU's "
+                                                             f"memory info to measure it whole"}
 
 
 def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json_out: Optional[str] = None,
@@ -156,8 +216,11 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
           max_images: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
           power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
           trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True,
-          facts: Optional[ModelFacts] = None) -> List[dict]:
+          facts: Optional[ModelFacts] = None, precision: Optional[str] = None) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
+
+    ``precision="fp16"`` runs the PyTorch checkpoints among ``models`` under CUDA FP16
+    autocast (``device="cuda"``); ONNX and engine files keep the precision they were built with.
 
     >>> edgeseg.bench(["student.pt", "student.onnx"], data="synthetic")  # doctest: +SKIP
     """
@@ -169,10 +232,11 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
     split = _val_split(data, max_images) if data else None
     if warmup_ms < 0 or duration < 0:
         raise ConfigError("--warmup-ms and --duration cannot be negative.")
+    check_precision(models, precision, device)
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
                          batch_size=batch_size, device=device, threads=threads, power=power,
                          trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
-                         allow_engine_host_code=allow_engine_host_code, facts=facts)
+                         allow_engine_host_code=allow_engine_host_code, facts=facts, precision=precision)
                for m in models]
     if show:
         print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])

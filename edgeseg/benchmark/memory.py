@@ -11,7 +11,7 @@ import os
 import resource
 import sys
 import threading
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -57,3 +57,86 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+def cuda_free_memory_reader() -> Optional[Tuple[Callable[[], int], str]]:
+    """(function returning the GPU's free bytes, what it calls) from cudaMemGetInfo, or None where nothing can read it.
+
+    PyTorch when it is already loaded (the PyTorch runner), else cuda-python, else pycuda,
+    else PyTorch imported for the purpose. The figure is device-wide: every process and
+    context on the GPU moves it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return (lambda: int(torch.cuda.mem_get_info()[0])), "cudaMemGetInfo (torch.cuda.mem_get_info)"
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+
+        def read_cudart() -> int:
+            err, free, _total = cudart.cudaMemGetInfo()
+            if int(err) != 0:
+                raise RuntimeError(f"cudaMemGetInfo failed with {err}")
+            return int(free)
+
+        read_cudart()  # no GPU or no driver: fall through to the next library
+        return read_cudart, "cudaMemGetInfo (cuda-python)"
+    except Exception:
+        pass
+    try:
+        import pycuda.driver as driver
+
+        driver.init()
+        context = driver.Device(0).retain_primary_context()
+
+        def read_pycuda() -> int:
+            context.push()
+            try:
+                return int(driver.mem_get_info()[0])
+            finally:
+                context.pop()
+
+        read_pycuda()
+        return read_pycuda, "cuMemGetInfo (pycuda)"
+    except Exception:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return (lambda: int(torch.cuda.mem_get_info()[0])), "cudaMemGetInfo (torch.cuda.mem_get_info)"
+    except ImportError:
+        pass
+    return None
+
+
+class DeviceMemory:
+    """GPU memory a runner holds: free memory before it is activated minus the lowest free reading after.
+
+    ``mark()`` is called after each phase (warm-up, timing, the accuracy pass). Allocator
+    caches and TensorRT's and ONNX Runtime's arenas only grow while a runner is active, so
+    the lowest reading is what the runner held at its largest: weights, activations,
+    workspace and caches, whatever the backend reports itself. A transient allocation
+    freed between two marks is not seen.
+    """
+
+    def __init__(self, reader: Optional[Tuple[Callable[[], int], str]]):
+        self.read, self.library = reader if reader else (None, None)
+        self.before: Optional[int] = None
+        self.lowest: Optional[int] = None
+
+    def start(self) -> None:
+        if self.read is not None:
+            self.before = self.lowest = self.read()
+
+    def mark(self) -> None:
+        if self.read is not None and self.before is not None:
+            self.lowest = min(self.lowest, self.read())
+
+    @property
+    def held_mb(self) -> Optional[float]:
+        if self.before is None:
+            return None
+        return round((self.before - self.lowest) / 2**20, 2)

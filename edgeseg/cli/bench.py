@@ -18,6 +18,9 @@ _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]
 @click.option("--batch", "batch_size", type=int, default=1, show_default=True)
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="PyTorch checkpoints only: fp16 runs them under CUDA FP16 autocast (needs --device cuda); ONNX "
+                   "and engine files keep the precision they were built with [default: the checkpoint's, FP32].")
 @_device
 @threads
 @trust_checkpoint

@@ -28,6 +28,9 @@ COMMANDS = {
 }
 
 
+TORCH_PACKAGES = ("torch", "torchvision", "torch_pruning")
+
+
 class UserError(click.ClickException):
     """An EdgesegError shown as one line, with the error's own exit code."""
 
@@ -53,6 +56,13 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EdgesegError as exc:
             raise UserError(str(exc), exc.exit_code) from None
+        except ModuleNotFoundError as exc:  # a training-side verb on a deploy-only install (JetPack, no torch)
+            if (exc.name or "").split(".")[0] not in TORCH_PACKAGES:
+                raise
+            message = (f"`edgeseg {ctx.invoked_subcommand}` needs PyTorch, and {exc.name} is not installed here: "
+                       f"install torch and torchvision (pip install edgeseg brings them), or run only the deploy "
+                       f"side (bench, eval, info, build-engine), which works without them.")
+            raise UserError(message, 2) from None
         except (OSError, RuntimeError) as exc:  # a write outside an atomic_path, e.g. a temporary file
             from edgeseg.fileio import out_of_space_error
 

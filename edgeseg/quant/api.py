@@ -127,6 +127,8 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
         if class_map_dtype:  # the ArgMax -> Cast tail goes back on after quantisation, outside it
             add_class_map_file(tmp, class_map_dtype)
     write_text_atomic(cache_path, format_cache(amax, chosen))
+    twin_path = _write_cache_twin(model_path, out_path.with_name(f"{out_base}.calib.onnx"), shifts, float_nodes,
+                                  cache_path, spec, info, meta)
     settings = {"method": method, "selected_method": chosen, "argmax_agreement_percent": agreement,
                 "percentile": percentile if chosen == "percentile" else None,
                 "symmetric": symmetric, "bias_correction": bool(bias_correction),
@@ -138,7 +140,8 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     write_json_atomic(ranges_path, {**settings, "image_files": image_files, "tensors": {
         name: {"amax": amax[name], "min": histograms[name].min, "max": histograms[name].max,
                "low": ranges[name][0], "high": ranges[name][1]} for name in histograms}})
-    say(f"Wrote {out_path.name}, {cache_path.name} and {ranges_path.name}; {len(float_nodes)} node(s) kept in float")
+    say(f"Wrote {out_path.name}, {cache_path.name} (with {twin_path.name} for TensorRT's implicit INT8) and "
+        f"{ranges_path.name}; {len(float_nodes)} node(s) kept in float")
     return write_sidecar(out_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
                          model=meta.get("model"), precision="int8", onnx=meta.get("onnx"),
                          quantization=dict(settings, format="qdq", weights="per-channel symmetric int8",
@@ -167,6 +170,20 @@ def _logits_model(model_path: Path) -> tuple:
     logits = Path(folder.name) / "logits.onnx"
     onnx.save(strip_class_map(model), str(logits))
     return logits, dtype, folder  # the folder is deleted when the caller drops it
+
+
+def _write_cache_twin(model_path: Path, twin_path: Path, shifts, float_nodes: List[str], cache_path: Path, spec,
+                      info, meta: dict) -> Path:
+    """The bias-corrected FP32 twin that TensorRT's implicit INT8 builds from (quant/cache_model.py)."""
+    from edgeseg.quant.cache_model import write_cache_model
+
+    with atomic_path(twin_path) as tmp:
+        corrected, pinned = write_cache_model(model_path, tmp, shifts, float_nodes)
+    write_sidecar(twin_path, "onnx", input_spec=spec, dataset=info, parent=model_path, stage="calibrate",
+                  model=meta.get("model"), precision="fp32", onnx=meta.get("onnx"),
+                  quantization={"format": "fp32 twin for TensorRT implicit INT8", "calibration_cache": cache_path.name,
+                                "bias_corrected_layers": len(corrected), "float_layers": pinned})
+    return twin_path
 
 
 def _range(histogram, amax: float, symmetric: bool) -> tuple:
@@ -229,40 +246,83 @@ def _spread(files: List[Path], count: int) -> List[Path]:
 
 def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec, max_miou_drop, report,
                      sensitivity_images, max_images):
-    """Measure INT8 against FP32; rank layers and fall back to float when over budget (or asked to report)."""
+    """Measure INT8 against FP32 on ``data``; with a budget or ``report``, pick float layers on part of it.
+
+    Ranking layers and fitting the budget on the same images that are then reported would
+    flatter the result (the layers kept in float are those that fix *those* images). So
+    when layers are picked, the val split is cut in two: the first half (the pick images)
+    ranks the layers and fits the budget, and the figures reported as the result (FP32,
+    INT8 with every layer, INT8 with the fallback, the drop) are measured on the second
+    half (the report images), which picking never sees. Without a budget or ``report``
+    nothing is picked and every image is a report image. ``accuracy["split"]`` says
+    which images each figure is on.
+    """
     from edgeseg.quant.qdq import logits_nodes
     from edgeseg.quant.sensitivity import Quantizer, fit_budget, load_eval_set, onnx_miou, quantized_layers, rank_layers
 
     import onnx
 
     evalset = load_eval_set(data, spec, max_images)
-    fp32_miou = onnx_miou(model_path, evalset)
-    quantizer = Quantizer(model_path, ranges, symmetric, evalset, shifts, quantize_outputs)
-    int8_miou = quantizer.miou([])
-    say(f"mIoU on {len(evalset.batches)} images: FP32 {fp32_miou:.2f}%, INT8 {int8_miou:.2f}% "
-        f"(drop {fp32_miou - int8_miou:.2f})")
-    accuracy = {"data": str(data), "num_images": len(evalset.batches), "fp32_miou": fp32_miou,
-                "int8_miou_all_layers": int8_miou, "int8_miou": int8_miou,
-                "miou_drop": round(fp32_miou - int8_miou, 4), "max_miou_drop": max_miou_drop}
-    over_budget = max_miou_drop is not None and fp32_miou - int8_miou > max_miou_drop
-    if not (over_budget or report):
+    total = len(evalset.batches)
+    accuracy = {"data": str(data), "num_images": total, "max_miou_drop": max_miou_drop}
+    if max_miou_drop is None and not report:
+        with Quantizer(model_path, ranges, symmetric, evalset, shifts, quantize_outputs) as quantizer:
+            fp32_miou, int8_miou = onnx_miou(model_path, evalset), quantizer.miou([])
+        say(f"mIoU on all {total} images of {data}: FP32 {fp32_miou:.2f}%, INT8 {int8_miou:.2f}% "
+            f"(drop {fp32_miou - int8_miou:.2f})")
+        accuracy["split"] = {"report": {"images": f"1-{total}", "count": total,
+                                        "figures": "all of them (no layers were picked)"}}
+        accuracy.update(fp32_miou=fp32_miou, int8_miou_all_layers=int8_miou, int8_miou=int8_miou,
+                        miou_drop=round(fp32_miou - int8_miou, 4))
         return [], accuracy
-    layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
-    subset = evalset.subset(sensitivity_images)
-    with progress_bar("layer sensitivity", len(layers)) as advance:
-        ranking = rank_layers(quantizer, layers, subset, advance)
-    accuracy["sensitivity"] = [{"layer": name, "miou_with_layer_in_float": miou,
-                                "images": len(subset.batches)} for name, miou in ranking]
-    if report:
-        _print_sensitivity(ranking, quantizer.miou([], subset))
-    fallback: List[str] = []
-    if over_budget:
-        with progress_bar("fit the budget", len(ranking)) as advance:
-            fallback, int8_miou, steps = fit_budget(quantizer, ranking, fp32_miou, max_miou_drop, advance)
-        accuracy.update(int8_miou=int8_miou, miou_drop=round(fp32_miou - int8_miou, 4), fallback_steps=steps)
-        within = fp32_miou - int8_miou <= max_miou_drop
-        say(f"{len(fallback)} layer(s) kept in float: INT8 mIoU {int8_miou:.2f}% (drop {fp32_miou - int8_miou:.2f}, "
-            f"budget {max_miou_drop}){'' if within else ' - still over budget with every layer tried'}")
+    if total < 2:
+        raise ConfigError(f"--max-miou-drop and --report pick layers on one part of --data and report on the rest, "
+                          f"so --data needs at least 2 labelled images; {data} has {total}.")
+    pick, held_out = evalset.halves()
+    cut = len(pick.batches)
+    accuracy["split"] = {
+        "pick": {"images": f"1-{cut}", "count": cut,
+                 "figures": "pick_miou, sensitivity, fallback_steps: ranking layers and fitting the budget"},
+        "report": {"images": f"{cut + 1}-{total}", "count": total - cut,
+                   "figures": "fp32_miou, int8_miou_all_layers, int8_miou, miou_drop: never seen by picking"}}
+    say(f"Picking float layers on val images 1-{cut} of {data}; reporting on images {cut + 1}-{total}, "
+        f"which picking never sees")
+    with Quantizer(model_path, ranges, symmetric, pick, shifts, quantize_outputs) as quantizer:
+        fp32_pick, int8_pick = onnx_miou(model_path, pick), quantizer.miou([])
+        say(f"mIoU on the {cut} pick images: FP32 {fp32_pick:.2f}%, INT8 {int8_pick:.2f}% "
+            f"(drop {fp32_pick - int8_pick:.2f})")
+        over_budget = max_miou_drop is not None and fp32_pick - int8_pick > max_miou_drop
+        fallback: List[str] = []
+        int8_pick_final = int8_pick
+        if over_budget or report:
+            layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
+            subset = pick.subset(sensitivity_images)
+            with progress_bar("layer sensitivity", len(layers)) as advance:
+                ranking = rank_layers(quantizer, layers, subset, advance)
+            accuracy["sensitivity"] = [{"layer": name, "miou_with_layer_in_float": miou,
+                                        "images": len(subset.batches)} for name, miou in ranking]
+            if report:
+                _print_sensitivity(ranking, quantizer.miou([], subset))
+            if over_budget:
+                with progress_bar("fit the budget", len(ranking)) as advance:
+                    fallback, int8_pick_final, steps = fit_budget(quantizer, ranking, fp32_pick, max_miou_drop,
+                                                                  advance)
+                accuracy["fallback_steps"] = steps
+                say(f"{len(fallback)} layer(s) kept in float: INT8 mIoU {int8_pick_final:.2f}% on the pick images "
+                    f"(drop {fp32_pick - int8_pick_final:.2f}, budget {max_miou_drop})"
+                    f"{'' if fp32_pick - int8_pick_final <= max_miou_drop else ' - still over with every layer tried'}")
+        accuracy["pick_miou"] = {"fp32": fp32_pick, "int8_all_layers": int8_pick, "int8": int8_pick_final}
+        fp32_miou = onnx_miou(model_path, held_out)
+        int8_all = quantizer.miou([], held_out)
+        int8_miou = quantizer.miou(fallback, held_out) if fallback else int8_all
+    drop = round(fp32_miou - int8_miou, 4)
+    accuracy.update(fp32_miou=fp32_miou, int8_miou_all_layers=int8_all, int8_miou=int8_miou, miou_drop=drop)
+    verdict = ""
+    if max_miou_drop is not None:
+        accuracy["within_budget"] = drop <= max_miou_drop
+        verdict = f", budget {max_miou_drop}: {'within' if drop <= max_miou_drop else 'OVER'}"
+    say(f"mIoU on the {total - cut} report images: FP32 {fp32_miou:.2f}%, INT8 {int8_all:.2f}% with every layer"
+        f"{f', {int8_miou:.2f}% with {len(fallback)} in float' if fallback else ''} (drop {drop:.2f}{verdict})")
     return fallback, accuracy
 
 

@@ -10,9 +10,9 @@ arithmetic, so what is measured is what the Q/DQ model will compute.
 Bias correction uses it (Nagel et al., "Data-Free Quantization Through Weight
 Equalization and Bias Correction", ICCV 2019, in its empirical form, as NNCF's
 FastBiasCorrection). Picking each tensor's threshold by the squared error of its convs
-was tried for ``--method auto`` and lost to whole-model argmax agreement (on the pruned
-student of the first CamVid run, -0.52 mIoU against +0.30, measured by hand during
-development), so only the mean is measured.
+was tried for ``--method auto`` and lost to whole-model argmax agreement on the pruned
+student of the first CamVid run (a comparison run by hand, with no committed result), so
+only the mean is measured.
 """
 from __future__ import annotations
 

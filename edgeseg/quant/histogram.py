@@ -91,8 +91,7 @@ def entropy_amax(counts: np.ndarray, bin_width: float, levels: int = INT8_LEVELS
 
     As in NVIDIA's reference implementation, the first bin's count is replaced by the
     second's: after ReLU-like activations it holds a flood of exact zeros that would
-    otherwise dominate the KL and pull the threshold far too low (measured on CamVid:
-    -4.8 mIoU without this, -0.8 with it).
+    otherwise dominate the KL and pull the threshold far too low.
     """
     counts = counts.astype(np.float64)
     if len(counts) > 1:
@@ -102,7 +101,7 @@ def entropy_amax(counts: np.ndarray, bin_width: float, levels: int = INT8_LEVELS
     # A threshold must leave ``levels`` bins of data below it. Otherwise a tensor with no mass
     # near zero (a sigmoid gate living in [0.24, 0.93]) is "best" clipped to its lowest value:
     # the clipped spike is then the only non-zero bin of its INT8 level, Q reproduces P
-    # exactly and KL is 0 (measured on CamVid: -13 mIoU without this rule).
+    # exactly and KL is 0 (tests/test_quant.py: test_entropy_does_not_clip_a_gate_with_no_mass_near_zero).
     first = (int(nonzero[0]) if nonzero.size else 0) + levels
     if last <= first:
         return last * bin_width if last else bin_width

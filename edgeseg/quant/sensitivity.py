@@ -35,6 +35,17 @@ class EvalSet:
         picks = np.linspace(0, len(self.batches) - 1, min(count, len(self.batches))).astype(int)
         return EvalSet([self.batches[i] for i in picks], [self.labels[i] for i in picks], self.info)
 
+    def halves(self) -> Tuple["EvalSet", "EvalSet"]:
+        """(first half, second half) in split order; the first gets the odd image out.
+
+        Contiguous rather than interleaved: neighbouring images of a video split
+        (CamVid's val is driving sequences) are near-duplicates, so alternate frames would
+        leak what one half saw into the other.
+        """
+        cut = (len(self.batches) + 1) // 2
+        return (EvalSet(self.batches[:cut], self.labels[:cut], self.info),
+                EvalSet(self.batches[cut:], self.labels[cut:], self.info))
+
 
 def load_eval_set(data: str, spec: InputSpec, max_images: Optional[int] = None) -> EvalSet:
     from edgeseg.data.dataset import resolve_split
@@ -74,13 +85,31 @@ def quantized_layers(model_path: str | Path, kept_float: Sequence[str]) -> List[
 
 
 class Quantizer:
-    """Writes Q/DQ variants of one FP32 model with fixed ranges, and measures them."""
+    """Writes Q/DQ variants of one FP32 model with fixed ranges, and measures them.
+
+    A context manager: the candidate models live in a temporary folder that is removed
+    when the ``with`` block ends, however it ends.
+    """
 
     def __init__(self, fp32: Path, ranges: Ranges, symmetric: bool, evalset: EvalSet,
                  bias_shifts: Optional[Dict[str, np.ndarray]] = None, quantize_outputs: bool = False):
         self.fp32, self.ranges, self.symmetric, self.evalset = fp32, ranges, symmetric, evalset
         self.bias_shifts, self.quantize_outputs = bias_shifts, quantize_outputs
-        self.folder = Path(tempfile.mkdtemp(prefix="edgeseg-sensitivity-"))
+        self._folder: Optional[tempfile.TemporaryDirectory] = None
+
+    def __enter__(self) -> "Quantizer":
+        self._folder = tempfile.TemporaryDirectory(prefix="edgeseg-sensitivity-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._folder.cleanup()
+        self._folder = None
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            raise RuntimeError("use Quantizer inside a `with` block: its candidate models need a folder")
+        return Path(self._folder.name)
 
     def miou(self, float_layers: Sequence[str], evalset: Optional[EvalSet] = None) -> float:
         path = self.folder / "candidate.onnx"

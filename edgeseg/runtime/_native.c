@@ -266,28 +266,57 @@ static PyObject *native_confusion(PyObject *self, PyObject *args)
     }
     int64_t classes = matrix.shape[0];
     int64_t *cells = (int64_t *)matrix.buf;
+    /* a prediction outside [0, classes) is a bug upstream, never a pixel to count: stop at the first
+       one, take back what this call added, and raise (the numpy twin raises before adding anything) */
+    Py_ssize_t bad_at = -1;
+    int64_t bad_value = 0;
     Py_BEGIN_ALLOW_THREADS
     if (pred.itemsize == 1 && label.itemsize == 1) {
         /* the common case (argmax output vs PNG labels) without a per-pixel type switch */
         const uint8_t *guesses = (const uint8_t *)pred.buf, *truths = (const uint8_t *)label.buf;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            int64_t truth = truths[i];
+        Py_ssize_t i;
+        for (i = 0; i < count; i++) {
+            int64_t truth = truths[i], guess = guesses[i];
+            if (guess >= classes) {
+                bad_at = i;
+                bad_value = guess;
+                break;
+            }
             if (truth == ignore_index || truth >= classes)
                 continue;
-            int64_t guess = guesses[i] >= classes ? classes - 1 : guesses[i];
             cells[truth * classes + guess]++;
+        }
+        for (Py_ssize_t j = 0; bad_at >= 0 && j < bad_at; j++) {
+            int64_t truth = truths[j];
+            if (truth != ignore_index && truth < classes)
+                cells[truth * classes + guesses[j]]--;
         }
         count = 0;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        int64_t truth = read_label(&label, i);
+        int64_t truth = read_label(&label, i), guess = read_label(&pred, i);
+        if (guess < 0 || guess >= classes) {
+            bad_at = i;
+            bad_value = guess;
+            for (Py_ssize_t j = 0; j < i; j++) {
+                int64_t earlier = read_label(&label, j);
+                if (earlier != ignore_index && earlier >= 0 && earlier < classes)
+                    cells[earlier * classes + read_label(&pred, j)]--;
+            }
+            break;
+        }
         if (truth == ignore_index || truth < 0 || truth >= classes)
             continue;
-        int64_t guess = read_label(&pred, i);
-        guess = guess < 0 ? 0 : (guess >= classes ? classes - 1 : guess);
         cells[truth * classes + guess]++;
     }
     Py_END_ALLOW_THREADS
+    if (bad_at >= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "prediction %lld is outside the %lld classes (0-%lld): an out-of-range prediction is a bug in "
+                     "the model's output or its post-processing, not a pixel to count",
+                     (long long)bad_value, (long long)classes, (long long)(classes - 1));
+        goto done;
+    }
     Py_INCREF(Py_None); /* Py_NewRef needs 3.10; JetPack 5 ships 3.8 */
     result = Py_None;
 done:

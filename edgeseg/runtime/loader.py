@@ -63,12 +63,14 @@ def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[M
 
 def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
                 trust_checkpoint: bool = False, trust_engine: bool = False,
-                allow_engine_host_code: bool = False) -> Runner:
+                allow_engine_host_code: bool = False, precision: Optional[str] = None) -> Runner:
+    """The runner for ``artifact``; ``precision`` (PyTorch only) overrides its sidecar's: fp16 = CUDA autocast."""
     shape = (3, artifact.input_spec.height, artifact.input_spec.width)
     if artifact.backend == "pytorch":
         from edgeseg.runtime.torch_runner import TorchRunner
 
-        precision = "fp16" if device == "cuda" and artifact.precision == "fp16" else artifact.precision
+        wanted = precision or artifact.precision
+        precision = "fp16" if device != "cpu" and wanted == "fp16" else "fp32"
         return TorchRunner(str(artifact.path), shape, precision, device, trust_checkpoint, threads)
     if artifact.backend == "onnxruntime":
         from edgeseg.runtime.onnxruntime_runner import OnnxRuntimeRunner

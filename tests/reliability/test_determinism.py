@@ -1,5 +1,5 @@
-"""Determinism: the same seed gives the same calibration ranges, pruned channel counts and synthetic data;
-another seed gives other ones (so the seed is really what decides)."""
+"""Determinism: the same seed gives the same calibration ranges, pruned channels (which ones, not how many) and
+synthetic data; another seed gives other ones (so the seed is really what decides)."""
 from __future__ import annotations
 
 import hashlib
@@ -40,26 +40,48 @@ def test_determinism_same_seed_same_calibration_ranges(tiny_onnx, tiny_data, tmp
     assert ranges(1, "c")["images"] != first["images"]
 
 
+def _kept_channels(original: dict, pruned: dict) -> dict:
+    """{BatchNorm layer: indices of the original channels it kept}, found by matching each kept channel's
+    (running mean, scale) pair to the one original channel that has it."""
+    import torch
+
+    kept = {}
+    for key, mean in pruned.items():
+        if not key.endswith(".running_mean") or mean.shape == original[key].shape:
+            continue
+        layer = key[: -len(".running_mean")]
+        columns = torch.stack([original[key], original[layer + ".weight"]], 1)
+        indices = []
+        for row in torch.stack([mean, pruned[layer + ".weight"]], 1):
+            (hit,) = torch.nonzero((columns == row).all(1)).flatten().tolist()  # exactly one original channel
+            indices.append(hit)
+        kept[layer] = indices
+    return kept
+
+
 @pytest.mark.parametrize("importance", ["random", "taylor"],
                          ids=["determinism: prune at random twice with one seed",
                               "determinism: prune by Taylor importance twice with one seed"])
 def test_determinism_same_seed_same_pruned_channels(importance, tiny_student, tiny_data, tmp_path):
+    """Not the channel counts (the ratio fixes those, whichever channels go): which channels were kept."""
+    from edgeseg.checkpoint import load_model
     from edgeseg.pruning.api import prune
 
-    def channels(seed: int, name: str) -> dict:
+    original = load_model(tiny_student).model.state_dict()
+
+    def kept(seed: int, name: str, chosen_by: str = importance) -> dict:
         out = tmp_path / f"{name}.pt"
-        extra = {"data": str(tiny_data)} if importance == "taylor" else {}
-        prune(str(tiny_student), str(out), ratio=0.4, importance=importance, seed=seed, **extra)
-        return json.loads((tmp_path / f"{name}.pt.json").read_text())["prune"]["channels"]
+        # Taylor gradients from 4 of the 8 training images: which four is the seed's choice
+        extra = {"data": str(tiny_data), "taylor_images": 4} if chosen_by == "taylor" else {}
+        prune(str(tiny_student), str(out), ratio=0.4, importance=chosen_by, seed=seed, **extra)
+        return _kept_channels(original, load_model(out).model.state_dict())
 
-    first = channels(0, "a")
-    assert first == channels(0, "b")
-    if importance == "random":  # other seed, other channels kept (same counts, since the ratio decides those)
-        from edgeseg.checkpoint import load_model
-
-        weights = [load_model(tmp_path / f"{n}.pt").model.state_dict() for n in ("a", "b")]
-        channels(1, "c")
-        other = load_model(tmp_path / "c.pt").model.state_dict()
-        assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
-        assert any(weights[0][k].shape == other[k].shape and not (weights[0][k] == other[k]).all()
-                   for k in weights[0] if weights[0][k].dtype.is_floating_point)
+    first = kept(0, "a")
+    assert len(first) > 20  # measured: 35 BatchNorm layers lose channels in the tiny MobileNetV3-Small
+    assert first == kept(0, "b")
+    other = kept(1, "c")
+    # measured: another seed keeps other channels in all 35 layers; at least most must differ
+    assert sum(first[layer] != other[layer] for layer in first) >= len(first) // 2
+    if importance == "taylor":  # and the ranking really is Taylor's, not the magnitude one
+        magnitude = kept(0, "m", "magnitude")
+        assert sum(first[layer] != magnitude[layer] for layer in first) >= len(first) // 2
