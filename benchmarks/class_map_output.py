@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import alternate, machine, median, write_results
+from common import alternate, machine, median, untrained_checkpoint, write_results
 
 CASES = [("CamVid 360x480, 11 classes", 360, 480, 11), ("Cityscapes 1024x2048, 19 classes", 1024, 2048, 19)]
 FORMS = {"logits": {}, "class map uint8": {"argmax": True},
@@ -31,18 +31,9 @@ FORMS = {"logits": {}, "class map uint8": {"argmax": True},
 
 def build_models(folder: Path, height: int, width: int, classes: int) -> dict:
     """{form: ONNX path}, all three exported by edgeseg from one checkpoint."""
-    import torch
-
-    from edgeseg.arch import create_model
-    from edgeseg.checkpoint import save_checkpoint
     from edgeseg.exporting.api import export
-    from edgeseg.spec import DatasetInfo, InputSpec
 
-    torch.manual_seed(0)
-    model = create_model("mobilenetv3", classes).eval()
-    checkpoint = folder / "model.pt"
-    save_checkpoint(checkpoint, model, arch="mobilenetv3", num_classes=classes, input_spec=InputSpec(height, width),
-                    dataset=DatasetInfo(classes, ignore_index=255))
+    checkpoint = untrained_checkpoint(folder, height, width, classes)
     paths = {}
     for index, (form, options) in enumerate(FORMS.items()):
         paths[form] = folder / f"model{index}.onnx"

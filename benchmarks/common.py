@@ -42,6 +42,25 @@ def camvid_student(data: Path) -> Path:
     return checkpoint
 
 
+def untrained_checkpoint(folder: Path, height: int, width: int, classes: int, arch: str = "mobilenetv3") -> Path:
+    """``folder/model.pt``: an edgeseg checkpoint of ``arch`` with seeded random weights.
+
+    For speed benchmarks: untrained weights time exactly like trained ones.
+    """
+    import torch
+
+    from edgeseg.arch import create_model
+    from edgeseg.checkpoint import save_checkpoint
+    from edgeseg.spec import DatasetInfo, InputSpec
+
+    torch.manual_seed(0)
+    model = create_model(arch, classes).eval()
+    checkpoint = folder / "model.pt"
+    save_checkpoint(checkpoint, model, arch=arch, num_classes=classes, input_spec=InputSpec(height, width),
+                    dataset=DatasetInfo(classes, ignore_index=255))
+    return checkpoint
+
+
 def machine() -> Dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:

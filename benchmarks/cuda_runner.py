@@ -23,24 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import untrained_checkpoint  # noqa: E402  (benchmarks/common.py, beside this script)
 
 DEFAULT_SIZES = ("360x480:11", "1024x2048:19")  # CamVid (11 classes), Cityscapes (19 classes)
 CONFIGS = (("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True))  # (precision, CUDA graphs)
-
-
-def make_checkpoint(folder: Path, height: int, width: int, num_classes: int) -> Path:
-    import torch
-
-    from edgeseg.arch.registry import create_model
-    from edgeseg.checkpoint import save_checkpoint
-    from edgeseg.spec import DatasetInfo, InputSpec
-
-    torch.manual_seed(0)
-    model = create_model("lraspp-mobilenetv3-large", num_classes=num_classes).eval()
-    path = folder / f"lraspp-{height}x{width}.pt"
-    save_checkpoint(path, model, arch="lraspp-mobilenetv3-large", num_classes=num_classes,
-                    input_spec=InputSpec(height, width), dataset=DatasetInfo(num_classes=num_classes))
-    return path
 
 
 def measure(path: Path, shape, device: str, iters: int, rounds: int) -> list:
@@ -138,7 +124,7 @@ def main() -> None:
         for size in args.sizes:
             hw, _, classes = size.partition(":")
             height, width = (int(v) for v in hw.split("x"))
-            path = make_checkpoint(Path(folder), height, width, int(classes or 11))
+            path = untrained_checkpoint(Path(folder), height, width, int(classes or 11))
             rows = measure(path, (3, height, width), args.device, args.iters, args.rounds)
             forms = output_forms(path, (3, height, width), args.device, args.iters, args.rounds)
             print(json.dumps({"size": size, "rows": rows, "output_forms_p50_ms": forms}), flush=True)

@@ -16,23 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine, median, write_results
+from common import machine, median, untrained_checkpoint, write_results
 
 
 def build_model(folder: Path, height: int, width: int, classes: int) -> Path:
     """An LR-ASPP MobileNetV3-Large exported by edgeseg (untrained weights time the same as trained ones)."""
-    import torch
-
-    from edgeseg.arch import create_model
-    from edgeseg.checkpoint import save_checkpoint
     from edgeseg.exporting.api import export
-    from edgeseg.spec import DatasetInfo, InputSpec
 
-    torch.manual_seed(0)
-    model = create_model("mobilenetv3", classes).eval()
-    checkpoint = folder / "model.pt"
-    save_checkpoint(checkpoint, model, arch="mobilenetv3", num_classes=classes, input_spec=InputSpec(height, width),
-                    dataset=DatasetInfo(classes, ignore_index=255))
+    checkpoint = untrained_checkpoint(folder, height, width, classes)
     export(str(checkpoint), str(folder / "model.onnx"), verify_images=2)
     return folder / "model.onnx"
 
