@@ -79,6 +79,7 @@ def test_tensorrt_10_int8_means_the_qdq_model_even_with_a_cache(calibrated, monk
     assert not meta["engine"]["plan"]["use_calibration_cache"]
     asked = build(calibrated, int8=True, int8_source="cache")
     assert asked["engine"]["int8"]["source"] == "calibration cache"
+    assert asked["engine"]["rebuild"].endswith("--int8 --int8-source cache")
 
 
 def test_tensorrt_11_has_no_calibration_cache_to_ask_for(calibrated, monkeypatch):

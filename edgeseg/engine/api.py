@@ -57,8 +57,9 @@ def parse_layer_precisions(items: Sequence[str]) -> Dict[str, str]:
 
 
 def _rebuild_command(model_path: Path, *, int8: bool, fp16: bool, shape: Optional[str], dla_core: Optional[int],
-                     layer_precisions: Dict[str, str], version_compatible: bool) -> str:
+                     layer_precisions: Dict[str, str], version_compatible: bool, int8_source: str = "auto") -> str:
     parts = ["edgeseg build-engine", model_path.name] + (["--int8"] if int8 else []) + (["--fp16"] if fp16 else [])
+    parts += [f"--int8-source {int8_source}"] if int8 and int8_source != "auto" else []
     parts += [f"--shape {shape}"] if shape else []
     parts += [f"--dla-core {dla_core}"] if dla_core is not None else []
     parts += [f"--layer-precision {k}={v}" for k, v in layer_precisions.items()]
@@ -155,7 +156,8 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
                                         float_layers=float_layers, layer_precisions=precisions, dla_core=dla_core,
                                         timing_cache=cache_path, version_compatible=version_compatible)
         details["rebuild"] = _rebuild_command(Path(model), int8=int8, fp16=fp16, shape=shape, dla_core=dla_core,
-                                              layer_precisions=precisions, version_compatible=version_compatible)
+                                              layer_precisions=precisions, version_compatible=version_compatible,
+                                              int8_source=int8_source)
         details["int8"] = _int8_record(implicit, is_qdq, source)
         kind = "engine"
     else:
