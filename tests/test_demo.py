@@ -23,6 +23,9 @@ def test_fast_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # the export is the pruned model (measured: the same 9.27 to the last digit) and INT8 stays within 1.0 of it
     assert miou["ONNX FP32"] == pytest.approx(miou["pruned + fine-tuned"], abs=0.05)
     assert abs(miou[stages[-1]] - miou["ONNX FP32"]) <= 1.0  # measured 9.74, +0.47
+    from tests.onnx_checks import quantized_conv_share
+
+    assert quantized_conv_share(tmp_path / "demo" / "pruned.int8.onnx") >= 0.5  # the last stage really is INT8
     markdown = (tmp_path / "demo" / "report.md").read_text()
     assert "| teacher |" in markdown and "mIoU %" in markdown
     for name in ("teacher.pt", "student.pt", "pruned.pt", "pruned.onnx", "pruned.int8.onnx", "pruned.calib.cache"):

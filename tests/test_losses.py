@@ -26,7 +26,9 @@ def test_pixel_kl_is_zero_for_identical_logits_and_averaged_over_pixels():
 def test_teacher_logits_resized_to_student():
     teacher = torch.randn(1, 3, 8, 8)
     student = torch.randn(1, 3, 4, 4)
-    assert match_size(teacher, student).shape == (1, 3, 4, 4)
+    resized = match_size(teacher, student)
+    # 8x8 -> 4x4 bilinear without corner alignment averages each 2x2 block
+    assert torch.allclose(resized, teacher.reshape(1, 3, 4, 2, 4, 2).mean(dim=(3, 5)), atol=1e-6)
     assert match_size(student, student) is student
 
 

@@ -62,7 +62,8 @@ def test_entropy_of_a_narrow_histogram_keeps_everything():
     counts = np.zeros(2048, dtype=np.int64)
     counts[:100] = 10
     assert entropy_amax(counts, 1.0) == 100.0
-    assert mse_amax(counts, 1.0) <= 100.0
+    # the squared error of clipping uniform mass outweighs rounding it: the search keeps (almost) everything
+    assert mse_amax(counts, 1.0) == pytest.approx(99.2, abs=0.1)  # measured 99.21875
 
 
 def test_calibration_cache_format_round_trip():

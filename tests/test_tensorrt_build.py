@@ -361,3 +361,23 @@ def test_tensorrt_8_5_refuses_a_uint8_class_map_and_10_takes_it(calibrated, monk
         build(calibrated, fp16=True)
     use_tensorrt(monkeypatch, "10.3.0")
     assert build(calibrated, fp16=True)["engine"]["backend"] == "tensorrt"
+
+
+def test_print_trtexec_for_tensorrt_11_fp16_names_the_fp16_onnx_before_it_exists(calibrated):
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["build-engine", str(calibrated / "student.onnx"), "--fp16", "--print-trtexec",
+                                      "--trt-version", "11.4.0", "--timing-cache", "none"])
+    assert result.exit_code == 0, result.output
+    assert f"--onnx={calibrated / 'student.fp16.onnx'}" in result.output.split() and "--stronglyTyped" in result.output
+
+
+def test_tensorrt_messages_reach_the_user_verbatim(monkeypatch, capsys):
+    from edgeseg.engine.tensorrt_build import _build_logger
+
+    trt = fake_tensorrt("10.3.0")
+    logger = _build_logger(trt)
+    logger.log(trt.ILogger.Severity.WARNING, "[builderConfig.cpp::setFlag::65] Error Code 3: [/oops]")
+    assert "[builderConfig.cpp::setFlag::65] Error Code 3: [/oops]" in capsys.readouterr().err.replace("\n", "")

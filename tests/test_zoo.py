@@ -7,6 +7,8 @@ calibrated to INT8, benched through ONNX Runtime.
 import json
 
 import pytest
+
+from tests.onnx_checks import quantized_conv_share
 import torch
 
 from edgeseg.arch import create_model, list_models
@@ -44,6 +46,8 @@ def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_pa
     assert fp32["miou"] == pytest.approx(checkpoint["miou"], abs=0.05)
     # ... and INT8 stays within 1.0 of FP32 (measured: at most 0.65 away, deeplabv3-resnet50; most within 0.1)
     assert abs(int8["miou"] - fp32["miou"]) <= 1.0
+    # ... and it really is INT8: the convolutions outside the kept-float classifier read dequantised weights
+    assert quantized_conv_share(tmp_path / "pruned.int8.onnx") >= 0.5
 
 
 # val mIoU of the pruned FP32 ONNX above on the 4 val images of tiny_data (one training epoch: near chance, it

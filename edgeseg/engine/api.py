@@ -252,7 +252,7 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         default_timing_cache(version) if timing_cache == "default" else Path(timing_cache))
     command = trtexec_command(plan, source, engine, input_name=(meta.get("onnx") or {}).get("input", "input"),
                               input_shape=(3, spec.height, spec.width), batch=batch, workspace_mb=workspace_mb,
-                              static_batch=onnx_fixed_batch(source) is not None,
+                              static_batch=onnx_fixed_batch(model_path) is not None,  # its FP16/Q/DQ twins share it
                               calibration_cache=headed_cache, timing_cache=cache_path,
                               layer_precisions=precisions)
     click.echo(command)

@@ -161,6 +161,8 @@ def _cache_calibrator(trt, cache_text: str, trt_version: str):
 def _build_logger(trt):
     """A TensorRT logger that shows warnings and errors and keeps the info lines for the placement report."""
 
+    from rich.markup import escape
+
     class BuildLog(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
@@ -169,7 +171,7 @@ def _build_logger(trt):
         def log(self, severity, msg):
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
                             trt.ILogger.Severity.WARNING):
-                say(f"[yellow][TensorRT] {msg}[/yellow]")
+                say(f"[yellow][TensorRT] {escape(str(msg))}[/yellow]")  # its [file::line] tags are not markup
             elif severity == trt.ILogger.Severity.INFO:
                 self.info.append(str(msg))
 
