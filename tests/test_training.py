@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -23,10 +24,23 @@ def test_augmentation_moves_image_and_mask_together(tiny_data):
     split = resolve_split(tiny_data, "train")
     dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig(scale=(0.5, 0.5), brightness=0,
                                                                            contrast=0, saturation=0))
-    image, label = dataset[0]
-    assert image.shape == (3, 64, 64) and label.shape == (64, 64)
-    # scale 0.5 then padding: the padded area is ignored in the mask
-    assert (label == split.info.ignore_index).float().mean() >= 0.7
+    # an image whose colour says the class of each pixel: after the joint scale/pad/crop/flip they must still agree
+    colours = np.random.default_rng(0).integers(0, 256, (256, 3)).astype(np.uint8)
+    dataset.images[0] = colours[dataset.labels[0]]
+    for seed in range(4):  # crops and flips differ by seed
+        np.random.seed(seed)
+        image, label = dataset[0]
+        assert image.shape == (3, 64, 64) and label.shape == (64, 64)
+        rgb = (image * dataset.std + dataset.mean).permute(1, 2, 0).numpy()
+        ignored = label.numpy() == split.info.ignore_index
+        # scale 0.5 then padding: the padded area is ignored in the mask and has the mean colour in the image
+        assert ignored.mean() >= 0.7
+        padded = np.abs(rgb - dataset.mean.view(3).numpy()).max(-1) < 0.5
+        assert padded[ignored].mean() > 0.9
+        # elsewhere each pixel has its label's colour (bilinear vs nearest may differ only on class borders)
+        kept = ~ignored
+        match = np.abs(rgb[kept] - colours[label.numpy()[kept]]).max(-1) < 1.0
+        assert match.mean() > 0.8, seed
 
 
 def test_fit_reduces_the_loss(tiny_data):
