@@ -29,6 +29,7 @@ def test_camvid_train_export_and_eval_at_native_size(tmp_path):
     export(str(tmp_path / "t.pt"), str(tmp_path / "t.onnx"), data=str(root))
     result = evaluate(str(tmp_path / "t.onnx"), str(root), max_images=20)
     assert result["num_images"] == 20 and len(result["per_class_iou"]) == 11
-    assert 0 < result["miou"] < 100
+    # seeded (seed 0): one epoch reaches what it reached when measured (9.705 on 20 val images); 1.5 for another CPU
+    assert result["miou"] == pytest.approx(9.705, abs=1.5)
     meta = json.loads((tmp_path / "t.onnx.json").read_text())
     assert meta["input"]["height"] == 90 and meta["dataset"]["num_classes"] == 11
