@@ -66,11 +66,16 @@ def test_sixteen_bit_image_refused(tmp_path):
 
 def test_grayscale_and_rgba_become_rgb(tmp_path):
     _split(tmp_path)
-    Image.fromarray(np.zeros((8, 10), np.uint8)).save(tmp_path / "images" / "im0.jpg")
-    Image.fromarray(np.zeros((8, 10, 4), np.uint8)).save(tmp_path / "images" / "im1.png")
-    (tmp_path / "images" / "im1.jpg").unlink()
+    gray = np.tile(np.arange(0, 250, 25, dtype=np.uint8), (8, 1))  # 8x10, lossless in PNG
+    Image.fromarray(gray).save(tmp_path / "images" / "im0.png")
+    rgba = np.dstack([np.full((8, 10), v, np.uint8) for v in (10, 20, 30, 40)])
+    Image.fromarray(rgba).save(tmp_path / "images" / "im1.png")
+    for name in ("im0.jpg", "im1.jpg"):
+        (tmp_path / "images" / name).unlink()
     split = resolve_split(tmp_path)
-    assert split.image(0).shape == (8, 10, 3) and split.image(1).shape == (8, 10, 3)
+    # grey is copied into all three channels; RGBA drops alpha and keeps the colour
+    assert split.image(0).shape == (8, 10, 3) and all((split.image(0)[..., c] == gray).all() for c in range(3))
+    assert split.image(1).shape == (8, 10, 3) and (split.image(1) == [10, 20, 30]).all()
 
 
 def test_missing_folder(tmp_path):
