@@ -26,7 +26,8 @@ class Profile:
 
 PROFILES = {
     # LR-ASPP MobileNetV3-Large, 50 epochs at 180x240 with AdamW: what a user gets by hand with torchvision
-    # (54.2 val mIoU in 39 CPU minutes); edgeseg's default architecture and optimizer, trained the same way.
+    # (issue 20 quotes 54.2 val mIoU in 39 CPU minutes, a hand measurement that no script here has repeated);
+    # edgeseg's default architecture and optimizer, trained the same way.
     # It is its own teacher: pruning 0.4 with 60 epochs of KD from the unpruned model lost 0.46 mIoU at a
     # 2.25x measured speed-up in benchmarks/results/prune_recovery.md.
     "cpu": Profile(
