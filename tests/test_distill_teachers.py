@@ -144,3 +144,21 @@ def test_recipe_maps_dicts_to_repeatable_options(tmp_path):
 
     for section, command in (("train", train_command), ("distill", distill_command)):
         assert load_recipe(repo_recipe, section, [p.name for p in command.params])  # the committed recipe is valid
+
+
+def test_student_args_shape_the_student_and_rebuild_it_from_the_sidecar(tiny_teacher, tiny_data, tmp_path):
+    out = tmp_path / "u4.pt"
+    result = CliRunner().invoke(cli, ["distill", str(tiny_teacher), "--data", str(tiny_data), "--out", str(out),
+                                      "--student", "unet", "--student-arg", "base_channels=4",
+                                      "--student-arg", "encoder_depth=2", "--epochs", "1", "--batch-size", "4",
+                                      "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    loaded = load_model(out)
+    assert loaded.arch == "unet"
+    # the narrow two-stage U-Net, not the registry's default (base 32, depth 4)
+    widths = [m.out_channels for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(widths) == 16 and len(widths) < len([m for m in create_model("unet", 8).modules()
+                                                     if isinstance(m, torch.nn.Conv2d)])
+    bad = CliRunner().invoke(cli, ["distill", str(tiny_teacher), "--data", str(tiny_data), "--out",
+                                   str(tmp_path / "bad.pt"), "--student", "unet", "--student-arg", "base_channels"])
+    assert bad.exit_code != 0 and "KEY=VALUE" in bad.output and not (tmp_path / "bad.pt").exists()

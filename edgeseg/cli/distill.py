@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import training_options, trust_checkpoint
+from edgeseg.cli.options import arch_args, training_options, trust_checkpoint
 
 
 @click.command("distill")
@@ -12,6 +12,7 @@ from edgeseg.cli.options import training_options, trust_checkpoint
               help="TEACHER is torchvision:NAME with these pretrained weights from torchvision's local cache "
                    "(e.g. COCO_WITH_VOC_LABELS_V1); never downloaded.")
 @click.option("--student", default="mobilenetv3", show_default=True, help="Registered student architecture.")
+@click.option("--student-arg", multiple=True, help="Constructor argument of the student KEY=VALUE, e.g. base_channels=8.")
 @click.option("--data", required=True, help="Dataset folder or 'synthetic'.")
 @click.option("--out", default="student.pt", show_default=True, help="Student checkpoint to write.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature of the KL term.")
@@ -24,7 +25,7 @@ from edgeseg.cli.options import training_options, trust_checkpoint
 @click.option("--feature-loss", type=click.Choice(["mse", "cwd"]), default="mse", show_default=True)
 @trust_checkpoint
 @training_options
-def distill_command(teacher, loss_weight, **options):
+def distill_command(teacher, loss_weight, student_arg, **options):
     """Distill a teacher into a small student (pixel-wise KL + cross-entropy).
 
     Example: edgeseg distill teacher.pt --student mobilenetv3 --data camvid/ --loss kl+cwd
@@ -40,4 +41,4 @@ def distill_command(teacher, loss_weight, **options):
             weights[term.strip()] = float(value)
         except ValueError:
             raise click.BadParameter(f"'{pair}' is not TERM=NUMBER", param_hint="--loss-weight") from None
-    distill(teacher, loss_weights=weights, **options)
+    distill(teacher, loss_weights=weights, student_args=arch_args(student_arg, "--student-arg"), **options)

@@ -17,6 +17,17 @@ _allow_engine_host_code = click.option(
 def trust_engine(function):
     """The two opt-ins for running TensorRT engines, which NVIDIA calls executable artifacts."""
     return _trust_engine(_allow_engine_host_code(function))
+def arch_args(pairs, option: str) -> dict:
+    """("base_channels=8", "encoder_depth=3") -> {"base_channels": 8, "encoder_depth": 3}."""
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint=option)
+        args[key.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else value
+    return args
+
+
 threads = click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime.")
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
 

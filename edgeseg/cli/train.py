@@ -2,17 +2,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import training_options
-
-
-def _arch_args(pairs):
-    args = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--arch-arg")
-        args[key.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else value
-    return args
+from edgeseg.cli.options import arch_args, training_options
 
 
 @click.command("train")
@@ -36,4 +26,4 @@ def train_command(arch, data, out, arch_arg, **options):
     from edgeseg.training.api import train
 
     default_out = Path(arch.rpartition(":")[0]).stem if ".py:" in arch else arch.replace(":", "-")
-    train(arch, data, out or f"{default_out}.pt", arch_args=_arch_args(arch_arg), **options)
+    train(arch, data, out or f"{default_out}.pt", arch_args=arch_args(arch_arg, "--arch-arg"), **options)

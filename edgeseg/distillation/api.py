@@ -63,7 +63,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
             tensorboard: bool = True, backbone_weights: Optional[str] = None,
-            teacher_weights: Optional[str] = None) -> dict:
+            teacher_weights: Optional[str] = None, student_args: Optional[dict] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -74,7 +74,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     with ``teacher_arch`` (a registered name, or ``torchvision:NAME`` such as
     ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
     ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
-    encoder starts from ``backbone_weights`` as in ``train``. A teacher may also be
+    encoder starts from ``backbone_weights`` as in ``train``; ``student_args`` go to its
+    constructor (``{"base_channels": 8}`` for a U-Net) and into its sidecar. A teacher may also be
     torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
     with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache.
     Returns the student's sidecar.
@@ -110,7 +111,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     for param in teacher_model.parameters():
         param.requires_grad_(False)
     torch.manual_seed(seed)
-    model = create_model(student_arch, info.num_classes)
+    model = create_model(student_arch, info.num_classes, **(student_args or {}))
     # the student's encoder may start from ImageNet; it keeps the teacher's normalisation, which sees the same images
     backbone = load_backbone_weights(model, student_arch, check_backbone_option(backbone_weights))
     objective = DistillationObjective(teacher_model, model, terms, ignore_index=info.ignore_index,
@@ -127,6 +128,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                 "feature_loss": feature_loss if "feat" in terms else None,
                 "backbone_weights": backbone.to_dict() if backbone else None}
     writer = ResultWriter(out, student_arch, info, spec, data, config, "distill", parent=teacher,
+                          arch_args=student_args or None,
                           extra={"distill": settings})
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
