@@ -144,6 +144,28 @@ def test_qdq_goes_on_inputs_only_unless_outputs_are_asked_for(tiny_int8, tiny_on
     assert _conv_outputs_feeding_activations(out) > 0
 
 
+def test_asymmetric_output_qdq_folds_relus_into_the_convs(tiny_onnx, tiny_data, tmp_path):
+    # ONNX Runtime's CPU layout: with asymmetric activations a Relu after a conv is dropped and the conv's
+    # output Q takes its [0, max] range, so DQ -> Conv -> Q becomes one QLinearConv with one rounding
+    import onnx
+
+    from edgeseg.quant.api import calibrate
+
+    out = tmp_path / "asym.int8.onnx"
+    meta = calibrate(str(tiny_onnx), str(tiny_data), str(out), num=4, quantize_outputs=True, symmetric=False,
+                     method="minmax")
+    assert meta["quantization"]["symmetric"] is False
+
+    def relus(path):
+        return sum(node.op_type == "Relu" for node in onnx.load(str(path)).graph.node)
+
+    assert relus(tiny_onnx) > 0
+    assert relus(out) == 0  # every Relu of the student follows a quantised conv
+    symmetric = tmp_path / "sym.int8.onnx"
+    calibrate(str(tiny_onnx), str(tiny_data), str(symmetric), num=4, quantize_outputs=True, method="minmax")
+    assert relus(symmetric) == relus(tiny_onnx)  # int8 with zero point 0 cannot clip at 0: TensorRT's layout keeps them
+
+
 def test_calibration_is_deterministic(tiny_onnx, tiny_data, tmp_path):
     from edgeseg.quant.api import calibrate
 
