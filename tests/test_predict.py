@@ -244,3 +244,37 @@ def test_show_without_a_display_says_so_and_carries_on(tiny_onnx, tiny_data, tmp
     assert result.exit_code == 0, result.output
     assert "no display here" in result.output and "Share of pixels per class" in result.output
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # --save none writes nothing
+
+
+def test_csi_without_gstreamer_in_opencv_is_one_sentence(tiny_onnx, tmp_path):
+    cv2 = _cv2()
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer; the refusal is for pip's OpenCV, which has none")
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), "csi://0", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "needs OpenCV built with GStreamer" in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_csi_camera_opens_jetpacks_pipeline_through_gstreamer(tiny_onnx, tmp_path, monkeypatch):
+    """JetPack's OpenCV (GStreamer YES) opens csi://N as an nvarguscamerasrc pipeline; frames then flow as from
+    any capture. The double stands in for the camera: it plays a video written here, and when asked for anything
+    but the GStreamer pipeline it does not open, as VideoCapture does for a target it cannot handle."""
+    cv2 = _cv2()
+    _write_video(cv2, tmp_path / "sensor.mp4", 6)
+    real_capture, opened = cv2.VideoCapture, []
+
+    def capture(target, api=None, *params):
+        if api != cv2.CAP_GSTREAMER or not str(target).startswith("nvarguscamerasrc sensor-id=1 "):
+            return real_capture(str(tmp_path / "missing.mp4"))  # isOpened() is False
+        opened.append(target)
+        return real_capture(str(tmp_path / "sensor.mp4"))
+
+    build = cv2.getBuildInformation()
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: build + "\n    GStreamer:                   YES\n")
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    summary = predict(str(tiny_onnx), ["csi://1"], tmp_path / "out", save=["masks"], max_frames=4)
+    assert summary["frames"] == 4 and len(list((tmp_path / "out" / "masks").iterdir())) == 4
+    assert "appsink" in opened[0] and "format=BGR" in opened[0]
+    with pytest.raises(SourceError, match="CSI camera csi://0 cannot be opened"):
+        predict(str(tiny_onnx), ["csi://0"], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
