@@ -13,7 +13,7 @@ from typing import Dict, Iterable
 from edgeseg.errors import ConfigError, InputFileError
 
 # recipe keys holding mappings, and the repeatable KEY=VALUE option each one feeds
-_MAPPINGS = {"arch_args": "arch_arg", "loss_weights": "loss_weight"}
+_MAPPINGS = {"arch_args": "arch_arg", "student_args": "student_arg", "loss_weights": "loss_weight"}
 
 
 def load_recipe(path: str | Path, section: str, allowed: Iterable[str]) -> Dict[str, object]:

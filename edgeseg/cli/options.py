@@ -17,6 +17,8 @@ _allow_engine_host_code = click.option(
 def trust_engine(function):
     """The two opt-ins for running TensorRT engines, which NVIDIA calls executable artifacts."""
     return _trust_engine(_allow_engine_host_code(function))
+
+
 def arch_args(pairs, option: str) -> dict:
     """("base_channels=8", "encoder_depth=3") -> {"base_channels": 8, "encoder_depth": 3}."""
     args = {}

@@ -5,7 +5,8 @@ textured buildings, a road in perspective with lane marks, sidewalks, grass and 
 poles, cars and pedestrians sized by distance and drawn far-to-near so that near
 objects occlude far ones, a few unlabelled clutter blobs (ignore index), then lighting
 changes, shadows and sensor noise. Thin poles and small far objects make the task hard
-enough that a bigger teacher beats a small student, which is what the demo needs.
+enough that compressing a model costs accuracy unless it is done well, which is what the
+demo shows.
 
 The dataset is written once to a cache folder in the CamVid layout, so every stage
 (and ``calibrate --images``) treats it like any other dataset.

@@ -75,7 +75,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
     ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
     encoder starts from ``backbone_weights`` as in ``train``; ``student_args`` go to its
-    constructor (``{"base_channels": 8}`` for a U-Net) and into its sidecar. A teacher may also be
+    constructor (``{"base_channels": 8}`` for a U-Net) and into its checkpoint, which rebuilds it. A teacher may also be
     torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
     with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache.
     Returns the student's sidecar.
