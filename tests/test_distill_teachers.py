@@ -136,6 +136,10 @@ def test_recipe_maps_dicts_to_repeatable_options(tmp_path):
     recipe.write_text("train:\n  arch: unet\n  arch_args: {base_channels: 16}\n  batch-size: 4\n")
     options = load_recipe(recipe, "train", ["arch", "arch_arg", "batch_size"])
     assert options == {"arch": "unet", "arch_arg": ["base_channels=16"], "batch_size": 4}
+    recipe.write_text("distill:\n  student: unet\n  student_args: {base_channels: 8, encoder_depth: 3}\n")
+    assert load_recipe(recipe, "distill", ["student", "student_arg"]) == {
+        "student": "unet", "student_arg": ["base_channels=8", "encoder_depth=3"]}
+    recipe.write_text("train:\n  arch: unet\n  arch_args: {base_channels: 16}\n  batch-size: 4\n")
     with pytest.raises(ConfigError, match="no 'distill:' section"):
         load_recipe(recipe, "distill", ["epochs"])
     repo_recipe = Path(__file__).resolve().parents[1] / "models" / "camvid-distill.yaml"
@@ -146,7 +150,7 @@ def test_recipe_maps_dicts_to_repeatable_options(tmp_path):
         assert load_recipe(repo_recipe, section, [p.name for p in command.params])  # the committed recipe is valid
 
 
-def test_student_args_shape_the_student_and_rebuild_it_from_the_sidecar(tiny_teacher, tiny_data, tmp_path):
+def test_student_args_shape_the_student_and_rebuild_it_from_the_checkpoint(tiny_teacher, tiny_data, tmp_path):
     out = tmp_path / "u4.pt"
     result = CliRunner().invoke(cli, ["distill", str(tiny_teacher), "--data", str(tiny_data), "--out", str(out),
                                       "--student", "unet", "--student-arg", "base_channels=4",
