@@ -207,32 +207,38 @@ def test_save_choices_are_validated():
         parse_save(["mask"])
 
 
-def test_ctrl_c_ends_a_capture_cleanly_with_complete_files(tiny_onnx, tmp_path, monkeypatch):
-    """Ctrl-C (KeyboardInterrupt in the inference loop) ends the run; the mp4 holds every frame written."""
+@pytest.mark.parametrize("streams", [1, 2])
+def test_ctrl_c_ends_a_capture_cleanly_with_complete_files(tiny_onnx, tmp_path, monkeypatch, streams):
+    """Ctrl-C (KeyboardInterrupt in inference) ends the run; the mp4 holds every frame written, in order."""
     cv2 = _cv2()
     from edgeseg.predict import api
 
     _write_video(cv2, tmp_path / "live.mp4", 30)
-    original = api.Segmenter
+    original, calls = api.Segmenter, [0]
 
     class Interrupted(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            infer, calls = self.runner.infer, [0]
+        def _open_runner(self):
+            runner = super()._open_runner()
+            infer = runner.infer
 
             def infer_until_ctrl_c(batch):
-                calls[0] += 1
+                calls[0] += 1  # counted over every stream
                 if calls[0] == 8:
                     raise KeyboardInterrupt
                 return infer(batch)
 
-            self.runner.infer = infer_until_ctrl_c
+            runner.infer = infer_until_ctrl_c
+            return runner
 
     monkeypatch.setattr(api, "Segmenter", Interrupted)
-    summary = predict(str(tiny_onnx), [str(tmp_path / "live.mp4")], tmp_path / "out", save=["video,masks"])
-    assert summary["interrupted"] and summary["frames"] == 7
-    assert _count_frames(cv2, tmp_path / "out" / "live.mp4") == 7
-    assert len(list((tmp_path / "out" / "masks").iterdir())) == 7
+    summary = predict(str(tiny_onnx), [str(tmp_path / "live.mp4")], tmp_path / "out", save=["video,masks"],
+                      streams=streams)
+    assert summary["interrupted"] and summary["streams"] == streams
+    # one stream: exactly the 7 frames inferred before; two: those of them that precede every frame in flight
+    assert summary["frames"] == 7 if streams == 1 else 1 <= summary["frames"] <= 7
+    assert _count_frames(cv2, tmp_path / "out" / "live.mp4") == summary["frames"]
+    masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    assert len(masks) == summary["frames"]
     assert not [p for p in (tmp_path / "out").rglob(".tmp*")]
 
 
@@ -278,3 +284,56 @@ def test_csi_camera_opens_jetpacks_pipeline_through_gstreamer(tiny_onnx, tmp_pat
     with pytest.raises(SourceError, match="CSI camera csi://0 cannot be opened"):
         predict(str(tiny_onnx), ["csi://0"], tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+def test_streams_run_side_by_side_and_finish_in_order():
+    import random
+    import threading
+    import time
+
+    from edgeseg.benchmark.pipeline import run_pipeline
+
+    used, finished = {}, []
+
+    def infer_on(name):
+        def infer(item):
+            used[name] = used.get(name, 0) + 1
+            time.sleep(random.random() * 0.004)  # streams overtake each other
+            return item, threading.current_thread().name
+        return infer
+
+    run_pipeline(60, lambda i: i, infer_on("a"), lambda pair: finished.append(pair[0]),
+                 more_infers=[infer_on("b"), infer_on("c")])
+    assert finished == list(range(60))  # in the order loaded, whichever stream inferred each
+    assert set(used) == {"a", "b", "c"} and sum(used.values()) == 60
+
+    def broken(item):
+        raise ValueError("stream failed")
+
+    with pytest.raises(ValueError, match="stream failed"):
+        run_pipeline(20, lambda i: i, infer_on("a"), lambda pair: None, more_infers=[broken])
+
+
+def test_stream_count_defaults(tiny_data, monkeypatch):
+    from edgeseg.predict import api
+
+    folder, camera = classify(str(tiny_data / "val" / "images")), classify("0")
+    monkeypatch.setattr(api, "_cores", lambda: 2)
+    assert api.stream_count(None, "onnxruntime", "cpu", [folder]) == 2
+    assert api.stream_count(None, "onnxruntime", "cpu", [camera]) == 1  # live: each frame's latency first
+    assert api.stream_count(None, "tensorrt", "cuda", [folder]) == 1
+    assert api.stream_count(None, "pytorch", "cpu", [folder]) == 1
+    assert api.stream_count(3, "pytorch", "cpu", [folder]) == 3
+    assert api._threads_per_stream(2) == 1 and api._threads_per_stream(1) is None
+    monkeypatch.setattr(api, "_cores", lambda: 1)
+    assert api.stream_count(None, "onnxruntime", "cpu", [folder]) == 1
+
+
+def test_two_streams_write_what_one_writes(tiny_onnx, tiny_data, tmp_path):
+    one = predict(str(tiny_onnx), [str(tiny_data / "val" / "images")], tmp_path / "one", save=["masks"], streams=1)
+    two = predict(str(tiny_onnx), [str(tiny_data / "val" / "images")], tmp_path / "two", save=["masks"], streams=2)
+    assert (one["streams"], two["streams"]) == (1, 2) and one["frames"] == two["frames"] > 0
+    for mask in (tmp_path / "one" / "masks").iterdir():
+        assert np.array_equal(read_label(mask), read_label(tmp_path / "two" / "masks" / mask.name))
+    with pytest.raises(ConfigError, match="--streams must be at least 1"):
+        predict(str(tiny_onnx), [str(tiny_data / "val" / "images")], tmp_path / "bad", streams=0)

@@ -18,6 +18,9 @@ from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
               help="Stop after N frames (a camera or stream otherwise runs until Ctrl-C).")
 @click.option("--json", "json_out", default=None, help="Write the run's summary as JSON.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+@click.option("--streams", type=int, default=None,
+              help="Inference sessions side by side [default: 2 for ONNX Runtime on a CPU reading files (each "
+                   "with half the cores: more frames a second than one session with all of them), else 1].")
 @threads
 @trust_checkpoint
 @trust_engine

@@ -72,12 +72,24 @@ class Segmenter:
                                            else model_facts.get("num_classes"))
         self.max_batch = max_batch
         self.device = device
-        self.runner = open_runner(self.artifact, device, threads, trust_checkpoint, trust_engine,
-                                  allow_engine_host_code)
-        if hasattr(self.runner, "spin_wait"):  # ONNX Runtime: off when other threads share the cores (predict)
-            self.runner.spin_wait = spin_wait
-        self.runner.activate()
+        self._runner_args = (device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
+        self._spin_wait = spin_wait
+        self.runner = self._open_runner()
+        self.more_runners: List = []
         self._palette: Optional[np.ndarray] = None
+
+    def _open_runner(self):
+        runner = open_runner(self.artifact, *self._runner_args)
+        if hasattr(runner, "spin_wait"):  # ONNX Runtime: off when other threads share the cores (predict)
+            runner.spin_wait = self._spin_wait
+        runner.activate()
+        return runner
+
+    def add_streams(self, count: int) -> list:
+        """Open ``count`` more runners of the same model (own sessions) for parallel streams; closed with it."""
+        for _ in range(count):
+            self.more_runners.append(self._open_runner())
+        return self.more_runners
 
     # --- the three steps -------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> np.ndarray:
@@ -141,7 +153,9 @@ class Segmenter:
 
     # --- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
-        self.runner.deactivate()
+        for runner in [self.runner, *self.more_runners]:
+            runner.deactivate()
+        self.more_runners = []
 
     def __enter__(self) -> "Segmenter":
         return self
