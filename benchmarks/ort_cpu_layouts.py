@@ -8,7 +8,9 @@
    and 60% with random weights) in FP32, with Q/DQ on op inputs only (TensorRT's layout, the
    default), with Q/DQ on outputs too, and with outputs + asymmetric (Relus folded).
 
-Every timing alternates the candidates in rounds (benchmarks/common.py ``alternate``).
+Every timing alternates the candidates in rounds (benchmarks/common.py ``alternate``), with
+ONNX Runtime's busy-waiting off, as predict runs it. Node counts are of the Q/DQ files as
+written, before ONNX Runtime fuses them.
 Run: python benchmarks/ort_cpu_layouts.py
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ def session(path: Path, threads: int):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # as predict runs them; and so that one session's idle workers do not busy-wait on the cores the
+    # next candidate in the round is timed on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -104,7 +109,7 @@ def layout_case(folder: Path, ratio: float, rounds: int) -> dict:
     batch = np.random.default_rng(0).random((1, 3, 96, 128), dtype=np.float32)
     input_name = sessions["FP32"].get_inputs()[0].name
     timed = alternate({name: (lambda one=one: one.run(None, {input_name: batch})) for name, one in sessions.items()},
-                      rounds=rounds, inner=10)
+                      rounds=rounds, inner=20)
     return {name: {"p50_ms": median(timed[name]), "nodes": len(onnx.load(str(path)).graph.node),
                    "relu_nodes": sum(n.op_type == "Relu" for n in onnx.load(str(path)).graph.node)}
             for name, path in models.items()}

@@ -21,8 +21,9 @@ class DemoRecipe:
     A user's model (a U-Net, trained as a user would) is made faster the way that keeps
     its accuracy on these scenes: half of its channels pruned with 20 epochs of knowledge
     distillation from the unpruned model, then INT8 (the README has the measured table).
-    Half, not more: 8/16/32/64/128 channels suit ONNX Runtime's kernels, and pruning 60%
-    (6/12/25/51/102 channels) made the INT8 model no faster. The earlier recipe, a separately
+    Half, not 60%: 60% (6/12/25/51/102 channels) kept 66.90 mIoU, but its INT8 latency was
+    within this machine's noise of half's (benchmarks/results/ort_cpu_layouts.md), while half
+    keeps 8/16/32/64/128 channels, the widths SIMD kernels like. The earlier recipe, a separately
     distilled LR-ASPP MobileNetV3 student (25 epochs), lost 4.7 mIoU and pruning that
     student 0.4 another 5.6. The defaults finish in about five minutes on 2 CPU cores.
     """
@@ -38,7 +39,7 @@ class DemoRecipe:
     calibration_images: int = 100
     calibration_method: str = "auto"
     # ONNX Runtime's CPU layout: Q/DQ on conv outputs too, asymmetric, each Relu folded into its
-    # conv, so the U-Net runs as a chain of QLinearConvs (half the nodes of TensorRT's layout).
+    # conv, so the U-Net runs as a chain of QLinearConvs (benchmarks/results/ort_cpu_layouts.md).
     # TensorRT wants symmetric Q/DQ on inputs only: None means ONNX Runtime's layout only when
     # the engine will be ONNX Runtime's.
     onnxruntime_layout: Optional[bool] = None

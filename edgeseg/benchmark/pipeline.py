@@ -76,7 +76,8 @@ def run_pipeline(count: int, load: Callable[[int], object], infer: Callable[[obj
     ``more_infers``: further inference callables (each its own runner, i.e. its own
     ONNX Runtime session), run on threads beside ``infer``: several single-threaded
     streams keep CPU cores busier than one multi-threaded one, which waits for its
-    slowest thread at every operator (OpenVINO's throughput mode). ``finish`` still
+    slowest thread at every operator (OpenVINO's throughput mode; 1.16x on 2 cores in
+    benchmarks/results/ort_cpu_layouts.md). ``finish`` still
     sees the results in the order ``load`` produced them.
     """
     if more_infers:

@@ -14,7 +14,7 @@ from edgeseg.cli.options import model_facts_options, pop_model_facts
               help="Fold each conv's mean INT8 output shift into its bias (Nagel et al. 2019).")
 @click.option("--quantize-outputs", is_flag=True,
               help="Also put Q/DQ on conv outputs: lets ONNX Runtime's CPU provider fuse QLinearConv. With "
-                   "--asymmetric a Relu/Clip after a conv is folded into it (one rounding, about half the nodes: "
+                   "--asymmetric a Relu/Clip after a conv is folded into it (one rounding, no Relu left: "
                    "ONNX Runtime's fastest CPU layout); TensorRT wants symmetric Q/DQ on inputs only.")
 @click.option("--percentile", type=float, default=99.99, show_default=True)
 @click.option("--num", type=int, default=500, show_default=True, help="Images to use (all if fewer).")

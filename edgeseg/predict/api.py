@@ -178,7 +178,7 @@ def stream_count(streams: Optional[int], backend: str, device: str, sources: Lis
     with 2+ cores reading files, 1 otherwise.
 
     Measured on 2 cores (LR-ASPP MobileNetV3-Large, 360x480, inference alone): two single-threaded
-    sessions 61 FPS, one two-threaded session 37-41. A GPU runs one stream best; PyTorch's threads are
+    sessions 59.0 FPS, one two-threaded session 50.9 (benchmarks/results/ort_cpu_layouts.md). A GPU runs one stream best; PyTorch's threads are
     process-wide; a live camera wants each frame's latency low, which one stream with every core gives.
     """
     if streams is not None:

@@ -14,7 +14,7 @@ benchmarks/results/int8_accuracy.md, against +0.16 and -0.07 with inputs only. I
 kept as an option because ONNX Runtime's CPU provider needs DQ -> Conv -> Q to fuse
 QLinearConv. With asymmetric activations as well, the quantizer drops each Relu/Clip that
 follows a conv (its [0, max] range becomes the conv's output Q), so there is one rounding
-per conv again and about half the nodes: ONNX Runtime's fastest CPU layout (the demo's,
+per conv again and no Relu left: ONNX Runtime's fastest CPU layout here (the demo's,
 when its engine is ONNX Runtime's). TensorRT refuses asymmetric Q/DQ.
 """
 from __future__ import annotations
