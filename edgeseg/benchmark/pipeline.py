@@ -63,6 +63,16 @@ def _put(box: queue.Queue, item, reader: threading.Thread) -> bool:
                 return False
 
 
+def _stop_producer(producer: _Stage, loaded: queue.Queue) -> None:
+    """Stop the producer, taking items off ``loaded`` so one blocked on the full queue can see the stop."""
+    producer.stop.set()
+    while producer.is_alive():
+        try:
+            loaded.get_nowait()
+        except queue.Empty:
+            producer.join(timeout=0.01)
+
+
 def run_pipeline(count: int, load: Callable[[int], object], infer: Callable[[object], object],
                  finish: Callable[[object], None], depth: int = 4, items: Optional[Iterable] = None,
                  more_infers: Sequence[Callable[[object], object]] = ()) -> Dict[str, float]:
@@ -101,12 +111,7 @@ def run_pipeline(count: int, load: Callable[[int], object], infer: Callable[[obj
             if not _put(inferred, result, consumer):
                 break
     finally:
-        producer.stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                loaded.get_nowait()
-            except queue.Empty:
-                producer.join(timeout=0.01)
+        _stop_producer(producer, loaded)
         _put(inferred, _DONE, consumer)
         consumer.join()
     for stage in (producer, consumer):
@@ -167,12 +172,7 @@ def _run_streams(count: int, load: Callable, infers: Sequence[Callable], finish:
                 break
     finally:
         stop.set()
-        producer.stop.set()
-        while producer.is_alive():
-            try:
-                loaded.get_nowait()
-            except queue.Empty:
-                producer.join(timeout=0.01)
+        _stop_producer(producer, loaded)
         for worker in workers:
             worker.join()
         _put(inferred, _DONE, consumer)
