@@ -24,7 +24,7 @@ from edgeseg.fileio import write_json_atomic
 from edgeseg.predict.segmenter import Segmenter
 from edgeseg.predict.sources import Frame, Source, resolve_sources
 from edgeseg.predict.writers import Outputs, parse_save
-from edgeseg.runtime.loader import describe
+from edgeseg.runtime.loader import backend_of
 from edgeseg.sidecar import model_output
 
 PHASES = ("decode", "preprocess", "inference", "postprocess", "encode")
@@ -158,7 +158,7 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
         for source in resolved:  # a camera that does not open is one sentence, before anything is written
             source.open()
         # decoding and encoding threads run beside inference: ONNX Runtime must not busy-wait on their cores
-        count = stream_count(streams, describe(model, trust_checkpoint).backend, device, resolved)
+        count = stream_count(streams, backend_of(model), device, resolved)  # the Segmenter opens the file
         segmenter = Segmenter(model, device, threads=threads or _threads_per_stream(count),
                               trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
                               allow_engine_host_code=allow_engine_host_code, spin_wait=False)

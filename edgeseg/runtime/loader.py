@@ -28,14 +28,25 @@ class Artifact:
     meta: dict
 
 
+def backend_of(path: str | Path) -> str:
+    """The runtime a file's type calls for: pytorch, onnxruntime or tensorrt (without opening it)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return "pytorch"
+    if suffix in ONNX_SUFFIXES:
+        return "onnxruntime"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    raise InputFileError(f"{path} has an unknown type '{suffix}'; edgeseg runs .pt, .onnx and .engine files.")
+
+
 def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[ModelFacts] = None) -> Artifact:
     """What is known about the artifact at ``path``: its sidecar, or for a file made elsewhere, what ``facts`` add."""
     path = require_file(path, "Artifact")
-    suffix = path.suffix.lower()
+    backend = backend_of(path)
     meta = read_sidecar(path)
     spec, info = spec_from_sidecar(meta)
-    if suffix in TORCH_SUFFIXES:
-        backend = "pytorch"
+    if backend == "pytorch":
         if spec is None:  # a checkpoint carries its own input spec; the sidecar is optional here
             from edgeseg.checkpoint import load_model
 
@@ -44,17 +55,12 @@ def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[M
             if loaded.foreign:  # the PyTorch runner loads files edgeseg made (or that say what they are) by path
                 raise InputFileError(f"{path} was made outside edgeseg; export it first (edgeseg export {path.name} "
                                      f"--arch ...) and bench the ONNX, whose sidecar then records what you gave.")
-    elif suffix in ONNX_SUFFIXES:
-        backend = "onnxruntime"
+    elif backend == "onnxruntime":
         if not meta:  # exported by another tool: its graph and the user's facts say what a sidecar would
             from edgeseg.foreign_onnx import onnx_meta
 
             meta = onnx_meta(path, meta, facts)
             spec, info = spec_from_sidecar(meta)
-    elif suffix in ENGINE_SUFFIXES:
-        backend = "tensorrt"
-    else:
-        raise InputFileError(f"{path} has an unknown type '{suffix}'; edgeseg runs .pt, .onnx and .engine files.")
     if spec is None:
         raise InputFileError(f"{path} has no sidecar {path.name}.json saying its input size; create the artifact with "
                              f"edgeseg (or copy its .json next to it).")
