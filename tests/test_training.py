@@ -131,11 +131,11 @@ def test_feature_pair_naming_a_missing_module(tiny_teacher, tiny_data, tmp_path)
                 loss="feat", feature_pairs=["nope:encoder.2"])
 
 
-def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0):
+def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0, base_channels=8):
     split = resolve_split(tiny_data, "train")
     dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig())
     torch.manual_seed(0)
-    model = create_model("unet", 8, base_channels=8, encoder_depth=2)
+    model = create_model("unet", 8, base_channels=base_channels, encoder_depth=2)
     calls = {"n": 0}
 
     def loss_fn(logits, _images, labels):
@@ -168,6 +168,16 @@ def test_resume_without_state_is_a_clear_error(tiny_data, tmp_path):
 
     with pytest.raises(ConfigError, match="found no training state"):
         _tiny_fit(tiny_data, tmp_path / "none.pt", epochs=1, resume=True)
+
+
+def test_resume_with_another_model_is_a_clear_error(tiny_data, tmp_path):
+    """--arch-arg base_channels=8 wrote the state; resuming with 16 names the first tensor that differs."""
+    from edgeseg.errors import ConfigError
+
+    _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=1)
+    with pytest.raises(ConfigError, match=r"built another model: its .*weight is \(8, 3, 3, 3\), this model's is "
+                                          r"\(16, 3, 3, 3\)\. Resume with the same"):
+        _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True, base_channels=16)
 
 
 def test_precise_batchnorm_replaces_lagging_running_statistics():

@@ -115,7 +115,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     the end. Under torchrun the work is shared by DDP and only rank 0 writes or draws.
     """
     from edgeseg.training import distributed
-    from edgeseg.training.state import load_state, restore_rng, save_state, state_path
+    from edgeseg.training.state import load_state, restore_model, restore_rng, save_state, state_path
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -149,8 +149,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
         if state_file is None or not state_file.exists():
             raise ConfigError(f"--resume found no training state {state_file}; start without --resume.")
         state = load_state(state_file)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_model(state, state_file, model, optimizer)
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
         restore_rng(state, generator)

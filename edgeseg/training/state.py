@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgeseg.errors import InputFileError
+from edgeseg.errors import ConfigError, InputFileError
 from edgeseg.fileio import atomic_path
 
 
@@ -54,6 +54,33 @@ def load_state(path: Path) -> dict:
     except Exception as exc:
         raise InputFileError(f"The training state {path} is unreadable ({type(exc).__name__}); delete it to start "
                              f"over, or run without --resume.") from exc
+
+
+def restore_model(state: dict, path: Path, model, optimizer) -> None:
+    """Load the saved weights and optimizer, or say in one sentence why this state is not this run's."""
+    saved, wanted = state["model"], model.state_dict()
+    difference = _first_difference(saved, wanted)
+    if difference is None:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # another optimizer, or a loss with its own parameters added or dropped
+            difference = "its optimizer holds other parameters (another --optimizer or --loss)"
+    if difference is not None:
+        raise ConfigError(f"The training state {path} was written by a run that built another model: {difference}. "
+                          f"Resume with the same --arch/--student, --arch-arg/--student-arg and --loss as that run, "
+                          f"or delete {path.name} to start over.")
+    model.load_state_dict(saved)
+
+
+def _first_difference(saved: dict, wanted: dict) -> Optional[str]:
+    """The first tensor the saved state and this model disagree on, in words; None when they match."""
+    for name, tensor in wanted.items():
+        if name not in saved:
+            return f"it has no {name}"
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            return f"its {name} is {tuple(saved[name].shape)}, this model's is {tuple(tensor.shape)}"
+    extra = [name for name in saved if name not in wanted]
+    return f"it has {extra[0]}, which this model lacks" if extra else None
 
 
 def restore_rng(state: dict, generator: torch.Generator) -> None:
