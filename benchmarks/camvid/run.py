@@ -160,16 +160,20 @@ def run_pipeline(profile: Profile, name: str, data: Path, run_dir: Path) -> list
 
 
 def check_targets(report_dir: Path, minutes: float) -> dict:
+    from edgeseg.benchmark.report import paired_speedup
+
     stages = {s["stage"]: s for s in json.loads((report_dir / "report.json").read_text())["stages"]}
     user = stages["your model (PyTorch)"]
     user_onnx = stages["your model (ONNX FP32)"]
     twin = stages["pruned (ONNX FP32)"]
     final = list(stages.values())[-1]
     gap = round(user["miou"] - final["miou"], 2)
-    speedup = round(user_onnx["latency_ms"]["p50"] / twin["latency_ms"]["p50"], 2)
+    median, lowest, highest = paired_speedup(user_onnx, twin)  # round by round: see edgeseg report's notes
+    speedup = round(median, 2)
     return {"user_miou": user["miou"], "final_miou": final["miou"], "miou_gap": gap,
             "user_onnx_p50_ms": user_onnx["latency_ms"]["p50"], "pruned_onnx_p50_ms": twin["latency_ms"]["p50"],
             "final_p50_ms": final["latency_ms"]["p50"], "fp32_twin_speedup_vs_user_onnx": speedup,
+            "fp32_twin_speedup_rounds": [round(lowest, 2), round(highest, 2)],
             "final_within_1_miou_of_user_model": gap <= TARGET_MIOU_GAP,
             "fp32_twin_at_least_2x_faster": speedup >= TARGET_SPEEDUP,
             "minutes": minutes, "within_150_minutes": minutes <= TARGET_MINUTES}
@@ -190,7 +194,9 @@ def append_targets(report_dir: Path, targets: dict, minutes: float, scope: str) 
              f"{verdict(targets['final_within_1_miou_of_user_model'])}",
              f"- its FP32 twin >= {TARGET_SPEEDUP}x faster than your model on ONNX Runtime CPU (same run): "
              f"{targets['user_onnx_p50_ms']:.2f} -> {targets['pruned_onnx_p50_ms']:.2f} ms p50 "
-             f"({targets['fp32_twin_speedup_vs_user_onnx']:.2f}x): {verdict(targets['fp32_twin_at_least_2x_faster'])}; "
+             f"({targets['fp32_twin_speedup_vs_user_onnx']:.2f}x, the median round's; rounds ranged "
+             f"{targets['fp32_twin_speedup_rounds'][0]:.2f}-{targets['fp32_twin_speedup_rounds'][1]:.2f}x): "
+             f"{verdict(targets['fp32_twin_at_least_2x_faster'])}; "
              f"the INT8 model itself: {targets['final_p50_ms']:.2f} ms p50 on this runtime (ONNX Runtime's CPU "
              f"kernels run Q/DQ slower than FP32 on CPUs without VNNI; INT8's speed-up belongs to TensorRT)",
              f"- this invocation of run.py took {minutes} min ({scope}): "

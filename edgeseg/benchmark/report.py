@@ -3,11 +3,40 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from edgeseg import __version__
 from edgeseg.benchmark.table import markdown_table
 from edgeseg.fileio import write_json_atomic, write_text_atomic
+
+
+def paired_speedup(slower: dict, faster: dict) -> Optional[Tuple[float, float, float]]:
+    """How many times faster ``faster`` ran than ``slower``: (median, lowest, highest) over the rounds.
+
+    Rows timed in the same interleaved rounds (``round_p50_ms``) are compared round by
+    round: a round the machine was busy slows both stages in it, so its ratio still holds,
+    and the lowest and highest round show how far noise moved the answer. Rows without
+    rounds fall back to the ratio of their p50s (lowest = highest = median).
+    """
+    slow_rounds, fast_rounds = slower.get("round_p50_ms"), faster.get("round_p50_ms")
+    if slow_rounds and fast_rounds and len(slow_rounds) == len(fast_rounds) and min(fast_rounds) > 0:
+        ratios = np.asarray(slow_rounds, dtype=np.float64) / np.asarray(fast_rounds, dtype=np.float64)
+        return round(float(np.median(ratios)), 3), round(float(ratios.min()), 3), round(float(ratios.max()), 3)
+    slow_p50, fast_p50 = (r.get("latency_ms", {}).get("p50") for r in (slower, faster))
+    if not slow_p50 or not fast_p50:
+        return None
+    ratio = round(slow_p50 / fast_p50, 3)
+    return ratio, ratio, ratio
+
+
+def _speedup_text(row: dict, key: str) -> str:
+    """'1.91x (1.80-2.02)': the median round's speed-up, then the lowest and highest round's."""
+    if key not in row:
+        return "-"
+    low, high = row[f"{key}_range"]
+    return f"{row[key]}x" + (f" ({low}-{high})" if low != high else "")
 
 
 def _with_deltas(rows: List[dict]) -> List[dict]:
@@ -17,10 +46,10 @@ def _with_deltas(rows: List[dict]) -> List[dict]:
     for index, row in enumerate(rows):
         previous = rows[index - 1] if index else row
         row = dict(row)
-        p50, first_p50, prev_p50 = (r.get("latency_ms", {}).get("p50") for r in (row, first, previous))
-        if p50:
-            row["speedup_vs_first"] = round(first_p50 / p50, 3)
-            row["speedup_vs_previous"] = round(prev_p50 / p50, 3)
+        for key, reference in (("speedup_vs_first", first), ("speedup_vs_previous", previous)):
+            speedup = paired_speedup(reference, row)
+            if speedup is not None:
+                row[key], row[f"{key}_range"] = speedup[0], list(speedup[1:])
         if row.get("miou") is not None:
             row["miou_change_vs_first"] = round(row["miou"] - first["miou"], 3)
             row["miou_change_vs_previous"] = round(row["miou"] - previous["miou"], 3)
@@ -42,7 +71,8 @@ def write_report(folder: str | Path, rows: List[dict], *, title: str, dataset: O
              "| stage | speed-up vs previous | speed-up vs first | mIoU change vs previous | mIoU change vs first |",
              "|---|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['stage']} | {row.get('speedup_vs_previous', '-')}x | {row.get('speedup_vs_first', '-')}x "
+        lines.append(f"| {row['stage']} | {_speedup_text(row, 'speedup_vs_previous')} "
+                     f"| {_speedup_text(row, 'speedup_vs_first')} "
                      f"| {row.get('miou_change_vs_previous', '-'):+} | {row.get('miou_change_vs_first', '-'):+} |")
     classes = list((rows[0].get("per_class_iou") or {}).keys())
     if classes:

@@ -63,7 +63,9 @@ def report(run_dir: str, *, data: Optional[str] = None, out: Optional[str] = Non
     notes = list(run.notes) + [
         f"mIoU over all {len(split)} images of {split.root}, predictions resized to the labels' native size.",
         f"Latency: batch 1 on {device}, {timing['rounds']} rounds x {timing['iters_per_round']} calls with the "
-        f"stages taking turns (after {timing['warmup']} warm-up calls each), so speed-ups compare like with like."]
+        f"stages taking turns (after {timing['warmup']} warm-up calls each), so speed-ups compare like with like: "
+        f"each is the median over rounds of that round's ratio of p50s, with the lowest and highest round's in "
+        f"brackets (a wide bracket means the machine was too noisy to tell)."]
     document = write_report(folder, rows, title=run.title,
                             dataset={"name": info.name, "root": str(split.root), "num_images": len(split),
                                      "num_classes": info.num_classes},

@@ -2,7 +2,8 @@
 
 Latency is timed in rounds that visit every stage in turn, so a noisy machine slows all
 stages alike and the speed-ups between them stay honest; the statistics are over all
-rounds' calls.
+rounds' calls, and each stage also keeps its median per round, from which the report
+takes paired speed-ups (benchmark/report.py).
 """
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ def measure_stages(artifacts: Dict[str, Path], split: SegmentationSplit, *, roun
             rows.append(row)
         latencies = _interleaved_latency(opened, split, rounds, iters_per_round, warmup)
         for row in rows:
-            row.update(timing_row(*latencies[row["stage"]]))
+            host, compute = latencies[row["stage"]]
+            row.update(timing_row(host, compute))
+            row["round_p50_ms"] = [round(float(np.median(host[i:i + iters_per_round])), 4)
+                                   for i in range(0, len(host), iters_per_round)]
         masks = _predict_masks({n: opened[n] for n in (names[0], names[-1])}, split, mask_images)
     return {"rows": rows, "masks": masks, "timing": {"rounds": rounds, "iters_per_round": iters_per_round,
                                                      "warmup": warmup, "batch": 1, "device": device}}
