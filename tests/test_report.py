@@ -62,7 +62,7 @@ def test_report_measures_every_stage_and_writes_markdown_json_and_pngs(run_dir, 
     assert written["timing"]["rounds"] == 3 and "made by a test" in written["notes"]
     markdown = (tmp_path / "report.md").read_text()
     low, high = int8_row["speedup_vs_first_range"]
-    assert f"| {int8_row['speedup_vs_first']}x ({low}-{high}) |" in markdown
+    assert f"| {int8_row['speedup_vs_first']:.2f}x ({low:.2f}-{high:.2f}) |" in markdown
     assert "| INT8 |" in markdown and "![predicted masks](masks.png)" in markdown and "p99 ms" in markdown
     for name in written["figures"].values():
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -36,7 +36,7 @@ def _speedup_text(row: dict, key: str) -> str:
     if key not in row:
         return "-"
     low, high = row[f"{key}_range"]
-    return f"{row[key]}x" + (f" ({low}-{high})" if low != high else "")
+    return f"{row[key]:.2f}x" + (f" ({low:.2f}-{high:.2f})" if low != high else "")
 
 
 def _with_deltas(rows: List[dict]) -> List[dict]:
