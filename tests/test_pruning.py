@@ -68,6 +68,37 @@ def test_prune_with_round_to_and_finetune(tiny_student, tiny_data, tmp_path):
     assert raw.keys() == tuned.keys() and any(not torch.equal(raw[k], tuned[k]) for k in raw if "weight" in k)
 
 
+def test_killed_finetuning_resumes_where_it_was(tiny_student, tiny_data, tmp_path, monkeypatch):
+    """Fine-tuning writes OUT.state every epoch; --resume after a kill ends with the weights of an unbroken run."""
+    from edgeseg.errors import ConfigError
+    from edgeseg.training import loop
+
+    options = dict(ratio=0.3, round_to=4, finetune_epochs=2, data=str(tiny_data), batch_size=4)
+    prune(str(tiny_student), str(tmp_path / "straight.pt"), **options)
+    with pytest.raises(ConfigError, match="found no fine-tuning state"):
+        prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, **options)
+    with pytest.raises(ConfigError, match="add the run's --finetune-epochs"):
+        prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, ratio=0.3)
+
+    write_csv = loop._write_csv
+
+    def killed_after_first_epoch(path, history):
+        write_csv(path, history)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop, "_write_csv", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        prune(str(tiny_student), str(tmp_path / "killed.pt"), **options)
+    monkeypatch.setattr(loop, "_write_csv", write_csv)
+    assert not (tmp_path / "killed.pt").exists() and (tmp_path / "killed.pt.state").is_file()
+    assert (tmp_path / "killed.pt.log.csv").read_text().count("\n") == 2  # header + epoch 1
+    prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, **options)
+    assert [record["epoch"] for record in load_model(tmp_path / "killed.pt").meta["finetune_history"]] == [1, 2]
+    straight = load_model(tmp_path / "straight.pt").model.state_dict()
+    resumed = load_model(tmp_path / "killed.pt").model.state_dict()
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
 def test_prune_to_a_mac_target_lands_just_under_it():
     from edgeseg.arch.profile import count_macs
     from edgeseg.pruning.api import prune_to_target

@@ -33,6 +33,9 @@ from edgeseg.cli.options import model_facts_options, pop_model_facts, seed, thre
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")
+@click.option("--resume/--no-resume", default=False, show_default=True,
+              help="Continue a killed fine-tuning from OUT.state (written after every epoch); prunes again first, "
+                   "so give the same options as the run that was killed.")
 @model_facts_options
 @seed
 @threads

@@ -43,13 +43,24 @@ def _check_options(importance: str, data: Optional[str], finetune_epochs: int, s
                           "(network slimming); add --importance bn-scale or drop --sparsity-epochs.")
 
 
+def _check_resume(out: str, finetune_epochs: int) -> None:
+    """--resume continues the fine-tuning a killed run left in OUT.state; say so before any pruning work."""
+    from edgeseg.training.state import state_path
+
+    if not finetune_epochs:
+        raise ConfigError("--resume continues an interrupted fine-tuning; add the run's --finetune-epochs and --data.")
+    if not state_path(out).is_file():
+        raise ConfigError(f"--resume found no fine-tuning state {state_path(out)}; start without --resume.")
+
+
 def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[float] = None,
           target_params: Optional[float] = None, target_latency_ms: Optional[float] = None,
           backend: str = "onnxruntime", device: str = "cpu", importance: str = "magnitude",
           global_pruning: bool = False, round_to: Optional[int] = None, sparsity_epochs: int = 0,
           sparsity: float = 1e-4, taylor_images: int = 64, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
-          trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None) -> dict:
+          trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None,
+          resume: bool = False) -> dict:
     """Prune the channels of ``model`` (to ``ratio`` or until the targets are met); optionally fine-tune; write ``out``.
 
     With ``target_latency_ms`` the model is pruned step by step and, after each step,
@@ -57,12 +68,16 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     measured median latency is at or under the target. Fine-tuning distils from the
     unpruned model (or ``teacher``) on ``data``. ``facts`` says what a checkpoint made
     elsewhere does not (its architecture, input size, ...); the pruned checkpoint records it.
+    Fine-tuning writes ``<out>.state`` and ``<out>.log.csv`` after every epoch; ``resume``
+    prunes again (the same options give the same channels) and continues from that state.
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
     """
     check_output_path(out)
     _check_options(importance, data, finetune_epochs, sparsity_epochs)
+    if resume:
+        _check_resume(out, finetune_epochs)
     loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)
     if not loaded.rebuildable:
         raise InputFileError(f"{model} is a {loaded.arch} module that edgeseg cannot rebuild after pruning; "
@@ -118,7 +133,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         # the unpruned model as it came from disk (before any slimming phase) teaches by default
         reference = load_model(teacher or model, trust_checkpoint=trust_checkpoint, facts=facts).model
         training["finetune"] = distillation_finetune(net, reference, prune_data, num_classes, epochs=finetune_epochs,
-                                                     batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+                                                     batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+                                                     checkpoint_to=out, resume=resume)
     history = training.get("finetune", [])
     after = layer_structure(net)
     targeted = target_macs is not None or target_params is not None or target_latency_ms is not None

@@ -71,8 +71,14 @@ def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs:
 
 
 def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, num_classes: int, *, epochs: int,
-                          batch_size: int, lr: Optional[float], seed: int, threads: Optional[int]) -> List[dict]:
-    """Recover accuracy: cross-entropy + pixel-wise KL from the frozen ``teacher`` (T=4)."""
+                          batch_size: int, lr: Optional[float], seed: int, threads: Optional[int],
+                          checkpoint_to: Optional[str] = None, resume: bool = False) -> List[dict]:
+    """Recover accuracy: cross-entropy + pixel-wise KL from the frozen ``teacher`` (T=4).
+
+    With ``checkpoint_to`` the state and a CSV log are written after every epoch, as
+    ``train`` writes them, so a long fine-tuning (120 epochs in the CamVid story) that is
+    killed continues with ``resume`` instead of starting over.
+    """
     from edgeseg.distillation.api import kd_loss
     from edgeseg.training.loop import TrainConfig, fit
 
@@ -83,4 +89,5 @@ def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, n
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
                          val_every=max(1, epochs), threads=threads, tensorboard=False)
     return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0), config,
-               num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned")
+               num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned",
+               checkpoint_to=checkpoint_to, resume=resume)
