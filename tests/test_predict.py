@@ -141,6 +141,64 @@ def _count_frames(cv2, path: Path) -> int:
     return count
 
 
+def _tag_rotated_90(path: Path) -> None:
+    """Give an mp4 a phone's portrait tag: the track's display matrix turns it 90 degrees (ISO/IEC 14496-12 tkhd)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    assert data[box + 4] == 0  # version 0: 32-bit times, so the matrix sits 40 bytes after the type
+    matrix = box + 4 + 4 + 20 + 8 + 8
+    width, height = struct.unpack(">II", data[matrix + 36:matrix + 44])
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, height, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+
+
+def test_a_phones_portrait_video_comes_out_upright(tiny_onnx, tmp_path, monkeypatch):
+    """A video tagged 'turn 90 degrees' is segmented and written as players show it, whatever OpenCV's default:
+    the double opens captures with auto-rotation off, as OpenCV 4.11 does (opencv issue 26795)."""
+    cv2 = _cv2()
+    _write_video(cv2, tmp_path / "portrait.mp4", 3, size=(80, 60))
+    _tag_rotated_90(tmp_path / "portrait.mp4")
+    real_capture = cv2.VideoCapture
+
+    def capture_like_opencv_4_11(*args):
+        opened = real_capture(*args)
+        opened.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+        return opened
+
+    monkeypatch.setattr(cv2, "VideoCapture", capture_like_opencv_4_11)
+    predict(str(tiny_onnx), [str(tmp_path / "portrait.mp4")], tmp_path / "out", save=["video", "masks"])
+    monkeypatch.setattr(cv2, "VideoCapture", real_capture)
+    masks = sorted((tmp_path / "out" / "masks").iterdir())
+    assert len(masks) == 3 and all(read_label(mask).shape == (80, 60) for mask in masks)  # 60 wide, 80 tall
+    written = real_capture(str(tmp_path / "out" / "portrait.mp4"))
+    ok, frame = written.read()
+    assert ok and frame.shape[:2] == (80, 60)
+
+
+def test_a_phones_portrait_photo_is_segmented_upright(tiny_onnx, tmp_path):
+    """EXIF orientation 6 (stored sideways, shown turned 90 degrees clockwise): the model sees the photo as
+    viewers show it, and the mask has the shown size; an array is taken as it is."""
+    from edgeseg.data.images import read_image
+    from edgeseg.predict import Segmenter
+
+    stored = np.zeros((30, 40, 3), dtype=np.uint8)
+    stored[:, :10] = 255  # a bright band on the stored left: on the shown top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    summary = predict(str(tiny_onnx), [str(tmp_path / "phone.jpg")], tmp_path / "out", save=["masks"])
+    assert summary["frames"] == 1
+    assert read_label(tmp_path / "out" / "masks" / "phone.png").shape == (40, 30)
+    shown = read_image(tmp_path / "phone.jpg", upright=True)
+    assert shown.shape == (40, 30, 3) and shown[:10].mean() > 200 and shown[12:].mean() < 50
+    with Segmenter(str(tiny_onnx)) as segmenter:
+        from_path = segmenter(tmp_path / "phone.jpg")
+        assert np.array_equal(from_path, segmenter(shown))
+        assert segmenter(read_image(tmp_path / "phone.jpg")).shape == (30, 40)  # stored pixels: stored size
+
+
 def test_a_video_gives_every_frame_out(tiny_onnx, tmp_path):
     cv2 = _cv2()
     _write_video(cv2, tmp_path / "drive.mp4", 12)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgeseg.errors import DataError
 
@@ -21,15 +21,24 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path} is not a readable image ({exc}); re-export or remove it.") from exc
 
 
-def read_image(path: str | Path) -> np.ndarray:
+EXIF_ORIENTATION = 0x0112  # 1: stored upright; 2-8: mirrored and/or turned, as cameras and phones write it
+
+
+def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     """Return an RGB uint8 HxWx3 array.
 
     Grayscale and palette images are expanded and an alpha channel is dropped (the
     models take three channels); 16-bit images are refused because scaling them to
-    8 bits silently would change what the model sees.
+    8 bits silently would change what the model sees. ``upright`` turns the pixels the
+    way the file's EXIF orientation says, as photo viewers show them: a phone's portrait
+    photo is stored sideways with that tag, and a model fed it sideways sees a scene on
+    its side. ``predict`` and ``Segmenter`` read photos this way; datasets keep the
+    stored pixels, which are what their label maps were drawn over.
     """
     path = Path(path)
     image = _open(path)
+    if upright and image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raise DataError(f"{path} is a {image.mode} (16/32-bit) image; convert it to 8-bit RGB before using it.")
     if image.mode != "RGB":

@@ -25,12 +25,16 @@ ImageLike = Union[np.ndarray, str, Path, "Image.Image"]
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from an array, a PIL image or a path (grey expanded, alpha dropped)."""
+    """An HxWx3 uint8 RGB array from an array, a PIL image or a path (grey expanded, alpha dropped).
+
+    A path is read upright, as its EXIF orientation says (a phone's portrait photo); arrays
+    and PIL images are taken as they are.
+    """
     if isinstance(image, (str, Path)):
         from edgeseg.data.images import read_image
         from edgeseg.fileio import require_file
 
-        return read_image(require_file(image, "Image"))
+        return read_image(require_file(image, "Image"), upright=True)  # as photo viewers show it (EXIF)
     if not isinstance(image, np.ndarray):
         from PIL import Image
 

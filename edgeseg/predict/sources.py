@@ -99,7 +99,7 @@ def _image_frames(paths: List[Path], max_frames: Optional[int], stop) -> Iterato
             return
         started = time.perf_counter()
         try:
-            image, error = read_image(path), None
+            image, error = read_image(path, upright=True), None
         except DataError as exc:  # one bad file must not stop a 10,000-image run
             image, error = None, str(exc)
         yield Frame(path.stem, index, image, error, time.perf_counter() - started)
@@ -170,6 +170,10 @@ def _open_capture(source: Source):
                 "`v4l2-ctl --list-devices`" if source.kind != "stream" else
                 f"it refused or did not answer within {OPEN_TIMEOUT_MS // 1000} s; check the address and the network")
         raise SourceError(f"{what} {source.spec} cannot be opened: {hint}.")
+    if source.kind in ("video", "stream"):
+        # a phone's portrait video is stored sideways with a rotation tag; OpenCV 4.11 stopped turning such
+        # frames upright by default (opencv issue 26795), so ask for it whatever the version's default
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     source.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     if source.kind == "video":
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
