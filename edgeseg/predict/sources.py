@@ -170,10 +170,11 @@ def _open_capture(source: Source):
                 "`v4l2-ctl --list-devices`" if source.kind != "stream" else
                 f"it refused or did not answer within {OPEN_TIMEOUT_MS // 1000} s; check the address and the network")
         raise SourceError(f"{what} {source.spec} cannot be opened: {hint}.")
-    if source.kind in ("video", "stream"):
+    auto_rotation = getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", None)  # OpenCV >= 4.5 (JetPack 4's 4.1 lacks it)
+    if source.kind in ("video", "stream") and auto_rotation is not None:
         # a phone's portrait video is stored sideways with a rotation tag; OpenCV 4.11 stopped turning such
         # frames upright by default (opencv issue 26795), so ask for it whatever the version's default
-        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        capture.set(auto_rotation, 1)
     source.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     if source.kind == "video":
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
