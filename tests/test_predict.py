@@ -199,6 +199,31 @@ def test_a_phones_portrait_photo_is_segmented_upright(tiny_onnx, tmp_path):
         assert segmenter(read_image(tmp_path / "phone.jpg")).shape == (30, 40)  # stored pixels: stored size
 
 
+def test_iphone_heic_photos_are_read_with_pillow_heif_or_named_without_it(tiny_onnx, tmp_path, monkeypatch):
+    """A folder from an iPhone: JPEGs and HEICs. With pillow-heif every photo is segmented; without it the
+    HEICs are left out with one line naming the fix, and a HEIC given alone is skipped with that sentence."""
+    from edgeseg.data import images
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.fromarray(np.full((30, 40, 3), 90, dtype=np.uint8)).save(folder / "IMG_0001.jpg")
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed: pip install pillow-heif")
+    pillow_heif.register_heif_opener()
+    Image.fromarray(np.full((30, 40, 3), 90, dtype=np.uint8)).save(folder / "IMG_0002.HEIC")
+    summary = predict(str(tiny_onnx), [str(folder)], tmp_path / "with", save=["masks"])
+    assert summary["frames"] == 2 and read_label(tmp_path / "with" / "masks" / "IMG_0002.png").shape == (30, 40)
+
+    monkeypatch.setattr(images, "heif_readable", lambda: False)
+    monkeypatch.setattr("edgeseg.predict.sources.heif_readable", lambda: False)
+    result = CliRunner().invoke(cli, ["predict", str(tiny_onnx), str(folder), "--out", str(tmp_path / "without")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "Leaving out 1 HEIC photo(s) in" in said and ": pip install pillow-heif" in said
+    assert sorted(p.name for p in (tmp_path / "without" / "masks").iterdir()) == ["IMG_0001.png"]
+    with pytest.raises(DataError, match="is a HEIC photo, which Pillow reads only with pillow-heif"):
+        images.read_image(folder / "IMG_0002.HEIC")
+
+
 def test_a_video_gives_every_frame_out(tiny_onnx, tmp_path):
     cv2 = _cv2()
     _write_video(cv2, tmp_path / "drive.mp4", 12)

@@ -10,9 +10,29 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from edgeseg.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+HEIF_SUFFIXES = (".heic", ".heif")  # iPhones' photos; Pillow reads them through the optional pillow-heif
+HEIF_HINT = "pip install pillow-heif (or export the photos as JPEG)"
+
+
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF photos can be read here: pillow-heif installed (its opener is registered once)."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            import pillow_heif
+        except ImportError:
+            return False
+        pillow_heif.register_heif_opener()
+        _heif_registered = True
+    return True
+
+
+_heif_registered = False
 
 
 def _open(path: Path) -> Image.Image:
+    if path.suffix.lower() in HEIF_SUFFIXES and not heif_readable():
+        raise DataError(f"{path} is a HEIC photo, which Pillow reads only with pillow-heif: {HEIF_HINT}.")
     try:
         image = Image.open(path)
         image.load()

@@ -19,7 +19,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from edgeseg.data.images import IMAGE_SUFFIXES, list_images, read_image
+from edgeseg.console import say
+from edgeseg.data.images import HEIF_HINT, HEIF_SUFFIXES, IMAGE_SUFFIXES, heif_readable, list_images, read_image
 from edgeseg.errors import DataError, EdgesegError, InputFileError, MissingDependencyError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -207,6 +208,15 @@ def _read_list(path: Path) -> List[Path]:
     return paths
 
 
+def _photos(folder: Path) -> List[Path]:
+    """A folder's images, with its HEIC photos where pillow-heif can read them (one line when it cannot)."""
+    heic = sorted(p for p in folder.iterdir() if p.suffix.lower() in HEIF_SUFFIXES and not p.name.startswith("."))
+    if heic and not heif_readable():
+        say(f"[yellow]Leaving out {len(heic)} HEIC photo(s) in {folder}: {HEIF_HINT}[/yellow]")
+        heic = []
+    return sorted(list_images(folder) + heic)
+
+
 def classify(spec: str) -> Source:
     """One SOURCE argument -> a Source (nothing is opened or decoded yet)."""
     lowered = spec.lower()
@@ -222,14 +232,14 @@ def classify(spec: str) -> Source:
         return Source("camera", Path(spec).name, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
-        images = list_images(path)
+        images = _photos(path)
         if not images:
-            raise DataError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of images "
-                            f"or a video.")
+            raise DataError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES + HEIF_SUFFIXES)}); give a "
+                            f"folder of images or a video.")
         return Source("images", path.name, spec, images)
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES:
+        if suffix in IMAGE_SUFFIXES + HEIF_SUFFIXES:
             return Source("images", path.stem, spec, [path])
         if suffix in VIDEO_SUFFIXES:
             return Source("video", path.stem, str(path))
@@ -238,7 +248,8 @@ def classify(spec: str) -> Source:
         raise InputFileError(f"{path} is neither an image ({', '.join(IMAGE_SUFFIXES)}), a video "
                              f"({', '.join(VIDEO_SUFFIXES)}) nor a list of paths (.txt); give one of those.")
     if any(char in spec for char in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        matches = sorted(Path(p) for p in glob.glob(str(path))
+                         if Path(p).suffix.lower() in IMAGE_SUFFIXES + HEIF_SUFFIXES)
         if not matches:
             raise DataError(f"No image matches {spec}; check the pattern (quote it so the shell leaves it alone).")
         return Source("images", "glob", spec, matches)
