@@ -79,6 +79,8 @@ def test_killed_finetuning_resumes_where_it_was(tiny_student, tiny_data, tmp_pat
         prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, **options)
     with pytest.raises(ConfigError, match="add the run's --finetune-epochs"):
         prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, ratio=0.3)
+    with pytest.raises(ConfigError, match="cannot be used with --target-latency-ms"):
+        prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, target_latency_ms=5.0, **options)
 
     write_csv = loop._write_csv
 
@@ -92,7 +94,11 @@ def test_killed_finetuning_resumes_where_it_was(tiny_student, tiny_data, tmp_pat
     monkeypatch.setattr(loop, "_write_csv", write_csv)
     assert not (tmp_path / "killed.pt").exists() and (tmp_path / "killed.pt.state").is_file()
     assert (tmp_path / "killed.pt.log.csv").read_text().count("\n") == 2  # header + epoch 1
+    epochs_trained = []
+    monkeypatch.setattr(loop, "_write_csv", lambda path, history: (epochs_trained.append(history[-1]["epoch"]),
+                                                                   write_csv(path, history)))
     prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, **options)
+    assert epochs_trained == [2]  # the resumed run trained only the epoch the killed one had not finished
     assert [record["epoch"] for record in load_model(tmp_path / "killed.pt").meta["finetune_history"]] == [1, 2]
     straight = load_model(tmp_path / "straight.pt").model.state_dict()
     resumed = load_model(tmp_path / "killed.pt").model.state_dict()

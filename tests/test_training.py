@@ -131,7 +131,7 @@ def test_feature_pair_naming_a_missing_module(tiny_teacher, tiny_data, tmp_path)
                 loss="feat", feature_pairs=["nope:encoder.2"])
 
 
-def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0, base_channels=8):
+def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0, base_channels=8, optimizer="adamw"):
     split = resolve_split(tiny_data, "train")
     dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig())
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0,
         return loss, {"ce": loss.item()}
 
     history = fit(model, dataset, None, loss_fn, TrainConfig(epochs=epochs, batch_size=4, grad_clip=1.0,
-                                                             ema_decay=ema),
+                                                             ema_decay=ema, optimizer=optimizer),
                   num_classes=8, ignore_index=255, description="t", checkpoint_to=str(out), resume=resume)
     return model, history
 
@@ -175,9 +175,32 @@ def test_resume_with_another_model_is_a_clear_error(tiny_data, tmp_path):
     from edgeseg.errors import ConfigError
 
     _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=1)
-    with pytest.raises(ConfigError, match=r"built another model: its .*weight is \(8, 3, 3, 3\), this model's is "
-                                          r"\(16, 3, 3, 3\)\. Resume with the same"):
+    with pytest.raises(ConfigError, match=r"built another model or optimizer: its .*weight is \(8, 3, 3, 3\), "
+                                          r"this model's is \(16, 3, 3, 3\)\. Resume with the options of the run"):
         _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True, base_channels=16)
+
+
+def test_resume_with_another_optimizer_is_a_clear_error(tiny_data, tmp_path):
+    """AdamW's state loads into SGD without complaint and fails at its first step; the state names its optimizer."""
+    from edgeseg.errors import ConfigError
+
+    _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=1)
+    with pytest.raises(ConfigError, match="it was trained with AdamW, this run asks for SGD"):
+        _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True, optimizer="sgd")
+
+
+def test_optimizer_moments_of_other_shapes_are_named():
+    """A loss with learnt adapters of other sizes keeps the parameter count but not the moments' shapes."""
+    from edgeseg.training.state import _optimizer_difference
+
+    saved = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(4, 3))])
+    saved.param_groups[0]["params"][0].grad = torch.ones(4, 3)
+    saved.step()
+    now = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(5, 3))])
+    state = {"optimizer": saved.state_dict(), "optimizer_type": "AdamW"}
+    assert _optimizer_difference(state, now) == ("its optimizer's exp_avg for parameter 0 is (4, 3), this run's "
+                                                 "parameter is (5, 3) (another --loss?)")
+    assert _optimizer_difference(state, saved) is None
 
 
 def test_precise_batchnorm_replaces_lagging_running_statistics():

@@ -12,30 +12,31 @@ from edgeseg.benchmark.table import markdown_table
 from edgeseg.fileio import write_json_atomic, write_text_atomic
 
 
-def paired_speedup(slower: dict, faster: dict) -> Optional[Tuple[float, float, float]]:
-    """How many times faster ``faster`` ran than ``slower``: (median, lowest, highest) over the rounds.
+def paired_speedup(slower: dict, faster: dict) -> Optional[Tuple[float, Optional[float], Optional[float]]]:
+    """How many times faster ``faster`` ran than ``slower``: (median, lowest, highest) over the rounds, unrounded.
 
     Rows timed in the same interleaved rounds (``round_p50_ms``) are compared round by
     round: a round the machine was busy slows both stages in it, so its ratio still holds,
     and the lowest and highest round show how far noise moved the answer. Rows without
-    rounds fall back to the ratio of their p50s (lowest = highest = median).
+    matching rounds fall back to the ratio of their p50s, with no range (None, None).
     """
     slow_rounds, fast_rounds = slower.get("round_p50_ms"), faster.get("round_p50_ms")
     if slow_rounds and fast_rounds and len(slow_rounds) == len(fast_rounds) and min(fast_rounds) > 0:
         ratios = np.asarray(slow_rounds, dtype=np.float64) / np.asarray(fast_rounds, dtype=np.float64)
-        return round(float(np.median(ratios)), 3), round(float(ratios.min()), 3), round(float(ratios.max()), 3)
+        return float(np.median(ratios)), float(ratios.min()), float(ratios.max())
     slow_p50, fast_p50 = (r.get("latency_ms", {}).get("p50") for r in (slower, faster))
     if not slow_p50 or not fast_p50:
         return None
-    ratio = round(slow_p50 / fast_p50, 3)
-    return ratio, ratio, ratio
+    return slow_p50 / fast_p50, None, None
 
 
 def _speedup_text(row: dict, key: str) -> str:
-    """'1.91x (1.80-2.02)': the median round's speed-up, then the lowest and highest round's."""
+    """'1.91x (1.80-2.02)': the median over rounds, then the lowest and highest round's; '(pooled)' without rounds."""
     if key not in row:
         return "-"
     low, high = row[f"{key}_range"]
+    if low is None:
+        return f"{row[key]:.2f}x (pooled)"
     return f"{row[key]:.2f}x" + (f" ({low:.2f}-{high:.2f})" if low != high else "")
 
 
@@ -49,7 +50,9 @@ def _with_deltas(rows: List[dict]) -> List[dict]:
         for key, reference in (("speedup_vs_first", first), ("speedup_vs_previous", previous)):
             speedup = paired_speedup(reference, row)
             if speedup is not None:
-                row[key], row[f"{key}_range"] = speedup[0], list(speedup[1:])
+                median, low, high = speedup
+                row[key] = round(median, 3)
+                row[f"{key}_range"] = [None, None] if low is None else [round(low, 3), round(high, 3)]
         if row.get("miou") is not None:
             row["miou_change_vs_first"] = round(row["miou"] - first["miou"], 3)
             row["miou_change_vs_previous"] = round(row["miou"] - previous["miou"], 3)

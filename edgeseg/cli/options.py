@@ -34,6 +34,11 @@ threads = click.option("--threads", type=int, default=None, help="CPU threads fo
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
 
 
+def resume(help_text: str):
+    """--resume, as train, distill and prune's fine-tuning share it (OUT.state after every epoch)."""
+    return click.option("--resume/--no-resume", default=False, show_default=True, help=help_text)
+
+
 def _apply_recipe(ctx, _param, value):
     """--recipe FILE: the file's section for this verb becomes the default of every option not given."""
     if value:
@@ -64,8 +69,7 @@ def training_options(function):
         click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm (0 = off)."),
         click.option("--ema-decay", type=float, default=0.0, show_default=True,
                      help="Keep an exponential moving average of the weights (e.g. 0.999; 0 = off)."),
-        click.option("--resume/--no-resume", default=False, show_default=True,
-                     help="Continue a killed run from OUT.state (written after every epoch)."),
+        resume("Continue a killed run from OUT.state (written after every epoch)."),
         click.option("--device", default="cpu", show_default=True,
                      help="cpu or cuda (under torchrun: one GPU per process)."),
         click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."),

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts, seed, threads, trust_checkpoint
+from edgeseg.cli.options import model_facts_options, pop_model_facts, resume, seed, threads, trust_checkpoint
 
 
 @click.command("prune")
@@ -33,9 +33,8 @@ from edgeseg.cli.options import model_facts_options, pop_model_facts, seed, thre
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")
-@click.option("--resume/--no-resume", default=False, show_default=True,
-              help="Continue a killed fine-tuning from OUT.state (written after every epoch); prunes again first, "
-                   "so give the same options as the run that was killed.")
+@resume("Continue a killed fine-tuning from OUT.state (written after every epoch); prunes again first "
+        "(re-running any --sparsity-epochs), so give the same options as the run that was killed.")
 @model_facts_options
 @seed
 @threads

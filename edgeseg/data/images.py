@@ -11,23 +11,22 @@ from edgeseg.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 HEIF_SUFFIXES = (".heic", ".heif")  # iPhones' photos; Pillow reads them through the optional pillow-heif
+PHOTO_SUFFIXES = IMAGE_SUFFIXES + HEIF_SUFFIXES  # what predict and Segmenter take
 HEIF_HINT = "pip install pillow-heif (or export the photos as JPEG)"
+_heif = {}  # "readable": whether pillow-heif was found (and its opener registered), asked once
 
 
 def heif_readable() -> bool:
-    """Whether HEIC/HEIF photos can be read here: pillow-heif installed (its opener is registered once)."""
-    global _heif_registered
-    if not _heif_registered:
+    """Whether HEIC/HEIF photos can be read here: pillow-heif installed, its opener registered once."""
+    if "readable" not in _heif:
         try:
             import pillow_heif
         except ImportError:
-            return False
-        pillow_heif.register_heif_opener()
-        _heif_registered = True
-    return True
-
-
-_heif_registered = False
+            _heif["readable"] = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif["readable"] = True
+    return _heif["readable"]
 
 
 def _open(path: Path) -> Image.Image:
@@ -57,13 +56,23 @@ def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     """
     path = Path(path)
     image = _open(path)
-    if upright and image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
-        image = ImageOps.exif_transpose(image)
+    if upright:
+        image = _turned_upright(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raise DataError(f"{path} is a {image.mode} (16/32-bit) image; convert it to 8-bit RGB before using it.")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
+
+
+def _turned_upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as stored when it has none or the EXIF is damaged."""
+    try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+            return image
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - older Pillows raise all sorts on malformed EXIF; the pixels are still good
+        return image
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -98,5 +107,5 @@ def read_colour_label(path: str | Path, palette: np.ndarray, ignore_index: int) 
     return np.where(found, order[at], ignore_index).astype(np.uint8)
 
 
-def list_images(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+def list_images(folder: Path, suffixes=IMAGE_SUFFIXES) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))

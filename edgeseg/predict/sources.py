@@ -20,7 +20,7 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 
 from edgeseg.console import say
-from edgeseg.data.images import HEIF_HINT, HEIF_SUFFIXES, IMAGE_SUFFIXES, heif_readable, list_images, read_image
+from edgeseg.data.images import HEIF_HINT, HEIF_SUFFIXES, PHOTO_SUFFIXES, heif_readable, list_images, read_image
 from edgeseg.errors import DataError, EdgesegError, InputFileError, MissingDependencyError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -210,11 +210,12 @@ def _read_list(path: Path) -> List[Path]:
 
 def _photos(folder: Path) -> List[Path]:
     """A folder's images, with its HEIC photos where pillow-heif can read them (one line when it cannot)."""
-    heic = sorted(p for p in folder.iterdir() if p.suffix.lower() in HEIF_SUFFIXES and not p.name.startswith("."))
+    photos = list_images(folder, PHOTO_SUFFIXES)
+    heic = [p for p in photos if p.suffix.lower() in HEIF_SUFFIXES]
     if heic and not heif_readable():
         say(f"[yellow]Leaving out {len(heic)} HEIC photo(s) in {folder}: {HEIF_HINT}[/yellow]")
-        heic = []
-    return sorted(list_images(folder) + heic)
+        return [p for p in photos if p.suffix.lower() not in HEIF_SUFFIXES]
+    return photos
 
 
 def classify(spec: str) -> Source:
@@ -234,22 +235,22 @@ def classify(spec: str) -> Source:
     if path.is_dir():
         images = _photos(path)
         if not images:
-            raise DataError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES + HEIF_SUFFIXES)}); give a "
+            raise DataError(f"Folder {path} holds no images ({', '.join(PHOTO_SUFFIXES)}); give a "
                             f"folder of images or a video.")
         return Source("images", path.name, spec, images)
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES + HEIF_SUFFIXES:
+        if suffix in PHOTO_SUFFIXES:
             return Source("images", path.stem, spec, [path])
         if suffix in VIDEO_SUFFIXES:
             return Source("video", path.stem, str(path))
         if suffix in LIST_SUFFIXES:
             return Source("images", path.stem, spec, _read_list(path))
-        raise InputFileError(f"{path} is neither an image ({', '.join(IMAGE_SUFFIXES)}), a video "
+        raise InputFileError(f"{path} is neither an image ({', '.join(PHOTO_SUFFIXES)}), a video "
                              f"({', '.join(VIDEO_SUFFIXES)}) nor a list of paths (.txt); give one of those.")
     if any(char in spec for char in "*?["):
         matches = sorted(Path(p) for p in glob.glob(str(path))
-                         if Path(p).suffix.lower() in IMAGE_SUFFIXES + HEIF_SUFFIXES)
+                         if Path(p).suffix.lower() in PHOTO_SUFFIXES)
         if not matches:
             raise DataError(f"No image matches {spec}; check the pattern (quote it so the shell leaves it alone).")
         return Source("images", "glob", spec, matches)

@@ -43,12 +43,16 @@ def _check_options(importance: str, data: Optional[str], finetune_epochs: int, s
                           "(network slimming); add --importance bn-scale or drop --sparsity-epochs.")
 
 
-def _check_resume(out: str, finetune_epochs: int) -> None:
+def _check_resume(out: str, finetune_epochs: int, target_latency_ms: Optional[float]) -> None:
     """--resume continues the fine-tuning a killed run left in OUT.state; say so before any pruning work."""
     from edgeseg.training.state import state_path
 
     if not finetune_epochs:
         raise ConfigError("--resume continues an interrupted fine-tuning; add the run's --finetune-epochs and --data.")
+    if target_latency_ms is not None:
+        # the steps a latency target takes depend on timings, so pruning again may keep other channels
+        raise ConfigError("--resume cannot be used with --target-latency-ms (pruning again may stop at another "
+                          "step); prune to the --ratio or --target-macs that run reached, or start over.")
     if not state_path(out).is_file():
         raise ConfigError(f"--resume found no fine-tuning state {state_path(out)}; start without --resume.")
 
@@ -69,7 +73,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     unpruned model (or ``teacher``) on ``data``. ``facts`` says what a checkpoint made
     elsewhere does not (its architecture, input size, ...); the pruned checkpoint records it.
     Fine-tuning writes ``<out>.state`` and ``<out>.log.csv`` after every epoch; ``resume``
-    prunes again (the same options give the same channels) and continues from that state.
+    prunes again (the same options on the same machine keep the same channels; a latency
+    target is refused, its steps depend on timings) and continues from that state.
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
@@ -77,7 +82,7 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     check_output_path(out)
     _check_options(importance, data, finetune_epochs, sparsity_epochs)
     if resume:
-        _check_resume(out, finetune_epochs)
+        _check_resume(out, finetune_epochs, target_latency_ms)
     loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)
     if not loaded.rebuildable:
         raise InputFileError(f"{model} is a {loaded.arch} module that edgeseg cannot rebuild after pruning; "

@@ -39,7 +39,7 @@ def save_state(path: Path, *, model, optimizer, epoch: int, step: int, history: 
     python_state = random.getstate()
     payload = {
         "epoch": epoch, "step": step, "history": history, "best": best,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "optimizer_type": type(optimizer).__name__,
         "ema": ema.state_dict() if ema is not None else None,
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "loader": generator.get_state(),
                 "python": [python_state[0], list(python_state[1]), python_state[2]]},
@@ -58,18 +58,35 @@ def load_state(path: Path) -> dict:
 
 def restore_model(state: dict, path: Path, model, optimizer) -> None:
     """Load the saved weights and optimizer, or say in one sentence why this state is not this run's."""
-    saved, wanted = state["model"], model.state_dict()
-    difference = _first_difference(saved, wanted)
+    difference = _first_difference(state["model"], model.state_dict()) or _optimizer_difference(state, optimizer)
     if difference is None:
         try:
             optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # another optimizer, or a loss with its own parameters added or dropped
-            difference = "its optimizer holds other parameters (another --optimizer or --loss)"
+        except (ValueError, KeyError):  # parameter groups that do not line up, or another optimizer's fields
+            difference = "its optimizer state does not fit this run's optimizer"
     if difference is not None:
-        raise ConfigError(f"The training state {path} was written by a run that built another model: {difference}. "
-                          f"Resume with the same --arch/--student, --arch-arg/--student-arg and --loss as that run, "
-                          f"or delete {path.name} to start over.")
-    model.load_state_dict(saved)
+        raise ConfigError(f"The training state {path} was written by a run that built another model or optimizer: "
+                          f"{difference}. Resume with the options of the run that wrote it (train/distill: "
+                          f"--arch/--student, --arch-arg/--student-arg, --optimizer, --loss; prune: its pruning "
+                          f"options), or delete {path.name} to start over.")
+    model.load_state_dict(state["model"])
+
+
+def _optimizer_difference(state: dict, optimizer) -> Optional[str]:
+    """Another optimizer type, or saved moments whose shapes are not this run's parameters (e.g. a --loss
+    with learnt adapters of other sizes), in words; None when the optimizer state fits."""
+    saved_type = state.get("optimizer_type")  # absent in states written before it was recorded
+    if saved_type is not None and saved_type != type(optimizer).__name__:
+        return f"it was trained with {saved_type}, this run asks for {type(optimizer).__name__}"
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    for index, moments in state["optimizer"].get("state", {}).items():
+        if not isinstance(index, int) or index >= len(params):
+            return "its optimizer holds more parameters than this run has (another --loss?)"
+        for name, value in moments.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                return (f"its optimizer's {name} for parameter {index} is {tuple(value.shape)}, this run's parameter "
+                        f"is {tuple(params[index].shape)} (another --loss?)")
+    return None
 
 
 def _first_difference(saved: dict, wanted: dict) -> Optional[str]:
