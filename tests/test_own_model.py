@@ -199,6 +199,32 @@ def test_foreign_onnx_into_calibrate_bench_and_build_engine(users_model, tiny_da
     assert json.loads((tmp_path / "dynamic.ort.onnx.json").read_text())["input"]["width"] == 64
 
 
+def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(users_model, tiny_data, tmp_path):
+    """A plain torch.onnx.export with a dynamic input size: predict asks for --input-size, then runs with it, in
+    --data's palette; Segmenter takes the same facts."""
+    from PIL import Image
+
+    from edgeseg.data.images import read_label
+    from edgeseg.predict import Segmenter
+    from edgeseg.spec import ModelFacts
+
+    dynamic = tmp_path / "dynamic.onnx"
+    _plain_onnx(users_model, dynamic, dynamic=True)
+    image = tiny_data / "val" / "images"
+    result = CliRunner().invoke(cli, ["predict", str(dynamic), str(image), "--out", str(tmp_path / "no")])
+    assert result.exit_code == 2 and "give it with --input-size HEIGHTxWIDTH" in result.output, result.output
+    _run("predict", dynamic, image, "--input-size", "64x64", "--data", tiny_data, "--save", "masks",
+         "--out", tmp_path / "out")
+    masks = sorted((tmp_path / "out" / "masks").iterdir())
+    assert len(masks) == len(list(image.iterdir()))
+    palette = dataset_info(tiny_data).palette
+    written = Image.open(masks[0]).getpalette()[:3 * len(palette)]
+    assert written == [v for colour in palette for v in colour]  # --data's colours, not the default palette
+    with Segmenter(str(dynamic), facts=ModelFacts(input_size=(64, 64))) as segmenter:
+        first = sorted(image.iterdir())[0]
+        assert np.array_equal(segmenter(first), read_label(masks[0]))
+
+
 def test_your_own_architecture_file_with_a_ddp_state_dict(tmp_path):
     code = tmp_path / "mynet.py"
     code.write_text("from torch import nn\n\n"

@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
+from edgeseg.cli.options import model_facts_options, pop_model_facts, threads, trust_checkpoint, trust_engine
 
 
 @click.command("predict")
@@ -21,6 +21,9 @@ from edgeseg.cli.options import threads, trust_checkpoint, trust_engine
 @click.option("--streams", type=int, default=None,
               help="Inference sessions side by side [default: 2 for ONNX Runtime on a CPU reading files (each "
                    "with half the cores: more frames a second than one session with all of them), else 1].")
+@click.option("--data", default=None,
+              help="A dataset whose dataset.yaml names the classes and their colours, for a model made elsewhere.")
+@model_facts_options
 @threads
 @trust_checkpoint
 @trust_engine
@@ -37,7 +40,10 @@ def predict_command(model, sources, **options):
       edgeseg predict pruned.int8.onnx street/ --out predictions
       edgeseg predict pruned.engine drive.mp4 --save video,masks
       edgeseg predict pruned.engine 0 --show --max-frames 300
+      edgeseg predict exported-elsewhere.onnx street/ --input-size 360x480 --data camvid/
     """
     from edgeseg.predict.api import predict
 
-    predict(model, list(sources), **options)
+    facts = pop_model_facts(options)
+    options.pop("data", None)
+    predict(model, list(sources), facts=facts, **options)

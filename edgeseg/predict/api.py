@@ -25,6 +25,7 @@ from edgeseg.predict.segmenter import Segmenter
 from edgeseg.predict.sources import Frame, Source, resolve_sources
 from edgeseg.predict.writers import Outputs, parse_save
 from edgeseg.runtime.loader import backend_of
+from edgeseg.spec import ModelFacts
 from edgeseg.sidecar import model_output
 
 PHASES = ("decode", "preprocess", "inference", "postprocess", "encode")
@@ -129,14 +130,16 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
             save: Optional[Sequence[str]] = None, alpha: float = 0.5, show: bool = False, stats: bool = False,
             max_frames: Optional[int] = None, json_out: Optional[str] = None, device: str = "cpu",
             threads: Optional[int] = None, streams: Optional[int] = None, trust_checkpoint: bool = False,
-            trust_engine: bool = False, allow_engine_host_code: bool = False) -> dict:
+            trust_engine: bool = False, allow_engine_host_code: bool = False,
+            facts: Optional[ModelFacts] = None) -> dict:
     """Segment images, videos, cameras or streams with ``model``; write masks, overlays or videos under ``out``.
 
     Masks are palette PNGs at each image's own size (``out/masks/<stem>.png``), overlays
     JPEGs (``out/overlays/<stem>.jpg``), videos mp4s with the overlay on every frame
     (``out/<stem>.mp4``). Unreadable images are skipped and counted; Ctrl-C ends a
     camera or stream cleanly. ``streams`` runs that many inference sessions side by side
-    (default: see ``stream_count``). Returns the summary (also written to ``json_out``).
+    (default: see ``stream_count``). ``facts`` say what an ONNX exported elsewhere does not
+    (input size, mean/std, class names). Returns the summary (also written to ``json_out``).
 
     >>> edgeseg.predict("pruned.int8.onnx", ["street/"], out="masks-out")  # doctest: +SKIP
     """
@@ -161,7 +164,7 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
         count = stream_count(streams, backend_of(model), device, resolved)  # the Segmenter opens the file
         segmenter = Segmenter(model, device, threads=threads or _threads_per_stream(count),
                               trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
-                              allow_engine_host_code=allow_engine_host_code, spin_wait=False)
+                              allow_engine_host_code=allow_engine_host_code, spin_wait=False, facts=facts)
         segmenter.add_streams(count - 1)
         summary = _segment_all(segmenter, resolved, out, chosen, alpha, show, stats or bool(json_out), max_frames)
     finally:

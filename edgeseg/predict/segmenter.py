@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Uni
 import numpy as np
 
 from edgeseg.errors import ConfigError
+from edgeseg.spec import ModelFacts
 from edgeseg.runtime.loader import describe, open_runner
 from edgeseg.runtime.outputs import to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
@@ -59,16 +60,19 @@ class Segmenter:
     leaving the cores to threads that decode and encode beside it: predict sets it, and
     on 2 cores it gave predict 1.62x the FPS (benchmarks/results/predict_overhead.md).
 
+    ``facts`` say what an ONNX exported by another tool does not record (``ModelFacts(input_size=(360, 480))``
+    for one with a dynamic input size; mean/std when not ImageNet's; the dataset's class names and palette).
+
     >>> seg = Segmenter("pruned.int8.onnx")  # doctest: +SKIP
     >>> mask = seg(image)                    # HxW uint8 (uint16 past 255 classes)  # doctest: +SKIP
     """
 
     def __init__(self, model: Union[str, Path], device: str = "cpu", *, threads: Optional[int] = None,
                  max_batch: int = 8, trust_checkpoint: bool = False, trust_engine: bool = False,
-                 allow_engine_host_code: bool = False, spin_wait: bool = True):
+                 allow_engine_host_code: bool = False, spin_wait: bool = True, facts: Optional[ModelFacts] = None):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}.")
-        self.artifact = describe(model, trust_checkpoint)
+        self.artifact = describe(model, trust_checkpoint, facts)
         self.spec = self.artifact.input_spec
         self.info = self.artifact.dataset
         model_facts = self.artifact.meta.get("model") or {}
