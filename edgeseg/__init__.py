@@ -29,6 +29,7 @@ _VERBS = {
     "demo": "edgeseg.pipeline",
     "predict": "edgeseg.predict.api",
     "Segmenter": "edgeseg.predict.segmenter",  # not a verb: the class applications call
+    "ModelFacts": "edgeseg.spec",  # not a verb: what a model made elsewhere does not record
 }
 
 __all__ = sorted(_VERBS) + ["__version__"]

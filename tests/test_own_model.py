@@ -204,9 +204,8 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
     --data's palette; Segmenter takes the same facts."""
     from PIL import Image
 
+    import edgeseg
     from edgeseg.data.images import read_label
-    from edgeseg.predict import Segmenter
-    from edgeseg.spec import ModelFacts
 
     dynamic = tmp_path / "dynamic.onnx"
     _plain_onnx(users_model, dynamic, dynamic=True)
@@ -220,7 +219,7 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
     palette = dataset_info(tiny_data).palette
     written = Image.open(masks[0]).getpalette()[:3 * len(palette)]
     assert written == [v for colour in palette for v in colour]  # --data's colours, not the default palette
-    with Segmenter(str(dynamic), facts=ModelFacts(input_size=(64, 64))) as segmenter:
+    with edgeseg.Segmenter(str(dynamic), facts=edgeseg.ModelFacts(input_size=(64, 64))) as segmenter:
         first = sorted(image.iterdir())[0]
         assert np.array_equal(segmenter(first), read_label(masks[0]))
 
