@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
+
 from edgeseg.console import out
 from edgeseg.errors import InputFileError
 from edgeseg.fileio import require_file, sha256_of
@@ -16,8 +18,11 @@ def info(artifact: str, as_json: bool = False) -> dict:
     """
     path = require_file(artifact, "Artifact")
     meta = read_sidecar(path)
+    if not meta and path.suffix.lower() == ".onnx":
+        return _foreign_onnx(path, as_json)
     if not meta:
-        raise InputFileError(f"{path} has no sidecar {path.name}.json; only artifacts made by edgeseg can be described.")
+        raise InputFileError(f"{path} has no sidecar {path.name}.json; edgeseg describes the artifacts it made and any "
+                             f"ONNX file (for a checkpoint made elsewhere: edgeseg export {path.name} --arch ...).")
     meta = dict(meta, sha256_matches=meta.get("sha256") == sha256_of(path))
     if as_json:
         out.print_json(json.dumps(meta))
@@ -52,3 +57,33 @@ def info(artifact: str, as_json: bool = False) -> dict:
     for line in lines:
         out.print(line)
     return meta
+
+
+def _foreign_onnx(path, as_json: bool) -> dict:
+    """An ONNX another tool wrote: what its graph says, like `polygraphy inspect model`, and what verbs need."""
+    from edgeseg.foreign_onnx import graph_summary
+
+    summary = dict(graph_summary(path), size_mb=round(path.stat().st_size / 1e6, 3), sha256=sha256_of(path))
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return summary
+
+    def shape(tensor: dict) -> str:  # escaped: rich would take [b, 3, h, w] for markup
+        return escape(f"{tensor['name']}  {tensor['dtype']}  [{', '.join(str(d) for d in tensor['shape'])}]")
+
+    top = list(summary["operators"].items())[:8]
+    lines = [f"[bold]{path.name}[/bold]  ({summary['kind']})",
+             f"  producer      {summary['producer']}, opset {summary['opset']}"]
+    lines += [f"  input         {shape(t)}" for t in summary["inputs"]]
+    lines += [f"  output        {shape(t)}" for t in summary["outputs"]]
+    lines += [f"  params        {summary['params'] / 1e6:.2f}M" + ("  (weights in external data files)"
+                                                               if summary["external_data"] else ""),
+              f"  nodes         {summary['nodes']}: " + ", ".join(f"{op} {n}" for op, n in top)
+              + (", ..." if len(summary["operators"]) > len(top) else ""),
+              f"  precision     {'int8 (Q/DQ nodes)' if summary['quantized'] else 'float'}; output "
+              + ("a class map (argmax in the graph)" if summary["class_map_output"] else "logits"),
+              f"  size          {summary['size_mb']} MB, sha256 {summary['sha256'][:16]}…",
+              "  edgeseg needs " + "; ".join(summary["verbs_need"])]
+    for line in lines:
+        out.print(line)
+    return summary

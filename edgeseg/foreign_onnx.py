@@ -86,6 +86,55 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
     }
 
 
+def graph_summary(path: str | Path) -> Dict[str, Any]:
+    """What any ONNX file says about itself, sidecar or not: producer, opset, inputs and outputs (symbolic dims
+    by name), parameters, operators, Q/DQ, and what edgeseg's verbs will still need to be told.
+
+    >>> graph_summary("model.onnx")["inputs"]  # doctest: +SKIP
+    [{'name': 'input', 'dtype': 'float32', 'shape': ['batch', 3, 'height', 'width']}]
+    """
+    import collections
+
+    import numpy as np
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
+        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
+                             f"or another format, so re-export it.") from exc
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+
+    def tensor(value_info) -> Dict[str, Any]:
+        kind = value_info.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in kind.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type).name if kind.elem_type else "?"
+        return {"name": value_info.name, "dtype": dtype, "shape": dims}
+
+    inputs = [tensor(i) for i in graph.input if i.name not in initializers]
+    operators = collections.Counter(node.op_type for node in graph.node)
+    needs = []
+    if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and not all(isinstance(d, int) and d > 0
+                                                                     for d in inputs[0]["shape"][2:]):
+        needs.append("--input-size HEIGHTxWIDTH (the input size is dynamic)")
+    needs.append("--mean/--std if it was not trained on ImageNet's normalisation")
+    return {
+        "artifact": path.name, "kind": "onnx, no sidecar: made by another tool",
+        "producer": " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown",
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "inputs": inputs, "outputs": [tensor(o) for o in graph.output],
+        "params": int(sum(int(np.prod(i.dims)) for i in graph.initializer)),
+        "nodes": len(graph.node), "operators": dict(operators.most_common()),
+        "quantized": bool(operators.get("QuantizeLinear") or operators.get("DequantizeLinear")),
+        "class_map_output": bool(graph.node) and graph.node[-1].op_type in ("ArgMax", "TopK", "Cast")
+                            and operators.get("ArgMax", 0) + operators.get("TopK", 0) > 0,
+        "external_data": any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer),
+        "verbs_need": needs,
+    }
+
+
 def _classes_by_running(path: Path, input_name: str, spec) -> Optional[int]:
     """The class dimension of the first output, from one inference on a blank image with ONNX Runtime."""
     import numpy as np

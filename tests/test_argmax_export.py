@@ -149,10 +149,16 @@ def test_build_engine_keeps_the_class_map_and_says_so(tiny_class_map_onnx, tiny_
     assert evaluate(str(built), str(tiny_data))["confusion"] == evaluate(str(tiny_onnx), str(tiny_data))["confusion"]
 
 
-def test_info_says_which_output_a_model_has(tiny_onnx, tiny_class_map_onnx):
+def test_info_says_which_output_a_model_has(tiny_onnx, tiny_class_map_onnx, tmp_path):
     from click.testing import CliRunner
 
     from edgeseg.cli.main import cli
 
     assert "output        class map, uint8" in CliRunner().invoke(cli, ["info", str(tiny_class_map_onnx)]).output
     assert "output        logits" in CliRunner().invoke(cli, ["info", str(tiny_onnx)]).output
+    import shutil
+
+    foreign = tmp_path / "foreign-class-map.onnx"  # the same graph with no sidecar: read from the graph
+    shutil.copy(tiny_class_map_onnx, foreign)
+    assert "output a class map (argmax in the graph)" in " ".join(
+        CliRunner().invoke(cli, ["info", str(foreign)]).output.split())

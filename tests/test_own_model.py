@@ -224,6 +224,24 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
         assert np.array_equal(segmenter(first), read_label(masks[0]))
 
 
+def test_info_describes_a_foreign_onnx_from_its_graph(users_model, tmp_path):
+    """No sidecar: info reads the graph (like polygraphy inspect) and says what the verbs will need."""
+    dynamic = tmp_path / "dynamic.onnx"
+    _plain_onnx(users_model, dynamic, dynamic=True)
+    result = CliRunner().invoke(cli, ["info", str(dynamic)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "input input.1 float32 [n, 3, h, w]" in said and "output logits" in said
+    assert "edgeseg needs --input-size HEIGHTxWIDTH (the input size is dynamic)" in said
+    result = CliRunner().invoke(cli, ["info", str(dynamic), "--json"])
+    summary = json.loads(result.output)
+    assert summary["inputs"] == [{"name": "input.1", "dtype": "float32", "shape": ["n", 3, "h", "w"]}]
+    # the export folds BatchNorm into the convolutions: a little under the PyTorch model's parameter count
+    assert 0.98 < summary["params"] / sum(p.numel() for p in users_model.parameters()) <= 1.0
+    assert summary["operators"]["Conv"] == sum(isinstance(m, torch.nn.Conv2d) for m in users_model.modules())
+    assert not summary["quantized"] and not summary["class_map_output"] and not (tmp_path / "dynamic.onnx.json").exists()
+
+
 def test_your_own_architecture_file_with_a_ddp_state_dict(tmp_path):
     code = tmp_path / "mynet.py"
     code.write_text("from torch import nn\n\n"

@@ -5,8 +5,9 @@ import click
 @click.argument("artifact", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole sidecar as JSON.")
 def info_command(artifact, as_json):
-    """Show what the sidecar says about an artifact (and whether the file still matches it);
-    without one, what this machine can run (TensorRT, GPU, JetPack/L4T, ONNX Runtime providers).
+    """Show what the sidecar says about an artifact (and whether the file still matches it), or
+    for an ONNX another tool wrote, what its graph says; without an artifact, what this
+    machine can run (TensorRT, GPU, JetPack/L4T, ONNX Runtime providers).
 
     \b
     Examples:
