@@ -8,6 +8,7 @@ from rich.markup import escape
 from edgeseg.console import out
 from edgeseg.errors import InputFileError
 from edgeseg.fileio import require_file, sha256_of
+from edgeseg.runtime.loader import ENGINE_SUFFIXES
 from edgeseg.sidecar import model_output, read_sidecar
 
 
@@ -21,8 +22,11 @@ def info(artifact: str, as_json: bool = False) -> dict:
     if not meta and path.suffix.lower() == ".onnx":
         return _foreign_onnx(path, as_json)
     if not meta:
+        made_elsewhere = ("for an engine built elsewhere, bench it with --input-size and --trust-engine"
+                          if path.suffix.lower() in ENGINE_SUFFIXES else
+                          f"for a checkpoint made elsewhere: edgeseg export {path.name} --arch ...")
         raise InputFileError(f"{path} has no sidecar {path.name}.json; edgeseg describes the artifacts it made and any "
-                             f"ONNX file (for a checkpoint made elsewhere: edgeseg export {path.name} --arch ...).")
+                             f"ONNX file ({made_elsewhere}).")
     meta = dict(meta, sha256_matches=meta.get("sha256") == sha256_of(path))
     if as_json:
         out.print_json(json.dumps(meta))

@@ -171,3 +171,34 @@ def test_fp16_onnx_keeps_float32_io_and_the_predictions(tiny_onnx, tmp_path):
     fp32 = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": batch})[0]
     fp16 = ort.InferenceSession(str(out)).run(None, {"input": batch})[0]
     assert fp16.dtype == np.float32 and (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.99
+
+
+def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path):
+    """A trtexec engine has no sidecar: bench and predict ask for its input size, then for --trust-engine (no
+    sha256 vouches for it), before TensorRT is ever asked to deserialise it."""
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+    from edgeseg.errors import InputFileError
+    from edgeseg.runtime.loader import describe
+    from edgeseg.spec import ModelFacts
+
+    engine = tmp_path / "trtexec.engine"
+    engine.write_bytes(b"serialized by trtexec")
+    with pytest.raises(InputFileError, match="--input-size HEIGHTxWIDTH .* and --trust-engine if you built it"):
+        describe(engine)
+    artifact = describe(engine, facts=ModelFacts(input_size=(64, 96), num_classes=5))
+    assert (artifact.input_spec.height, artifact.input_spec.width) == (64, 96) and artifact.dataset.num_classes == 5
+    assert artifact.backend == "tensorrt" and artifact.precision == "as built"
+    assert not (tmp_path / "trtexec.engine.json").exists()  # nothing written next to the user's file
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "street.jpg")
+    for verb in (["bench", str(engine), "--iters", "1"], ["predict", str(engine), str(tmp_path / "street.jpg"),
+                                                          "--out", str(tmp_path / "out")]):
+        result = CliRunner().invoke(cli, verb + ["--input-size", "64x96"])
+        assert result.exit_code == 2 and "pass --trust-engine if you made it" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(cli, ["bench", str(engine), "--iters", "1", "--input-size", "64x96", "--trust-engine"])
+    assert result.exit_code == 2 and "TensorRT is not installed" in result.output, result.output

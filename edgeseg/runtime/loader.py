@@ -61,10 +61,31 @@ def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[M
 
             meta = onnx_meta(path, meta, facts)
             spec, info = spec_from_sidecar(meta)
+    elif not meta:  # an engine built by another tool (trtexec): the user's facts say what a sidecar would
+        meta = foreign_engine_meta(path, facts)
+        spec, info = spec_from_sidecar(meta)
     if spec is None:
         raise InputFileError(f"{path} has no sidecar {path.name}.json saying its input size; create the artifact with "
                              f"edgeseg (or copy its .json next to it).")
     return Artifact(path, backend, spec, info, meta.get("precision", "fp32"), meta)
+
+
+def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
+    """What is known of an engine edgeseg did not build: only what the user says (TensorRT is not asked here,
+    and an engine is never opened before the user has said --trust-engine, which it needs without a sha256)."""
+    facts = facts or ModelFacts()
+    spec = facts.input_spec()
+    if spec is None:
+        raise InputFileError(f"{path} has no sidecar: for an engine built elsewhere (e.g. by trtexec) give "
+                             f"--input-size HEIGHTxWIDTH (the size it was built for), --mean/--std unless it expects "
+                             f"ImageNet's, and --trust-engine if you built it (an engine is executable code).")
+    num_classes = facts.num_classes or (facts.dataset.num_classes if facts.dataset else None)
+    meta = {"artifact": path.name, "kind": "engine", "input": spec.to_dict(), "precision": "as built",
+            "model": {"arch": facts.arch or "engine", "num_classes": num_classes},
+            "source": {"file": path.name, "format": "TensorRT engine from another tool", "given": facts.to_dict()}}
+    if num_classes:  # otherwise read from the output at the first inference
+        meta["dataset"] = facts.dataset_info(int(num_classes)).to_dict()
+    return meta
 
 
 def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
