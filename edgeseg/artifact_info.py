@@ -73,21 +73,27 @@ def _foreign_onnx(path, as_json: bool) -> dict:
         return summary
 
     def shape(tensor: dict) -> str:  # escaped: rich would take [b, 3, h, w] for markup
-        return escape(f"{tensor['name']}  {tensor['dtype']}  [{', '.join(str(d) for d in tensor['shape'])}]")
+        dims = ", ".join(str(d) for d in tensor["shape"]) or "rank unknown"
+        return escape(f"{tensor['name']}  {tensor['dtype']}  [{dims}]")
 
     top = list(summary["operators"].items())[:8]
-    lines = [f"[bold]{path.name}[/bold]  ({summary['kind']})",
-             f"  producer      {summary['producer']}, opset {summary['opset']}"]
+    output = ("none" if not summary["outputs"] else
+              "a class map (argmax in the graph)" if summary["class_map_output"] else "logits")
+    lines = [f"[bold]{escape(path.name)}[/bold]  ({summary['kind']})",
+             f"  producer      {escape(summary['producer'])}, opset {summary['opset'] or '? (custom domains only)'}"]
     lines += [f"  input         {shape(t)}" for t in summary["inputs"]]
     lines += [f"  output        {shape(t)}" for t in summary["outputs"]]
-    lines += [f"  params        {summary['params'] / 1e6:.2f}M" + ("  (weights in external data files)"
-                                                               if summary["external_data"] else ""),
+    lines += [f"  params        {summary['params'] / 1e6:.2f}M",
               f"  nodes         {summary['nodes']}: " + ", ".join(f"{op} {n}" for op, n in top)
               + (", ..." if len(summary["operators"]) > len(top) else ""),
-              f"  precision     {'int8 (Q/DQ nodes)' if summary['quantized'] else 'float'}; output "
-              + ("a class map (argmax in the graph)" if summary["class_map_output"] else "logits"),
-              f"  size          {summary['size_mb']} MB, sha256 {summary['sha256'][:16]}…",
-              "  edgeseg needs " + "; ".join(summary["verbs_need"])]
+              f"  precision     {'int8 (Q/DQ nodes)' if summary['quantized'] else 'float'}; output {output}",
+              f"  size          {summary['size_mb']} MB, sha256 {summary['sha256'][:16]}…"
+              + ("  (the .onnx file only: its weights are in external data files beside it)"
+                 if summary["external_data"] else "")]
+    if summary["cannot_run"]:
+        lines.append(f"  [red]edgeseg cannot run it[/red]: {escape(summary['cannot_run'])}")
+    else:
+        lines.append("  edgeseg needs " + "; ".join(summary["verbs_need"]))
     for line in lines:
         out.print(line)
     return summary

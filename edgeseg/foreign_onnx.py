@@ -114,25 +114,46 @@ def graph_summary(path: str | Path) -> Dict[str, Any]:
         return {"name": value_info.name, "dtype": dtype, "shape": dims}
 
     inputs = [tensor(i) for i in graph.input if i.name not in initializers]
+    outputs = [tensor(o) for o in graph.output]
     operators = collections.Counter(node.op_type for node in graph.node)
+    cannot = _cannot_run(inputs, outputs)
     needs = []
-    if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and not all(isinstance(d, int) and d > 0
-                                                                     for d in inputs[0]["shape"][2:]):
+    if not cannot and not all(isinstance(d, int) and d > 0 for d in inputs[0]["shape"][2:]):
         needs.append("--input-size HEIGHTxWIDTH (the input size is dynamic)")
-    needs.append("--mean/--std if it was not trained on ImageNet's normalisation")
+    if not cannot:
+        needs.append("--mean/--std if it was not trained on ImageNet's normalisation")
     return {
         "artifact": path.name, "kind": "onnx, no sidecar: made by another tool",
         "producer": " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown",
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-        "inputs": inputs, "outputs": [tensor(o) for o in graph.output],
+        "inputs": inputs, "outputs": outputs,
         "params": int(sum(int(np.prod(i.dims)) for i in graph.initializer)),
         "nodes": len(graph.node), "operators": dict(operators.most_common()),
         "quantized": bool(operators.get("QuantizeLinear") or operators.get("DequantizeLinear")),
-        "class_map_output": bool(graph.node) and graph.node[-1].op_type in ("ArgMax", "TopK", "Cast")
-                            and operators.get("ArgMax", 0) + operators.get("TopK", 0) > 0,
+        "class_map_output": bool(outputs) and _is_class_map(outputs[0]),
         "external_data": any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer),
         "verbs_need": needs,
+        "cannot_run": cannot,
     }
+
+
+def _is_class_map(output: Dict[str, Any]) -> bool:
+    """What the runtime will make of the first output (runtime/outputs.py): integers, NxHxW or Nx1xHxW."""
+    shape, integer = output["shape"], output["dtype"].startswith(("int", "uint"))
+    return integer and (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1))
+
+
+def _cannot_run(inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> Optional[str]:
+    """Why edgeseg cannot run a graph (the checks describe_onnx makes), in words; None when it can."""
+    if len(inputs) != 1:
+        return f"it takes {len(inputs)} inputs ({', '.join(i['name'] for i in inputs)}), not one image batch"
+    if len(inputs[0]["shape"]) != 4:
+        return f"its input has rank {len(inputs[0]['shape'])}, not NCHW"
+    if inputs[0]["shape"][1] not in (3, "?") and not isinstance(inputs[0]["shape"][1], str):
+        return f"its input has {inputs[0]['shape'][1]} channels in dimension 1 (edgeseg feeds NCHW RGB)"
+    if not outputs:
+        return "it has no outputs"
+    return None
 
 
 def _classes_by_running(path: Path, input_name: str, spec) -> Optional[int]:

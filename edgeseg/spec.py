@@ -95,6 +95,12 @@ class ModelFacts:
     std: Optional[Tuple[float, float, float]] = None
     dataset: Optional[DatasetInfo] = None  # class names and palette from --data's dataset.yaml
 
+    def __post_init__(self):
+        # the Python API takes mean/std in either unit, as the CLI does (torchvision's 0-1 or 0-255)
+        for name in ("mean", "std"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, stats_in_255_units(getattr(self, name)))
+
     def input_spec(self, height: Optional[int] = None, width: Optional[int] = None) -> Optional[InputSpec]:
         """The input spec these facts describe; ``height``/``width`` (e.g. an ONNX graph's static size) win."""
         if height is None or width is None:

@@ -162,3 +162,61 @@ def test_info_says_which_output_a_model_has(tiny_onnx, tiny_class_map_onnx, tmp_
     shutil.copy(tiny_class_map_onnx, foreign)
     assert "output a class map (argmax in the graph)" in " ".join(
         CliRunner().invoke(cli, ["info", str(foreign)]).output.split())
+
+
+def test_keepdims_argmax_is_a_class_map_too():
+    """Other exporters write ArgMax(keepdims=1): an integer Nx1xHxW output is classes, not one-class logits."""
+    from edgeseg.runtime.outputs import CLASS_MAP, LOGITS, output_kind, to_class_map
+
+    classes = np.array([[[[0, 3], [2, 1]]]], dtype=np.int64)
+    assert output_kind(classes) == CLASS_MAP and output_kind(classes.astype(np.float32)) == LOGITS
+    assert to_class_map(classes).tolist() == [[[0, 3], [2, 1]]]
+
+
+def _graph(inputs, outputs, nodes):
+    from onnx import helper
+
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("case, class_map, cannot", [
+    ("argmax then squeeze", True, None),
+    ("keepdims argmax", True, None),
+    ("topk values (float)", False, None),
+    ("two inputs", False, "takes 2 inputs"),
+    ("nhwc", False, "channels in dimension 1"),
+])
+def test_info_reads_the_output_form_and_refusals_from_the_graph(case, class_map, cannot, tmp_path):
+    """The first output's dtype and rank decide, as the runtime decides; graphs edgeseg cannot run are named."""
+    from onnx import TensorProto, helper
+
+    from edgeseg.foreign_onnx import graph_summary
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])
+    if case == "argmax then squeeze":
+        model = _graph([x], [helper.make_tensor_value_info("c", TensorProto.INT64, ["n", 8, 8])],
+                       [helper.make_node("ArgMax", ["x"], ["a"], axis=1, keepdims=1),
+                        helper.make_node("Squeeze", ["a", "k"], ["c"])])
+        model.graph.initializer.append(helper.make_tensor("k", TensorProto.INT64, [1], [1]))
+    elif case == "keepdims argmax":
+        model = _graph([x], [helper.make_tensor_value_info("c", TensorProto.INT64, ["n", 1, 8, 8])],
+                       [helper.make_node("ArgMax", ["x"], ["c"], axis=1, keepdims=1)])
+    elif case == "topk values (float)":
+        model = _graph([x], [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["n", 1, 8, 8])],
+                       [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)])
+        model.graph.initializer.append(helper.make_tensor("k", TensorProto.INT64, [1], [1]))
+    elif case == "two inputs":
+        model = _graph([x, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                       [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                       [helper.make_node("Add", ["x", "y"], ["z"])])
+    else:
+        nhwc = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 8, 3])
+        model = _graph([nhwc], [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 8, 8, 3])],
+                       [helper.make_node("Relu", ["x"], ["z"])])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    summary = graph_summary(path)
+    assert summary["class_map_output"] == class_map
+    assert (summary["cannot_run"] is None) if cannot is None else (cannot in summary["cannot_run"])
+    if cannot:
+        assert not summary["verbs_need"]

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def test_fp16_onnx_keeps_float32_io_and_the_predictions(tiny_onnx, tmp_path):
     assert fp16.dtype == np.float32 and (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.99
 
 
-def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path):
+def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path, monkeypatch):
     """A trtexec engine has no sidecar: bench and predict ask for its input size, then for --trust-engine (no
     sha256 vouches for it), before TensorRT is ever asked to deserialise it."""
     from click.testing import CliRunner
@@ -189,7 +190,7 @@ def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path):
         describe(engine)
     artifact = describe(engine, facts=ModelFacts(input_size=(64, 96), num_classes=5))
     assert (artifact.input_spec.height, artifact.input_spec.width) == (64, 96) and artifact.dataset.num_classes == 5
-    assert artifact.backend == "tensorrt" and artifact.precision == "as built"
+    assert artifact.backend == "tensorrt" and artifact.precision == "unknown"
     assert not (tmp_path / "trtexec.engine.json").exists()  # nothing written next to the user's file
 
     from PIL import Image
@@ -200,5 +201,6 @@ def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path):
         result = CliRunner().invoke(cli, verb + ["--input-size", "64x96"])
         assert result.exit_code == 2 and "pass --trust-engine if you made it" in result.output, result.output
     assert not (tmp_path / "out").exists()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as here, also where TensorRT is installed
     result = CliRunner().invoke(cli, ["bench", str(engine), "--iters", "1", "--input-size", "64x96", "--trust-engine"])
     assert result.exit_code == 2 and "TensorRT is not installed" in result.output, result.output

@@ -6,6 +6,7 @@ torchvision and torch code, as a user's own training script would.
 from __future__ import annotations
 
 import argparse
+import shutil
 import json
 
 import numpy as np
@@ -222,6 +223,35 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
     with edgeseg.Segmenter(str(dynamic), facts=edgeseg.ModelFacts(input_size=(64, 64))) as segmenter:
         first = sorted(image.iterdir())[0]
         assert np.array_equal(segmenter(first), read_label(masks[0]))
+
+    # --data that is no dataset, or one with another class count, is one sentence, not the default palette
+    result = CliRunner().invoke(cli, ["predict", str(dynamic), str(image), "--input-size", "64x64", "--data",
+                                      str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "is not a dataset edgeseg reads" in result.output, result.output
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    import yaml
+
+    described = yaml.safe_load((other / "dataset.yaml").read_text())  # one class fewer than the model has
+    described.update(num_classes=len(palette) - 1, classes=described["classes"][:-1], palette=described["palette"][:-1])
+    (other / "dataset.yaml").write_text(yaml.safe_dump(described))
+    result = CliRunner().invoke(cli, ["predict", str(dynamic), str(image), "--input-size", "64x64", "--data",
+                                      str(other), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and f"predicts {len(palette)}" in result.output, result.output
+    assert not (tmp_path / "bad").exists()
+    # an output wider or narrower than the model was described with is refused at the first image
+    with edgeseg.Segmenter(str(dynamic), facts=edgeseg.ModelFacts(input_size=(64, 64))) as segmenter:
+        segmenter.num_classes += 1
+        with pytest.raises(ConfigError, match=f"outputs {len(palette)} classes, not the {len(palette) + 1}"):
+            segmenter(first)
+
+
+def test_model_facts_take_mean_and_std_in_either_unit():
+    import edgeseg
+
+    facts = edgeseg.ModelFacts(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert facts.mean == pytest.approx((123.675, 116.28, 103.53)) and facts.std == pytest.approx((58.395, 57.12, 57.375))
+    assert edgeseg.ModelFacts(mean=(123.675, 116.28, 103.53)).mean == (123.675, 116.28, 103.53)
 
 
 def test_info_describes_a_foreign_onnx_from_its_graph(users_model, tmp_path):

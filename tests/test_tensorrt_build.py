@@ -234,6 +234,29 @@ def test_runner_refuses_a_batch_outside_the_engine_profile():
         runner._infer_impl(np.zeros((8, 3, 8, 8), np.float32))
 
 
+def test_runner_names_the_size_an_engine_from_elsewhere_was_built_for():
+    """No sidecar engine section (trtexec): a refused shape means --input-size was wrong, and TensorRT's
+    ICudaEngine.get_tensor_shape says which size it takes."""
+    import numpy as np
+
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            return tuple(shape[2:]) == (360, 480)
+
+    class Engine:
+        def get_tensor_shape(self, name):
+            return (1, 3, 360, 480)
+
+    runner = TensorRTRunner("trtexec.engine", (3, 64, 96), "unknown", "cuda", {"input": {}})
+    runner.context, runner.engine, runner.tensor_api = Context(), Engine(), True
+    runner.cuda = runner.stream = None
+    runner.input_name, runner.input_dtype, runner.output_name, runner.output_dtype = "input", np.float32, "o", np.float32
+    with pytest.raises(EdgesegError, match=r"it was built for 1x3x360x480; give that size with --input-size"):
+        runner._infer_impl(np.zeros((1, 3, 64, 96), np.float32))
+
+
 def test_runner_reads_engine_dtypes_without_trt_nptype():
     """TensorRT 8.5.2's trt.nptype raises under numpy >= 1.24, which JetPack 5 installs."""
     import numpy as np

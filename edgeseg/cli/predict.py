@@ -1,6 +1,7 @@
 import click
 
 from edgeseg.cli.options import model_facts_options, pop_model_facts, threads, trust_checkpoint, trust_engine
+from edgeseg.errors import ConfigError
 
 
 @click.command("predict")
@@ -44,6 +45,9 @@ def predict_command(model, sources, **options):
     """
     from edgeseg.predict.api import predict
 
-    facts = pop_model_facts(options)
-    options.pop("data", None)
+    facts = pop_model_facts(options)  # reads --data's dataset.yaml and leaves the option
+    data = options.pop("data", None)
+    if data and facts.dataset is None:
+        raise ConfigError(f"--data {data} is not a dataset edgeseg reads (no dataset.yaml, images/ or labels/); give "
+                          f"the dataset root whose dataset.yaml names the classes and their colours.")
     predict(model, list(sources), facts=facts, **options)

@@ -165,6 +165,11 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
         segmenter = Segmenter(model, device, threads=threads or _threads_per_stream(count),
                               trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
                               allow_engine_host_code=allow_engine_host_code, spin_wait=False, facts=facts)
+        given = facts.dataset if facts is not None else None
+        if given is not None and segmenter.num_classes not in (None, given.num_classes):
+            segmenter.close()
+            raise ConfigError(f"--data names {given.num_classes} classes but {Path(model).name} predicts "
+                              f"{segmenter.num_classes}; give the dataset the model was trained on.")
         segmenter.add_streams(count - 1)
         summary = _segment_all(segmenter, resolved, out, chosen, alpha, show, stats or bool(json_out), max_frames)
     finally:

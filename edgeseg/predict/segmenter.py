@@ -16,7 +16,7 @@ import numpy as np
 from edgeseg.errors import ConfigError
 from edgeseg.spec import ModelFacts
 from edgeseg.runtime.loader import describe, open_runner
-from edgeseg.runtime.outputs import to_class_map
+from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
 
 if TYPE_CHECKING:  # Pillow is imported where it is used
@@ -106,8 +106,12 @@ class Segmenter:
 
     def finish(self, output: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
         """One output row (1xCxhxw logits or a 1xhxw class map) -> the HxW class map at ``size``."""
-        if self.num_classes is None and output.ndim == 4:
-            self.num_classes = int(output.shape[1])
+        if output_kind(output) == LOGITS:
+            if self.num_classes is None:
+                self.num_classes = int(output.shape[1])
+            elif output.shape[1] != self.num_classes:  # e.g. an engine from elsewhere under another --data
+                raise ConfigError(f"{self.artifact.path.name} outputs {output.shape[1]} classes, not the "
+                                  f"{self.num_classes} it was described with; give the matching --num-classes/--data.")
         classes = to_class_map(output, self.num_classes)[0]
         return resize_label(classes, size[0], size[1])
 

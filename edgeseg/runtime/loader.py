@@ -80,8 +80,9 @@ def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
                              f"--input-size HEIGHTxWIDTH (the size it was built for), --mean/--std unless it expects "
                              f"ImageNet's, and --trust-engine if you built it (an engine is executable code).")
     num_classes = facts.num_classes or (facts.dataset.num_classes if facts.dataset else None)
-    meta = {"artifact": path.name, "kind": "engine", "input": spec.to_dict(), "precision": "as built",
+    meta = {"artifact": path.name, "kind": "engine", "input": spec.to_dict(), "precision": "unknown",
             "model": {"arch": facts.arch or "engine", "num_classes": num_classes},
+            "onnx": {"output_kind": "unknown"},  # the runtime reads the form from the output's rank
             "source": {"file": path.name, "format": "TensorRT engine from another tool", "given": facts.to_dict()}}
     if num_classes:  # otherwise read from the output at the first inference
         meta["dataset"] = facts.dataset_info(int(num_classes)).to_dict()

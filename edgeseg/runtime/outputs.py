@@ -26,7 +26,10 @@ def class_map_dtype(num_classes: int):
 
 
 def output_kind(output: np.ndarray) -> str:
-    """``"logits"`` for an NxCxHxW output, ``"class_map"`` for an NxHxW one."""
+    """``"logits"`` for an NxCxHxW output, ``"class_map"`` for an NxHxW one (or an integer Nx1xHxW one: an
+    ArgMax with keepdims=1, as other exporters write it)."""
+    if output.ndim == 4 and output.shape[1] == 1 and np.issubdtype(output.dtype, np.integer):
+        return CLASS_MAP
     if output.ndim == 4:
         return LOGITS
     if output.ndim == 3:
@@ -45,6 +48,8 @@ def to_class_map(output: np.ndarray, num_classes: Optional[int] = None) -> np.nd
         classes = output.shape[1] if num_classes is None else num_classes
         indices = native.argmax(output)
         return indices if indices.dtype == class_map_dtype(classes) else indices.astype(class_map_dtype(classes))
+    if output.ndim == 4:  # Nx1xHxW
+        output = output[:, 0]
     if output.dtype == np.uint8 and (num_classes is None or num_classes <= UINT8_MAX_CLASSES):
         return output
     if num_classes is None:

@@ -89,6 +89,15 @@ class TensorRTRunner(Runner):
         return [(self.engine.get_binding_name(i), self.engine.binding_is_input(i),
                  numpy_dtype(trt, self.engine.get_binding_dtype(i))) for i in range(self.engine.num_bindings)]
 
+    def _built_input_shape(self) -> str:
+        """The input shape the engine was built for (-1 for a dynamic dimension), as TensorRT reports it."""
+        try:
+            dims = (self.engine.get_tensor_shape(self.input_name) if self.tensor_api
+                    else self.engine.get_binding_shape(0))
+            return "x".join(str(d) for d in dims)
+        except Exception:  # noqa: BLE001 - only for the message; the refusal stands either way
+            return "another shape"
+
     def _device_buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self.buffers.get(name, (None, 0))
         if size < nbytes:  # grow only: no reallocation per call at a steady batch size
@@ -122,6 +131,9 @@ class TensorRTRunner(Runner):
         # both calls return False for a shape outside the engine's optimisation profile
         accepted = (self.context.set_input_shape(input_name, batch.shape) if self.tensor_api
                     else self.context.set_binding_shape(0, batch.shape))
+        if not accepted and not self.meta.get("engine"):  # built elsewhere: its shape is what the user must give
+            raise EdgesegError(f"{Path(self.path).name} does not take input {tuple(batch.shape)}: it was built for "
+                               f"{self._built_input_shape()}; give that size with --input-size HEIGHTxWIDTH.")
         if not accepted:
             batches = ((self.meta.get("engine") or {}).get("batch") or {})
             raise EdgesegError(f"{Path(self.path).name} does not take input {tuple(batch.shape)} (its batch profile is "
