@@ -61,13 +61,17 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
                               f"--input-size HEIGHTxWIDTH.")
     output = graph.output[0]
     output_dims = _dims(output)
-    read = output_dims[1] if len(output_dims) == 4 else None
-    if read is None and not facts.num_classes:  # a dynamic graph often leaves it symbolic: run it once
+    # an integer output is a class map (NxHxW, or Nx1xHxW from ArgMax keepdims=1): it does not show the class count
+    elem_type = output.type.tensor_type.elem_type  # 0: undefined, as some exporters leave it
+    class_map = bool(elem_type) and onnx.helper.tensor_dtype_to_np_dtype(elem_type).kind in "iu"
+    logits_dims = output_dims if len(output_dims) == 4 and not class_map else None
+    read = logits_dims[1] if logits_dims else None
+    if read is None and not facts.num_classes and not class_map:  # a dynamic graph often leaves it symbolic
         read = _classes_by_running(path, inputs[0].name, spec)
     num_classes = facts.num_classes or read or (facts.dataset.num_classes if facts.dataset else None)
     if num_classes is None:
         raise ConfigError(f"The class count of {path} cannot be read from its output; give --num-classes.")
-    if len(output_dims) == 4 and output_dims[1] not in (None, num_classes):
+    if logits_dims and logits_dims[1] not in (None, num_classes):
         raise ConfigError(f"{path} outputs {output_dims[1]} classes but --num-classes {num_classes} was given; "
                           f"drop --num-classes or check the model.")
     quantized = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)

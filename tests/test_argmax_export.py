@@ -220,3 +220,20 @@ def test_info_reads_the_output_form_and_refusals_from_the_graph(case, class_map,
     assert (summary["cannot_run"] is None) if cannot is None else (cannot in summary["cannot_run"])
     if cannot:
         assert not summary["verbs_need"]
+
+
+def test_a_foreign_keepdims_class_map_asks_for_the_class_count(tmp_path):
+    """ArgMax(keepdims=1) outputs Nx1xHxW integers: 1 is not its class count, so --num-classes is asked for."""
+    from onnx import TensorProto, helper
+
+    from edgeseg.foreign_onnx import describe_onnx
+    from edgeseg.spec import ModelFacts
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    model = _graph([x], [helper.make_tensor_value_info("c", TensorProto.INT64, [1, 1, 8, 8])],
+                   [helper.make_node("ArgMax", ["x"], ["c"], axis=1, keepdims=1)])
+    path = tmp_path / "keepdims.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ConfigError, match="give --num-classes"):
+        describe_onnx(path)
+    assert describe_onnx(path, ModelFacts(num_classes=3))["model"]["num_classes"] == 3
