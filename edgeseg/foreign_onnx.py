@@ -23,6 +23,17 @@ def _dims(value_info) -> List[Optional[int]]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
 
 
+def _load(path: Path):
+    """The ONNX graph at ``path`` without its external weights, or one sentence when it is no ONNX."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
+        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
+                             f"or another format, so re-export it.") from exc
+
+
 def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[str, Any]:
     """A sidecar-like description of the ONNX at ``path``: {"input", "dataset", "model", "precision", "onnx", "source"}.
 
@@ -34,11 +45,7 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
 
     facts = facts or ModelFacts()
     path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
-        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
-                             f"or another format, so re-export it.") from exc
+    model = _load(path)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -103,11 +110,7 @@ def graph_summary(path: str | Path) -> Dict[str, Any]:
     import onnx
 
     path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError types for truncated or foreign files
-        raise InputFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); it may be truncated "
-                             f"or another format, so re-export it.") from exc
+    model = _load(path)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
 
@@ -153,8 +156,9 @@ def _cannot_run(inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> 
         return f"it takes {len(inputs)} inputs ({', '.join(i['name'] for i in inputs)}), not one image batch"
     if len(inputs[0]["shape"]) != 4:
         return f"its input has rank {len(inputs[0]['shape'])}, not NCHW"
-    if inputs[0]["shape"][1] not in (3, "?") and not isinstance(inputs[0]["shape"][1], str):
-        return f"its input has {inputs[0]['shape'][1]} channels in dimension 1 (edgeseg feeds NCHW RGB)"
+    channels = inputs[0]["shape"][1]  # an int, or a str for a symbolic or unknown size
+    if isinstance(channels, int) and channels != 3:
+        return f"its input has {channels} channels in dimension 1 (edgeseg feeds NCHW RGB)"
     if not outputs:
         return "it has no outputs"
     return None

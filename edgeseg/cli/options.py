@@ -114,7 +114,7 @@ def model_facts_options(function):
 def pop_model_facts(options: dict):
     """Take the model-facts options out of a verb's options and build the one ModelFacts object; --data's
     dataset.yaml (left in ``options``) supplies class names and palette."""
-    from edgeseg.spec import ModelFacts, stats_in_255_units
+    from edgeseg.spec import ModelFacts
     from edgeseg.training.data import parse_size
 
     size = options.pop("model_input_size", None)
@@ -125,6 +125,5 @@ def pop_model_facts(options: dict):
 
         dataset = dataset_info(options["data"])
     return ModelFacts(arch=options.pop("arch", None), num_classes=options.pop("num_classes", None),
-                      input_size=parse_size(size) if size else None,
-                      mean=stats_in_255_units(mean) if mean else None, std=stats_in_255_units(std) if std else None,
+                      input_size=parse_size(size) if size else None, mean=mean, std=std,  # either unit
                       dataset=dataset)
