@@ -215,6 +215,20 @@ def test_a_photo_with_damaged_exif_is_read_as_stored(tmp_path, monkeypatch):
     assert read_image(tmp_path / "odd.jpg", upright=True).shape == (30, 40, 3)
 
 
+def test_nested_folders_are_reached_with_a_recursive_glob(tiny_onnx, tmp_path):
+    """A Cityscapes-like tree: the top folder says how to give its subfolders, and '**' reaches them all."""
+    root = tmp_path / "leftImg8bit" / "val"
+    for city in ("bremen", "ulm"):
+        (root / city).mkdir(parents=True)
+        Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(root / city / f"{city}_000000.png")
+    with pytest.raises(DataError, match=r"its subfolders do \(e.g. bremen/bremen_000000.png\); give them all with a "
+                                        r"quoted glob: '.*/\*\*/\*\.png'"):
+        classify(str(root))
+    summary = predict(str(tiny_onnx), [str(root / "**" / "*.png")], tmp_path / "out", save=["masks"])
+    assert summary["frames"] == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["bremen_000000.png", "ulm_000000.png"]
+
+
 def test_iphone_heic_photos_are_read_with_pillow_heif_or_named_without_it(tiny_onnx, tmp_path, monkeypatch):
     """A folder from an iPhone: JPEGs and HEICs. With pillow-heif every photo is segmented; without it the
     HEICs are left out with one line naming the fix, and a HEIC given alone is skipped with that sentence."""

@@ -235,6 +235,11 @@ def classify(spec: str) -> Source:
     if path.is_dir():
         images = _photos(path)
         if not images:
+            nested = next((p for p in path.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES), None)
+            if nested is not None:  # e.g. Cityscapes' leftImg8bit/val/<city>/*.png
+                raise DataError(f"Folder {path} holds no images itself, but its subfolders do (e.g. "
+                                f"{nested.relative_to(path)}); give them all with a quoted glob: "
+                                f"'{path / '**' / ('*' + nested.suffix)}'.")
             raise DataError(f"Folder {path} holds no images ({', '.join(PHOTO_SUFFIXES)}); give a "
                             f"folder of images or a video.")
         return Source("images", path.name, spec, images)
@@ -249,7 +254,7 @@ def classify(spec: str) -> Source:
         raise InputFileError(f"{path} is neither an image ({', '.join(PHOTO_SUFFIXES)}), a video "
                              f"({', '.join(VIDEO_SUFFIXES)}) nor a list of paths (.txt); give one of those.")
     if any(char in spec for char in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(str(path))
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True)  # ** reaches into subfolders
                          if Path(p).suffix.lower() in PHOTO_SUFFIXES)
         if not matches:
             raise DataError(f"No image matches {spec}; check the pattern (quote it so the shell leaves it alone).")
