@@ -229,6 +229,21 @@ def test_nested_folders_are_reached_with_a_recursive_glob(tiny_onnx, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["bremen_000000.png", "ulm_000000.png"]
 
 
+def test_repeated_file_names_in_subfolders_keep_their_folders(tiny_onnx, tmp_path):
+    """Video sequences as frame folders (seq01/000001.png, seq02/000001.png): masks/ mirrors the tree."""
+    for sequence in ("seq01", "seq02"):
+        (tmp_path / "drive" / sequence).mkdir(parents=True)
+        for frame in ("000001", "000002"):
+            Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(tmp_path / "drive" / sequence / f"{frame}.png")
+    summary = predict(str(tiny_onnx), [str(tmp_path / "drive" / "**" / "*.png")], tmp_path / "out",
+                      save=["masks", "overlays"])
+    assert summary["frames"] == 4
+    for folder, suffix in (("masks", ".png"), ("overlays", ".jpg")):
+        written = sorted(p.relative_to(tmp_path / "out" / folder).as_posix()
+                         for p in (tmp_path / "out" / folder).rglob(f"*{suffix}"))
+        assert written == [f"{s}/{f}{suffix}" for s in ("seq01", "seq02") for f in ("000001", "000002")]
+
+
 def test_iphone_heic_photos_are_read_with_pillow_heif_or_named_without_it(tiny_onnx, tmp_path, monkeypatch):
     """A folder from an iPhone: JPEGs and HEICs. With pillow-heif every photo is segmented; without it the
     HEICs are left out with one line naming the fix, and a HEIC given alone is skipped with that sentence."""

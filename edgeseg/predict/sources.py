@@ -65,6 +65,7 @@ class Source:
     name: str
     spec: str = ""
     paths: List[Path] = field(default_factory=list)
+    names: List[str] = field(default_factory=list)  # what each image's outputs are called (see output_names)
     fps: float = 0.0  # of a capture, once opened
     expected_frames: Optional[int] = None  # a video's own frame count, once opened
     ended_early: Optional[str] = None  # why a capture stopped before its end
@@ -88,13 +89,23 @@ class Source:
     def frames(self, max_frames: Optional[int] = None, stop: Optional[threading.Event] = None) -> Iterator[Frame]:
         """Decoded frames, up to ``max_frames``, until ``stop`` is set; unreadable images come as error frames."""
         if self.kind == "images":
-            yield from _image_frames(self.paths, max_frames, stop)
+            yield from _image_frames(self.paths, self.names or output_names(self.paths), max_frames, stop)
             return
         self.open()
         yield from _capture_frames(self, max_frames, stop)
 
 
-def _image_frames(paths: List[Path], max_frames: Optional[int], stop) -> Iterator[Frame]:
+def output_names(paths: List[Path]) -> List[str]:
+    """Each image's output name: its stem, or where stems repeat (seq01/000001.png, seq02/000001.png) its path
+    under the images' common folder without the suffix, so masks/ mirrors the tree instead of numbering."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+    return [p.resolve().relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+def _image_frames(paths: List[Path], names: List[str], max_frames: Optional[int], stop) -> Iterator[Frame]:
     for index, path in enumerate(paths[:max_frames] if max_frames else paths):
         if stop is not None and stop.is_set():
             return
@@ -103,7 +114,7 @@ def _image_frames(paths: List[Path], max_frames: Optional[int], stop) -> Iterato
             image, error = read_image(path, upright=True), None
         except DataError as exc:  # one bad file must not stop a 10,000-image run
             image, error = None, str(exc)
-        yield Frame(path.stem, index, image, error, time.perf_counter() - started)
+        yield Frame(names[index], index, image, error, time.perf_counter() - started)
 
 
 def _capture_frames(source: Source, max_frames: Optional[int], stop) -> Iterator[Frame]:
@@ -270,5 +281,6 @@ def resolve_sources(specs: Sequence[str]) -> List[Source]:
     merged = []
     if images:
         name = images[0].name if len(images) == 1 else "images"
-        merged.append(Source("images", name, ", ".join(s.spec for s in images), [p for s in images for p in s.paths]))
+        paths = [p for s in images for p in s.paths]
+        merged.append(Source("images", name, ", ".join(s.spec for s in images), paths, output_names(paths)))
     return merged + [s for s in sources if s.kind != "images"]

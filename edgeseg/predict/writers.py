@@ -151,6 +151,10 @@ class Outputs:
 
     def write(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         name = self._unique(name)
+        if "/" in name:  # an image from a subfolder (see sources.output_names): the outputs mirror the tree
+            for folder in ("masks", "overlays"):
+                if folder in self.current:
+                    (self.out / folder / name).parent.mkdir(parents=True, exist_ok=True)
         paletted = mask_image(mask, self.palette)  # one P image serves the PNG and the overlay's colours
         if "masks" in self.current:
             write_mask_png(self.out / "masks" / f"{name}.png", paletted)
