@@ -99,6 +99,7 @@ def test_killed_finetuning_resumes_where_it_was(tiny_student, tiny_data, tmp_pat
                                                                    write_csv(path, history)))
     prune(str(tiny_student), str(tmp_path / "killed.pt"), resume=True, **options)
     assert epochs_trained == [2]  # the resumed run trained only the epoch the killed one had not finished
+    assert not (tmp_path / "killed.pt.state").exists() and not (tmp_path / "straight.pt.state").exists()
     assert [record["epoch"] for record in load_model(tmp_path / "killed.pt").meta["finetune_history"]] == [1, 2]
     straight = load_model(tmp_path / "straight.pt").model.state_dict()
     resumed = load_model(tmp_path / "killed.pt").model.state_dict()

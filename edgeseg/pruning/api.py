@@ -158,6 +158,10 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
                    channels=_channel_changes(before, after), latency=latency,
                    val_miou=history[-1].get("val_miou") if history else None),
         source=loaded.meta.get("source"))
+    if finetune_epochs:
+        from edgeseg.training.state import state_path
+
+        state_path(out).unlink(missing_ok=True)  # finished, as train does: the checkpoint replaces the state
     say(f"Wrote {out}")
     return sidecar
 
