@@ -59,7 +59,7 @@ class Segmenter:
     ``spin_wait=False`` stops ONNX Runtime's idle workers from busy-waiting (its default),
     leaving the cores to threads that decode and encode beside it: predict sets it, and
     on 2 cores it gave predict 1.07x the FPS of a run with spinning on
-    (benchmarks/results/predict_overhead.md; the busier the machine, the more it gains).
+    (benchmarks/results/predict_overhead.md).
 
     ``facts`` say what an ONNX exported by another tool does not record (``ModelFacts(input_size=(360, 480))``
     for one with a dynamic input size; mean/std when not ImageNet's; the dataset's class names and palette).

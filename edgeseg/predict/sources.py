@@ -65,7 +65,6 @@ class Source:
     name: str
     spec: str = ""
     paths: List[Path] = field(default_factory=list)
-    names: List[str] = field(default_factory=list)  # what each image's outputs are called (see output_names)
     fps: float = 0.0  # of a capture, once opened
     expected_frames: Optional[int] = None  # a video's own frame count, once opened
     ended_early: Optional[str] = None  # why a capture stopped before its end
@@ -89,7 +88,7 @@ class Source:
     def frames(self, max_frames: Optional[int] = None, stop: Optional[threading.Event] = None) -> Iterator[Frame]:
         """Decoded frames, up to ``max_frames``, until ``stop`` is set; unreadable images come as error frames."""
         if self.kind == "images":
-            yield from _image_frames(self.paths, self.names or output_names(self.paths), max_frames, stop)
+            yield from _image_frames(self.paths, output_names(self.paths), max_frames, stop)
             return
         self.open()
         yield from _capture_frames(self, max_frames, stop)
@@ -281,6 +280,5 @@ def resolve_sources(specs: Sequence[str]) -> List[Source]:
     merged = []
     if images:
         name = images[0].name if len(images) == 1 else "images"
-        paths = [p for s in images for p in s.paths]
-        merged.append(Source("images", name, ", ".join(s.spec for s in images), paths, output_names(paths)))
+        merged.append(Source("images", name, ", ".join(s.spec for s in images), [p for s in images for p in s.paths]))
     return merged + [s for s in sources if s.kind != "images"]
