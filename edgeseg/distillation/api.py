@@ -132,5 +132,5 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                           extra={"distill": settings})
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
-                  extra_params=objective.parameters(), checkpoint_to=out, resume=resume, on_best=writer.best)
+                  loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best)
     return writer.final(model, history) if workers.is_main else {}

@@ -2,7 +2,9 @@
 
 ``--loss kl+cwd+feat`` picks the terms; each has a weight. Feature terms capture
 intermediate outputs of named student and teacher modules with forward hooks and pass
-the student's through a learned 1x1 connector when the channel counts differ.
+the student's through a learned 1x1 connector when the channel counts differ. Whatever
+the objective learns sits in one module, ``learned``, which the training loop optimises
+with the student and saves in (and restores from) the training state beside it.
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ class DistillationObjective:
                 s_channels = self.captured[f"s:{student_name}"].shape[1]
                 t_channels = self.captured[f"t:{teacher_name}"].shape[1]
                 self.connectors[str(index)] = FeatureConnector(s_channels, t_channels)
+        # every trained part of the objective, outside the student: resume must restore it (empty without 'feat')
+        self.learned = torch.nn.ModuleDict({"connectors": self.connectors})
 
     def _keep(self, key: str):
         def hook(_module, _inputs, output):
@@ -78,7 +82,7 @@ class DistillationObjective:
         return hook
 
     def parameters(self) -> List[torch.nn.Parameter]:
-        return list(self.connectors.parameters())
+        return list(self.learned.parameters())
 
     def __call__(self, student_logits, images, labels):
         with torch.no_grad():

@@ -102,7 +102,7 @@ class _Ema:
 
 
 def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConfig, *, num_classes: int,
-        ignore_index: int, description: str, extra_params: Optional[List[nn.Parameter]] = None,
+        ignore_index: int, description: str, loss_module: Optional[nn.Module] = None,
         checkpoint_to: Optional[str] = None, resume: bool = False,
         on_best: Optional[Callable[[nn.Module, dict], None]] = None) -> List[dict]:
     """Train ``model`` in place; return one record per epoch (loss parts, lr, val mIoU when measured).
@@ -112,7 +112,10 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     TensorBoard events in ``<checkpoint_to>.tb/``; ``resume`` continues from that state
     exactly. ``on_best(model, record)`` is called whenever validation reaches a new best
     mIoU. With EMA on, the averaged weights are validated and copied into ``model`` at
-    the end. Under torchrun the work is shared by DDP and only rank 0 writes or draws.
+    the end. ``loss_module`` holds what the loss itself learns (distillation's feature
+    connectors): it is optimised with ``model``, and its state is saved in and restored
+    from the training state beside the model's, so a resumed run continues it too. Under
+    torchrun the work is shared by DDP and only rank 0 writes or draws.
     """
     from edgeseg.training import distributed
     from edgeseg.training.state import load_state, restore_model, restore_rng, save_state, state_path
@@ -135,9 +138,11 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
                                          sampler=sampler, drop_last=True, generator=generator)
     model.to(device)
-    for param in extra_params or []:
-        param.data = param.data.to(device)
-    params = list(model.parameters()) + list(extra_params or [])
+    extra_params = []
+    if loss_module is not None:
+        loss_module.to(device)  # in place: the same parameter objects the loss uses
+        extra_params = list(loss_module.parameters())
+    params = list(model.parameters()) + extra_params
     optimizer = make_optimizer(params, config)
     ema = _Ema(model, config.ema_decay) if config.ema_decay else None
     total_steps = config.epochs * len(loader)
@@ -145,13 +150,16 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     history: List[dict] = []
     step, first_epoch, best = 0, 1, None
     state_file = state_path(checkpoint_to) if checkpoint_to else None
+    amp = _Autocast(config.amp and device.type == "cuda", device)
     if resume:
         if state_file is None or not state_file.exists():
             raise ConfigError(f"--resume found no training state {state_file}; start without --resume.")
         state = load_state(state_file)
-        restore_model(state, state_file, model, optimizer)
+        restore_model(state, state_file, model, optimizer, loss=loss_module)
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
+        if amp.scaler is not None and state.get("scaler"):  # float16 loss scaling continues where it was
+            amp.scaler.load_state_dict(state["scaler"])
         restore_rng(state, generator)
         step, first_epoch, history = state["step"], state["epoch"] + 1, list(state["history"])
         best = state.get("best")
@@ -164,7 +172,6 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                 raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); drop it on CPU.")
             model = trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    amp = _Autocast(config.amp and device.type == "cuda", device)
     events = _TensorBoard(checkpoint_to if workers.is_main and config.tensorboard else None)
     bar = progress_bar(description, total_steps) if workers.is_main else contextlib.nullcontext(_no_progress)
     with bar as advance, events:
@@ -186,7 +193,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                     loss, parts = loss_fn(logits.float(), images, labels)
                 optimizer.zero_grad(set_to_none=True)
                 amp.backward(loss)
-                distributed.average_gradients(extra_params or [], workers)  # e.g. feature connectors: outside DDP
+                distributed.average_gradients(extra_params, workers)  # e.g. feature connectors: outside DDP
                 if config.grad_clip:
                     amp.unscale(optimizer)
                     parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
@@ -214,7 +221,8 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                 events.write(record, step)
                 if state_file is not None:
                     save_state(state_file, model=trained, optimizer=optimizer, epoch=epoch, step=step,
-                               history=history, generator=generator, ema=ema, best=best)
+                               history=history, generator=generator, ema=ema, best=best, loss=loss_module,
+                               scaler=amp.scaler)
                     _write_csv(Path(str(checkpoint_to) + ".log.csv"), history)
             distributed.barrier(workers)
     if ema is not None:

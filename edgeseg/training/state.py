@@ -1,9 +1,10 @@
 """The training state written after every epoch, so a killed run resumes exactly where it was.
 
-It holds the model, the optimizer (and EMA weights), the epoch and step counters, the
-history so far and every random-number state that shapes the rest of the run (torch,
-numpy, Python, and the data loader's shuffling generator). Everything is stored as
-tensors and primitives so it loads with ``weights_only=True``.
+It holds the model, the optimizer (and EMA weights), whatever the loss learns outside the
+model (distillation's feature connectors), the float16 loss scaler, the epoch and step
+counters, the history so far and every random-number state that shapes the rest of the
+run (torch, numpy, Python, and the data loader's shuffling generator). Everything is
+stored as tensors and primitives so it loads with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -35,12 +36,15 @@ def _restore_numpy(state: dict) -> None:
 
 
 def save_state(path: Path, *, model, optimizer, epoch: int, step: int, history: list, generator: torch.Generator,
-               ema=None, best: Optional[float] = None) -> None:
+               ema=None, best: Optional[float] = None, loss=None, scaler=None) -> None:
+    """Write the state atomically; ``loss`` is the module of the loss's learnt parts (None: nothing learnt)."""
     python_state = random.getstate()
     payload = {
         "epoch": epoch, "step": step, "history": history, "best": best,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "optimizer_type": type(optimizer).__name__,
         "ema": ema.state_dict() if ema is not None else None,
+        "loss": loss.state_dict() if loss is not None else {},  # {} = the loss learns nothing; absent = older edgeseg
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "loader": generator.get_state(),
                 "python": [python_state[0], list(python_state[1]), python_state[2]]},
     }
@@ -56,10 +60,27 @@ def load_state(path: Path) -> dict:
                              f"over, or run without --resume.") from exc
 
 
-def restore_model(state: dict, path: Path, model, optimizer) -> None:
-    """Load the saved weights and optimizer, or say in one sentence why this state is not this run's."""
-    difference = _first_difference(state["model"], model.state_dict()) or _optimizer_difference(state, optimizer)
+def restore_model(state: dict, path: Path, model, optimizer, loss=None) -> None:
+    """Load the saved weights, the loss's learnt parts and the optimizer, or say in one sentence why this state
+    is not this run's.
+
+    ``loss`` (the module of what the loss learns, e.g. feature connectors) is loaded before the
+    optimizer, whose parameter groups hold the model's parameters and then the loss's.
+    """
+    wanted_loss = _prefixed(loss.state_dict() if loss is not None else {})
+    saved_loss = state.get("loss")
+    if saved_loss is None and wanted_loss:
+        raise ConfigError(f"The training state {path} holds no {next(iter(wanted_loss))}: an older edgeseg wrote it "
+                          f"without what this --loss learns (its feature connectors), which a resume would restart "
+                          f"from scratch, so start afresh without --resume.")
+    saved_loss = _prefixed(saved_loss or {})
+    difference = (_first_difference(state["model"], model.state_dict())
+                  or _first_difference(saved_loss, wanted_loss, owner="this run's loss")
+                  or _optimizer_difference(state, optimizer))
     if difference is None:
+        model.load_state_dict(state["model"])
+        if loss is not None:
+            loss.load_state_dict({name[len(_LOSS):]: value for name, value in saved_loss.items()})
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError):  # parameter groups that do not line up, or another optimizer's fields
@@ -67,9 +88,15 @@ def restore_model(state: dict, path: Path, model, optimizer) -> None:
     if difference is not None:
         raise ConfigError(f"The training state {path} was written by a run that built another model or optimizer: "
                           f"{difference}. Resume with the options of the run that wrote it (train/distill: "
-                          f"--arch/--student, --arch-arg/--student-arg, --optimizer, --loss; prune: its pruning "
-                          f"options), or delete {path.name} to start over.")
-    model.load_state_dict(state["model"])
+                          f"--arch/--student, --arch-arg/--student-arg, --optimizer, --loss, --feature-pair; "
+                          f"prune: its pruning options), or delete {path.name} to start over.")
+
+
+_LOSS = "loss."  # the loss's tensors are named apart from the model's in messages: loss.connectors.0.project.weight
+
+
+def _prefixed(loss_state: dict) -> dict:
+    return {_LOSS + name: value for name, value in loss_state.items()}
 
 
 def _optimizer_difference(state: dict, optimizer) -> Optional[str]:
@@ -89,15 +116,15 @@ def _optimizer_difference(state: dict, optimizer) -> Optional[str]:
     return None
 
 
-def _first_difference(saved: dict, wanted: dict) -> Optional[str]:
-    """The first tensor the saved state and this model disagree on, in words; None when they match."""
+def _first_difference(saved: dict, wanted: dict, owner: str = "this model") -> Optional[str]:
+    """The first tensor the saved state and this model (or loss) disagree on, in words; None when they match."""
     for name, tensor in wanted.items():
         if name not in saved:
             return f"it has no {name}"
         if tuple(saved[name].shape) != tuple(tensor.shape):
-            return f"its {name} is {tuple(saved[name].shape)}, this model's is {tuple(tensor.shape)}"
+            return f"its {name} is {tuple(saved[name].shape)}, {owner}'s is {tuple(tensor.shape)}"
     extra = [name for name in saved if name not in wanted]
-    return f"it has {extra[0]}, which this model lacks" if extra else None
+    return f"it has {extra[0]}, which {owner} lacks" if extra else None
 
 
 def restore_rng(state: dict, generator: torch.Generator) -> None:
