@@ -34,9 +34,13 @@ def test_int8_without_calibration_says_what_to_do(tiny_onnx, tmp_path):
 @pytest.mark.parametrize("version,explicit,typed", [("8.5.2", True, False), ("10.3.0", False, False),
                                                    ("11.0.0", False, True)])
 def test_build_plan_per_tensorrt_generation(version, explicit, typed):
-    plan = make_plan(version, fp16=True, int8=True, onnx_is_qdq=True, has_cache=False)
+    plan = make_plan(version, fp16=False, int8=True, onnx_is_qdq=True, has_cache=False)
     assert plan.explicit_batch_flag is explicit and plan.strongly_typed is typed
-    assert plan.fp16_flag is (not typed) and plan.use_calibration_cache is False
+    # INT8 brings FP16 along wherever flags exist: the layers left in float must not run in FP32
+    assert plan.fp16_flag is (not typed) and plan.int8_flag is (not typed) and plan.use_calibration_cache is False
+    if typed:  # strongly typed: FP16 for the float layers of a Q/DQ model cannot be asked for, and is refused
+        with pytest.raises(ConfigError, match="drop --fp16"):
+            make_plan(version, fp16=True, int8=True, onnx_is_qdq=True, has_cache=False)
 
 
 def test_implicit_int8_uses_the_cache_before_tensorrt_11():
@@ -89,7 +93,9 @@ def test_trtexec_command_for_implicit_int8(version, present, absent):
     command = trtexec_command(plan, Path("m.onnx"), Path("m.engine"), input_name="input", input_shape=(3, 64, 96),
                               batch=(1, 2, 4), workspace_mb=1024, calibration_cache=Path("c.cache"))
     words = command.split()
-    assert words[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
+    # on a DLA build the line is for a Jetson, where JetPack does not put trtexec on PATH
+    binary = "/usr/src/tensorrt/bin/trtexec" if plan.dla_core is not None else "trtexec"
+    assert words[:3] == [binary, "--onnx=m.onnx", "--saveEngine=m.engine"]
     assert "--minShapes=input:1x3x64x96" in words and "--maxShapes=input:4x3x64x96" in words
     assert "--memPoolSize=workspace:1024" in words
     assert all(flag in words for flag in present) and not any(flag in words for flag in absent)

@@ -222,8 +222,8 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
                    dla_core: Optional[int], version_compatible: bool, timing_cache: Optional[str],
                    int8_source: str = "auto") -> dict:
     """Print the trtexec command that builds what ``build-engine`` would build with TensorRT ``version``."""
-    from edgeseg.engine.tensorrt_build import default_timing_cache, int8_uses_cache, make_plan
-    from edgeseg.engine.trtexec import trtexec_command
+    from edgeseg.engine.tensorrt_build import int8_uses_cache, make_plan
+    from edgeseg.engine.trtexec import files_to_copy, trtexec_command
 
     spec, _ = spec_from_sidecar(meta)
     use_cache = int8 and not is_qdq and int8_uses_cache(version, int8_source=int8_source, dla_core=dla_core,
@@ -248,13 +248,15 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
         source = model_path.with_name(f"{base}.fp16.onnx")  # written by build-engine --fp16 on TensorRT 11
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
     engine = Path(out) if out else model_path.with_name(f"{base}.{precision}.engine")
-    cache_path = None if timing_cache in (None, "", "none") else (
-        default_timing_cache(version) if timing_cache == "default" else Path(timing_cache))
+    # the default timing cache lives in this machine's home folder: not on the line (the cache is optional)
+    cache_path = None if timing_cache in (None, "", "none", "default") else Path(timing_cache)
     command = trtexec_command(plan, source, engine, input_name=(meta.get("onnx") or {}).get("input", "input"),
                               input_shape=(3, spec.height, spec.width), batch=batch, workspace_mb=workspace_mb,
                               static_batch=onnx_fixed_batch(model_path) is not None,  # its FP16/Q/DQ twins share it
                               calibration_cache=headed_cache, timing_cache=cache_path,
-                              layer_precisions=precisions)
+                              layer_precisions=precisions, trt_version=version)
+    copy = files_to_copy(source, headed_cache, cache_path if cache_path and cache_path.exists() else None)
+    say(f"Copy {', '.join(p.name for p in copy)} to the target (from {copy[0].parent}) and run there, in that folder:")
     click.echo(command)
     return {"trtexec": command, "tensorrt": version}
 

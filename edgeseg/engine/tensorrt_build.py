@@ -7,20 +7,24 @@
 - 11.x: strongly typed networks only: precision comes from the ONNX itself (Q/DQ for
   INT8, an FP16 ONNX for FP16); the INT8/FP16 flags and calibrators are gone.
 
-Every call below follows TensorRT's Python API documentation and NVIDIA's samples
-(samples/python/common.py) and Polygraphy's TensorRT backend; where TensorRT documents a
-None or False for failure, the result is checked.
+edgeseg decides the policy (``make_plan``, a pure function of version and options); NVIDIA's
+Polygraphy talks to TensorRT (parser, builder config, build). The few TensorRT calls left
+here are the pieces Polygraphy does not do, each saying why. INT8 builds on 8.5-10.x also
+allow FP16, so the layers that stay in float (the classifier, Resize) are not left in
+FP32 (trtexec warns the same without --fp16).
 """
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from edgeseg.console import say
-from edgeseg.errors import ConfigError, EdgesegError
+from edgeseg.errors import ConfigError, EdgesegError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # TensorRT names edgeseg touches only on the generations that still have them (the API
@@ -100,13 +104,17 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
         if int8 and not onnx_is_qdq:
             raise ConfigError("TensorRT 11 builds INT8 only from a Q/DQ ONNX; pass the model.int8.onnx written by "
                               "edgeseg calibrate.")
+        if fp16 and (int8 or onnx_is_qdq):
+            # strongly typed: the float layers of a Q/DQ model run in the ONNX's own FP32, whatever is asked
+            raise ConfigError("TensorRT 11 takes precision only from the ONNX, and edgeseg's Q/DQ model keeps its float "
+                              "layers in FP32, so --fp16 cannot apply to an INT8 build there; drop --fp16.")
         if overrides:
             raise ConfigError("TensorRT 11 networks are strongly typed, so --layer-precision cannot apply; keep layers "
                               "in float with edgeseg calibrate --max-miou-drop, which leaves them unquantized.")
         return BuildPlan(major, False, True, False, False, False, needs_fp16_onnx=fp16 and not int8 and not onnx_is_qdq,
                          dla_core=dla_core, version_compatible=version_compatible)
     for name, precision in overrides.items():
-        if precision == "fp16" and not fp16 or precision == "int8" and not int8:
+        if precision == "fp16" and not (fp16 or int8) or precision == "int8" and not int8:
             raise ConfigError(f"--layer-precision {name}={precision} needs --{precision} too: TensorRT refuses a "
                               f"{precision} layer in a build that does not allow {precision}.")
     if int8 and not onnx_is_qdq and not has_cache:
@@ -116,7 +124,9 @@ def make_plan(trt_version: str, *, fp16: bool, int8: bool, onnx_is_qdq: bool, ha
     # layers kept in float (calibrate's classifier and accuracy budget) are pinned only where TensorRT picks
     # precisions itself; a Q/DQ model already says which layers are INT8
     obey = (implicit and float_layers) or bool(overrides)
-    return BuildPlan(major, major < 10, False, fp16, int8, implicit, obey_precision_constraints=obey,
+    # INT8 allows FP16 too: the layers left in float (classifier, Resize, calibrate's fallbacks) run in FP16
+    # rather than FP32, as trtexec advises; layers pinned to fp32 stay FP32 under the precision constraints
+    return BuildPlan(major, major < 10, False, fp16 or int8, int8, implicit, obey_precision_constraints=obey,
                      dla_core=dla_core, layer_precisions=overrides, version_compatible=version_compatible)
 
 
@@ -131,51 +141,77 @@ def static_dla_batch(batch: Tuple[int, int, int], shape_given: bool) -> Tuple[in
     return batch
 
 
-def _cache_calibrator(trt, cache_text: str, trt_version: str):
-    """An IInt8EntropyCalibrator2 (or MinMax) that never sees images: it hands TensorRT edgeseg's cache."""
-    from edgeseg.quant.trt_cache import cache_algorithm, for_tensorrt
+def polygraphy_trt():
+    """Polygraphy's TensorRT backend, or one sentence saying what to install.
 
-    cache = for_tensorrt(cache_text, trt_version).encode()  # TensorRT ignores a cache headed for another version
-    base = trt.IInt8MinMaxCalibrator if cache_algorithm(cache_text) == "MinMaxCalibration" else \
-        trt.IInt8EntropyCalibrator2
-
-    class CacheCalibrator(base):
-        def __init__(self):
-            base.__init__(self)
-
-        def get_batch_size(self):
-            return 1
-
-        def get_batch(self, names):
-            return None  # no data: the cache holds every range
-
-        def read_calibration_cache(self):
-            return cache
-
-        def write_calibration_cache(self, cache_bytes):
-            return None
-
-    return CacheCalibrator()
+    Every TensorRT call of a build or a run goes through Polygraphy: NVIDIA tests it against
+    each TensorRT release and it adapts to the version it finds, which nothing here can do.
+    """
+    try:
+        import polygraphy.backend.trt as backend
+    except ImportError as exc:
+        raise MissingDependencyError("Building or running a TensorRT engine needs NVIDIA's Polygraphy; pip install "
+                                     "'edgeseg[trt]' (or pip install polygraphy). ONNX files run without it on ONNX "
+                                     "Runtime.") from exc
+    return backend
 
 
-def _build_logger(trt):
-    """A TensorRT logger that shows warnings and errors and keeps the info lines for the placement report."""
+def polygraphy_failure(exc: Exception, what: str) -> EdgesegError:
+    """A Polygraphy refusal as edgeseg's one sentence (Polygraphy logs TensorRT's own messages above it)."""
+    detail = " ".join(str(exc).split())
+    return EdgesegError(f"{what}: {detail[:400]}{'...' if len(detail) > 400 else ''}; see the TensorRT messages above.")
 
-    from rich.markup import escape
 
-    class BuildLog(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.info: List[str] = []
+def _cache_calibrator(backend, trt, cache_text: str, trt_version: str, folder: Path):
+    """Polygraphy's calibrator with edgeseg's cache and no images.
 
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
-                            trt.ILogger.Severity.WARNING):
-                say(f"[yellow][TensorRT] {escape(str(msg))}[/yellow]")  # its [file::line] tags are not markup
-            elif severity == trt.ILogger.Severity.INFO:
-                self.info.append(str(msg))
+    The data loader is empty on purpose: if TensorRT rejected the cache and asked for
+    images, Polygraphy's calibrator hands it none and the build fails ("no scaling factors
+    detected") instead of calibrating on something else. The cache is headed for this
+    TensorRT and for IInt8EntropyCalibrator2, the calibrator Polygraphy and trtexec use.
+    """
+    from edgeseg.quant.trt_cache import for_tensorrt
 
-    return BuildLog()
+    cache = folder / "calib.cache"  # a copy: Polygraphy's calibrator writes back what TensorRT hands it
+    cache.write_text(for_tensorrt(cache_text, trt_version))
+    return backend.Calibrator([], cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
+
+
+class BuildLog:
+    """TensorRT's INFO lines of one build, kept for the DLA placement report.
+
+    Polygraphy logs TensorRT through one module-level ILogger (``util.get_trt_logger``) and
+    turns INFO into its own verbose level, which edgeseg does not show. For the length of
+    a build, this wraps that logger's ``log`` so the lines are also kept here; warnings and
+    errors still reach the user through Polygraphy.
+    """
+
+    def __init__(self):
+        self.info: List[str] = []
+
+    def __enter__(self) -> "BuildLog":
+        from polygraphy.backend.trt import util as trt_util
+
+        self.logger = trt_util.get_trt_logger()
+        self.original = type(self.logger).log
+        log, info, severity_info = self.original, self.info, _info_severity()
+
+        def keep(logger, severity, msg):
+            if severity == severity_info:
+                info.append(str(msg))
+            return log(logger, severity, msg)
+
+        type(self.logger).log = keep
+        return self
+
+    def __exit__(self, *exc) -> None:
+        type(self.logger).log = self.original
+
+
+def _info_severity():
+    import tensorrt as trt
+
+    return trt.ILogger.Severity.INFO
 
 
 def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onnx_is_qdq: bool,
@@ -184,90 +220,143 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
                       opt_batch: int = 1, layer_precisions: Optional[Dict[str, str]] = None,
                       dla_core: Optional[int] = None, timing_cache: Optional[Path] = None,
                       version_compatible: bool = False) -> dict:
-    """Build, load back and serialise an engine; return what the sidecar should record.
+    """Build and serialise an engine through Polygraphy; return what the sidecar should record.
 
-    ``timing_cache`` is read before and written back after the build, so later builds
-    on the same GPU and TensorRT skip the kernel timing they already did.
+    edgeseg decides the policy (``make_plan``: flags, precisions, INT8 source, DLA) and
+    Polygraphy talks to TensorRT: ``NetworkFromOnnxPath`` parses, ``CreateConfig`` sets the
+    flags, profile, calibrator, timing cache and DLA, ``EngineBytesFromNetwork`` builds.
+    ``timing_cache`` is read before and written back after the build, so later builds on
+    the same GPU and TensorRT skip the kernel timing they already did.
     """
+    backend = polygraphy_trt()
     import tensorrt as trt
 
-    logger = _build_logger(trt)
     plan = make_plan(trt.__version__, fp16=fp16, int8=int8, onnx_is_qdq=onnx_is_qdq,
                      has_cache=calibration_cache is not None, float_layers=bool(float_layers),
                      layer_precisions=layer_precisions, dla_core=dla_core, version_compatible=version_compatible)
     if dla_core is not None and not min_batch == opt_batch == max_batch:
         raise ConfigError("--dla-core needs a static batch (MIN = OPT = MAX); the DLA runs no dynamic shapes.")
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, plan))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EdgesegError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets the inspector name each layer
-    profile = builder.create_optimization_profile()
-    tensor = network.get_input(0)
-    fixed = int(tensor.shape[0])
-    if fixed > 0 and not min_batch == opt_batch == max_batch == fixed:
-        # TensorRT takes only MIN = OPT = MAX = the network's value for a dimension that is not -1
-        raise ConfigError(f"{onnx_path.name} has a fixed batch of {fixed}; build it with --shape {fixed}:{fixed}:"
-                          f"{fixed}, or export it with a dynamic batch (edgeseg export does).")
-    c, h, w = input_shape
-    profile.set_shape(tensor.name, (min_batch, c, h, w), (opt_batch, c, h, w), (max_batch, c, h, w))
-    config.add_optimization_profile(profile)
-    if plan.fp16_flag:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if plan.int8_flag:
-        config.set_flag(trt.BuilderFlag.INT8)
-    if plan.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     pinned = dict.fromkeys(float_layers, "fp32") if plan.use_calibration_cache else {}
     pinned.update(plan.layer_precisions)
+    scratch = Path(tempfile.mkdtemp(prefix="edgeseg-trt-"))
+    try:
+        return _build(backend, trt, plan, onnx_path, out, pinned, scratch, input_shape=input_shape,
+                      batch=(min_batch, opt_batch, max_batch), workspace_mb=workspace_mb,
+                      float_layers=float_layers, timing_cache=timing_cache, calibration_cache=calibration_cache)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build(backend, trt, plan: BuildPlan, onnx_path: Path, out: Path, pinned: Dict[str, str], scratch: Path, *,
+           input_shape, batch, workspace_mb: int, float_layers, timing_cache: Optional[Path],
+           calibration_cache: Optional[Path]) -> dict:
+    from polygraphy.exception import PolygraphyException
+
+    min_batch, opt_batch, max_batch = batch
+    c, h, w = input_shape
+    input_name = onnx_input_name(onnx_path)
+    # 10.x has the flag as an option; 11.x types every network strongly and may drop it, so ask only where it exists
+    typed = plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    network = backend.NetworkFromOnnxPath(str(onnx_path), strongly_typed=typed)
     if plan.obey_precision_constraints:
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_layer_precisions(trt, network, pinned, onnx_node_names(onnx_path), required=plan.layer_precisions)
-    dla = _use_dla(trt, builder, config, network, plan.dla_core) if plan.dla_core is not None else None
-    if plan.use_calibration_cache:
-        config.set_calibration_profile(profile)
-        config.int8_calibrator = _cache_calibrator(trt, calibration_cache.read_text(), trt.__version__)
-    reused = _attach_timing_cache(config, timing_cache)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EdgesegError(f"TensorRT could not build an engine from {onnx_path.name}; run with a larger "
-                           f"--workspace-mb or check the TensorRT messages above.")
-    engine = _load_back(trt, logger, serialized, plan, onnx_path)
+        # Polygraphy's SetLayerPrecisions matches TensorRT layer names and sets no output types; edgeseg's pins
+        # name ONNX nodes (one node may become several layers) and set output types, as trtexec's
+        # --layerPrecisions with --layerOutputTypes do: _pin_layer_precisions, run as a network postprocess
+        onnx_nodes = onnx_node_names(onnx_path)
+        network = backend.PostprocessNetwork(network, lambda network: _pin_layer_precisions(
+            trt, network, pinned, onnx_nodes, required=plan.layer_precisions), name="edgeseg layer precisions")
+    reused = _timing_cache_fits(timing_cache)
     if timing_cache is not None:
-        _save_timing_cache(config, timing_cache)
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)  # Polygraphy locks and writes it there
+    config = backend.CreateConfig(
+        fp16=plan.fp16_flag, int8=plan.int8_flag,
+        # TensorRT and trtexec allow TF32 by default and Polygraphy turns it off; edgeseg keeps TensorRT's default
+        # (11.x types strongly, and an FP32 ONNX says FP32)
+        tf32=plan.trt_major < 11,
+        precision_constraints="obey" if plan.obey_precision_constraints else None,
+        profiles=[backend.Profile().add(input_name, (min_batch, c, h, w), (opt_batch, c, h, w), (max_batch, c, h, w))],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace_mb << 20},
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,  # lets the inspector name each layer
+        load_timing_cache=str(timing_cache) if reused else None,
+        version_compatible=plan.version_compatible or None,
+        calibrator=_cache_calibrator(backend, trt, calibration_cache.read_text(), trt.__version__, scratch)
+        if plan.use_calibration_cache else None,
+        use_dla=plan.dla_core is not None, allow_gpu_fallback=plan.dla_core is not None)
+    dla: Optional[dict] = {"core": plan.dla_core} if plan.dla_core is not None else None
+    if dla is not None:
+        # CreateConfig(use_dla=True) always picks core 0; the core the user named is set after it
+        config = backend.PostprocessConfig(config, lambda builder, network, config: dla.update(
+            _use_dla_core(trt, builder, config, network, plan.dla_core)))
+    try:
+        with BuildLog() as log:
+            serialized = backend.EngineBytesFromNetwork(
+                network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None)()
+    except PolygraphyException as exc:
+        raise polygraphy_failure(exc, f"TensorRT could not parse or build {onnx_path.name}") from None
+    engine = _load_back(trt, serialized, plan, onnx_path)
     out.write_bytes(bytes(serialized))
     if dla is not None:
-        dla["placement"] = layer_placement(logger.info, _engine_layers(trt, engine))
+        dla["placement"] = layer_placement(log.info, _engine_layers(trt, engine))
         _say_placement(dla["placement"])
-    return {"tensorrt": trt.__version__, "plan": {k: v for k, v in plan.__dict__.items()},
+    return {"tensorrt": trt.__version__, "built_with": f"polygraphy {_polygraphy_version()}",
+            "plan": {k: v for k, v in plan.__dict__.items()},
             "batch": {"min": min_batch, "opt": opt_batch, "max": max_batch}, "max_batch": max_batch,
             "workspace_mb": workspace_mb, "float_layers": list(float_layers), "layer_precisions": pinned,
             "dla": dla, "timing_cache": {"path": str(timing_cache), "reused": reused} if timing_cache else None,
             "io": _io_tensors(trt, engine), "gpu": gpu_identity()}
 
 
-def _network_flags(trt, plan: BuildPlan) -> int:
-    flags = 0
-    if plan.explicit_batch_flag:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    # 10.x has the flag as an option; 11.x types every network strongly and may drop it, so ask only where it exists
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if plan.strongly_typed and strongly_typed is not None:
-        flags |= 1 << int(strongly_typed)
-    return flags
+def _polygraphy_version() -> str:
+    import polygraphy
+
+    return getattr(polygraphy, "__version__", "unknown")
 
 
-def _load_back(trt, logger, serialized, plan: BuildPlan, onnx_path: Path):
-    """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports."""
-    runtime = trt.Runtime(logger)
+def onnx_input_name(onnx_path: Path) -> str:
+    """The graph input the optimisation profile shapes (edgeseg's models have one image input)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ConfigError(f"{onnx_path.name} has {len(inputs)} inputs ({', '.join(inputs[:4])}); edgeseg builds "
+                          f"engines for models with one image input.")
+    return inputs[0]
+
+
+def _timing_cache_fits(path: Optional[Path]) -> bool:
+    """Whether the timing cache at ``path`` is one to reuse; another GPU's or TensorRT's is moved aside.
+
+    Polygraphy hands TensorRT the cache with ``ignore_mismatch=False``, so a cache from
+    another device would be refused only after it is read; the header check here keeps a
+    foreign or damaged cache out of the build and says so, rather than mixing timings.
+    """
+    if path is None or not path.exists():
+        return False
+    import tensorrt as trt
+
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    probe = builder.create_builder_config()
+    cache = probe.create_timing_cache(path.read_bytes())
+    if cache is not None and probe.set_timing_cache(cache, ignore_mismatch=False):
+        say(f"Reusing the timing cache {path}")
+        return True
+    say(f"[yellow]{path} was written by another GPU or TensorRT; building with a fresh timing cache[/yellow]")
+    path.unlink()
+    return False
+
+
+def _load_back(trt, serialized, plan: BuildPlan, onnx_path: Path):
+    """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports.
+
+    Not Polygraphy's EngineFromBytes: it always allows engine host code, and the runner
+    must decide that from the user's opt-in; here edgeseg has just built the engine itself.
+    """
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     if plan.dla_core is not None:  # as trtexec does before deserialising a DLA engine
         runtime.DLA_core = plan.dla_core
     if plan.version_compatible:
-        # a version-compatible engine carries TensorRT's lean runtime as host code; edgeseg just built it
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
@@ -347,17 +436,13 @@ def onnx_node_names(onnx_path: Path) -> Set[str]:
     return {node.name for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
 
 
-def _use_dla(trt, builder, config, network, core: int) -> dict:
-    """Put every layer the DLA can run on DLA core ``core``; the rest falls back to the GPU."""
-    if not hasattr(config, "DLA_core"):
-        raise ConfigError(f"TensorRT {trt.__version__} has no DLA support; drop --dla-core.")
+def _use_dla_core(trt, builder, config, network, core: int) -> dict:
+    """Move the config Polygraphy made for DLA core 0 to core ``core``, and list what the DLA cannot run."""
     cores = builder.num_DLA_cores
     if not 0 <= core < cores:
         raise ConfigError(f"--dla-core {core}: this device has {cores} DLA core(s)"
                           f"{f' (0 to {cores - 1})' if cores else ''}; {'pick one of them' if cores else 'drop --dla-core'}.")
-    config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = core
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     unsupported = [network.get_layer(i).name for i in range(network.num_layers)
                    if not config.can_run_on_DLA(network.get_layer(i))]
     if unsupported:
@@ -427,35 +512,6 @@ def _say_placement(placement: dict) -> None:
         say(f"DLA runs {len(dla)} subgraph(s); {len(gpu)} layer(s) run on the GPU")
 
 
-def _attach_timing_cache(config, path: Optional[Path]) -> bool:
-    """Always attach a timing cache, the one at ``path`` when it fits this GPU and TensorRT; True when reused.
-
-    Without one, ``config.get_timing_cache()`` is None after the build ("None if no timing
-    cache is set"), so NVIDIA's samples and Polygraphy always create and set one.
-    """
-    data = path.read_bytes() if path is not None and path.exists() else b""
-    cache = config.create_timing_cache(data) if data else None
-    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
-        say(f"Reusing the timing cache {path}")
-        return True
-    if data:  # another GPU or TensorRT wrote it (or it is damaged): start afresh rather than mix timings
-        say(f"[yellow]{path} was written by another GPU or TensorRT; building with a fresh timing cache[/yellow]")
-    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
-        raise EdgesegError("TensorRT refused an empty timing cache; rerun with --timing-cache none.")
-    return False
-
-
-def _save_timing_cache(config, path: Path) -> None:
-    from edgeseg.fileio import atomic_path
-
-    cache = config.get_timing_cache()
-    if cache is None:  # TensorRT documents None when no cache is set; _attach_timing_cache always sets one
-        raise EdgesegError("TensorRT lost the timing cache during the build; rerun with --timing-cache none.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(cache.serialize()))
-
-
 def _io_tensors(trt, engine) -> list:
     tensors = []
     for index in range(engine.num_io_tensors):
@@ -469,10 +525,10 @@ def _io_tensors(trt, engine) -> list:
 def gpu_identity() -> Optional[dict]:
     """{"name", "compute_capability"} of CUDA device 0, or None when it cannot be asked."""
     try:
-        from edgeseg.runtime.cuda_api import load_cuda_api
+        from edgeseg.runtime.cuda_device import device_info
 
-        return load_cuda_api().device_info()
-    except Exception:  # no CUDA binding: the sidecar simply does not record the GPU
+        return device_info()
+    except Exception:  # no CUDA runtime to ask: the sidecar simply does not record the GPU
         return None
 
 

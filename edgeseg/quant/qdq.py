@@ -98,7 +98,12 @@ def write_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Dict[str, Tup
         activation_qType=QuantType.QInt8 if symmetric else QuantType.QUInt8, tensors_range=tensors,
         nodes_to_quantize=[], nodes_to_exclude=excluded,
         op_types_to_quantize=QUANTIZED_OPS + (REMOVABLE_ACTIVATIONS if quantize_outputs and not symmetric else []),
+        # QuantizeBias False: biases stay float initializers. ONNX Runtime's default writes each conv bias as an
+        # INT32 tensor feeding a DequantizeLinear, which TensorRT's parser refuses (its IDequantizeLayer takes
+        # INT8, FP8 or INT4 only: "only activation types allowed as input to this layer"); TensorRT fuses a float
+        # bias into the INT8 conv itself, as NVIDIA ModelOpt's ONNX quantizer leaves it.
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True,
+                       "QuantizeBias": False,
                        **({} if quantize_outputs else {"OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})})
     quantizer.quantize_model()
     quantizer.model.save_model_to_file(str(out_path))

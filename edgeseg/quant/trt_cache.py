@@ -48,10 +48,21 @@ def cache_algorithm(text: str) -> str:
     return header.split("-", 2)[2] if header.startswith("TRT-") and header.count("-") >= 2 else "EntropyCalibration2"
 
 
+# the calibrator that reads edgeseg's caches: trtexec's (--calib) and Polygraphy's default are both
+# IInt8EntropyCalibrator2, and TensorRT ignores a cache headed for another calibrator (trtexec then calibrates
+# on random data, silently)
+READING_CALIBRATOR = "EntropyCalibration2"
+
+
 def for_tensorrt(text: str, trt_version: str) -> str:
-    """The same cache headed for TensorRT ``trt_version``."""
+    """The same scales headed for TensorRT ``trt_version`` and for IInt8EntropyCalibrator2.
+
+    The header names the calibrator class that reads the cache, not how the ranges were
+    found: TensorRT takes the scales as they are from a cache whose header matches, so a
+    minmax- or percentile-calibrated cache is headed EntropyCalibration2 for the reader.
+    """
     body = text.partition("\n")[2]
-    return f"TRT-{tensorrt_version_code(trt_version)}-{cache_algorithm(text)}\n{body}"
+    return f"TRT-{tensorrt_version_code(trt_version)}-{READING_CALIBRATOR}\n{body}"
 
 
 def parse_cache(text: str) -> Dict[str, float]:

@@ -1,10 +1,13 @@
-"""TensorRT runner: the tensor API of TensorRT 10/11, the bindings API of TensorRT 8.5 (JetPack 5).
+"""TensorRT runner: Polygraphy's TrtRunner, with edgeseg's trust checks and timing around it.
 
-Device buffers, pinned host buffers, the stream and timing events come from
-cuda-python or pycuda (``cuda_api``); copies are asynchronous on one stream and the
-stream is synchronised before the output is read. An engine is executable code to
-NVIDIA, so an engine whose sha256 differs from its sidecar is refused unless the user
-says ``--trust-engine``.
+Polygraphy binds every input and output (an engine from elsewhere may have several
+outputs), allocates outputs as TensorRT asks, and reaches CUDA through the system's own
+``libcudart`` (so it always matches the device's driver, which cuda-python 12.9 does not
+on JetPack 6). edgeseg keeps what is its own: an engine is executable code to NVIDIA, so
+an engine whose sha256 differs from its sidecar is refused unless the user says
+``--trust-engine``; a version-compatible engine's host code runs only with the user's
+opt-in; the runtime's DLA core is set before deserialising; the compute time comes from
+two CUDA events around the execution alone.
 """
 from __future__ import annotations
 
@@ -19,21 +22,19 @@ from edgeseg.runtime.base import Runner
 
 
 class TensorRTRunner(Runner):
-    """Engine execution with pinned host buffers, so the copies really are asynchronous DMA transfers.
+    """An engine run through Polygraphy's TrtRunner; returns the engine's first output (logits or class map).
 
-    Outputs rotate through ``OUTPUT_RING`` pinned buffers (the same contract as the
-    ONNX Runtime runner: a returned array stays valid for the next ring-size-minus-one calls,
-    and only while the runner is active: deactivating frees the pinned memory, so copy what
-    you keep past the ``with`` block).
+    A returned array is a fresh host copy: it stays valid after the runner is deactivated.
     """
 
     backend = "tensorrt"
-    OUTPUT_RING = 8
 
     def __init__(self, path: str, input_shape, precision: str, device: str, meta: dict, trust_engine: bool = False,
-                 allow_host_code: bool = False):
+                 allow_host_code: bool = False, dla_core: Optional[int] = None):
         super().__init__(path, input_shape, precision, device)
         self.meta, self.trust_engine, self.allow_host_code = meta, trust_engine, allow_host_code
+        built_on = ((meta.get("engine") or {}).get("dla") or {}).get("core")
+        self.dla_core = dla_core if dla_core is not None else built_on
         self.engine = None
 
     def _activate_impl(self) -> None:
@@ -51,127 +52,101 @@ class TensorRTRunner(Runner):
         except ImportError as exc:
             raise MissingDependencyError("TensorRT is not installed; engines run only where TensorRT is (ONNX files "
                                          "run everywhere with ONNX Runtime).") from exc
-        from edgeseg.runtime.cuda_api import load_cuda_api
+        from edgeseg.engine.tensorrt_build import polygraphy_trt
+        from edgeseg.runtime.cuda_device import EventTimer, device_info
 
-        self.trt, self.cuda = trt, load_cuda_api()
-        problem = engine_mismatch(self.meta, Path(self.path).name, trt.__version__, self.cuda.device_info())
+        backend = polygraphy_trt()
+        self.trt = trt
+        problem = engine_mismatch(self.meta, Path(self.path).name, trt.__version__, device_info())
         if problem:
             raise EdgesegError(problem)
+        # not Polygraphy's EngineFromPath: it allows engine host code unconditionally and sets no DLA core
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if hasattr(self.runtime, "engine_host_code_allowed"):  # TensorRT >= 8.6; off unless the user opted in
             self.runtime.engine_host_code_allowed = bool(self.allow_host_code)
-        dla = (built.get("dla") or {}).get("core")
-        if dla is not None:  # the runtime's DLA core is -1 unless set, as trtexec sets it before deserialising
-            self.runtime.DLA_core = int(dla)
+        if self.dla_core is not None:  # the runtime's DLA core is -1 unless set, as trtexec sets it before loading
+            self.runtime.DLA_core = int(self.dla_core)
         self.engine = self.runtime.deserialize_cuda_engine(Path(self.path).read_bytes())
         if self.engine is None:
             raise EdgesegError(f"TensorRT could not load {self.path}; it was built for another GPU or TensorRT.")
-        self.context = self.engine.create_execution_context()
-        self.stream = self.cuda.stream()
-        # events around the execution alone give the compute time; host time adds the copies
-        self.events = (self.cuda.event(), self.cuda.event())
-        self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT >= 8.5 has it; 10+ has only it
-        self.buffers = {}  # name -> (device pointer, bytes)
-        self.pinned = {}  # key -> (handle, numpy view)
-        self.turn = 0
-        # engine I/O names and dtypes never change: look them up once, not on every inference
-        io = self._io()
-        self.input_name, self.input_dtype = next((n, d) for n, is_input, d in io if is_input)
-        self.output_name, self.output_dtype = next((n, d) for n, is_input, d in io if not is_input)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not outputs:
+            raise EdgesegError(f"{Path(self.path).name} has {len(inputs)} inputs and {len(outputs)} outputs; edgeseg "
+                               f"runs engines with one image input and the segmentation as their first output.")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
+        self.runner = backend.TrtRunner(self.engine)
+        self.runner.activate()
+        from polygraphy import cuda
+        from polygraphy.datatype import DataType
 
-    def _io(self):
-        """[(name, is_input, numpy dtype)] in engine order."""
-        trt = self.trt
-        if self.tensor_api:
-            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-            return [(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                     numpy_dtype(trt, self.engine.get_tensor_dtype(n))) for n in names]
-        return [(self.engine.get_binding_name(i), self.engine.binding_is_input(i),
-                 numpy_dtype(trt, self.engine.get_binding_dtype(i))) for i in range(self.engine.num_bindings)]
+        self.device_input = cuda.DeviceArray(dtype=DataType.from_dtype(self.input_dtype))
+        self.timer = EventTimer()
 
     def _built_input_shape(self) -> str:
         """The input shape the engine was built for (-1 for a dynamic dimension), as TensorRT reports it."""
         try:
-            dims = (self.engine.get_tensor_shape(self.input_name) if self.tensor_api
-                    else self.engine.get_binding_shape(0))
-            return "x".join(str(d) for d in dims)
+            return "x".join(str(d) for d in self.engine.get_tensor_shape(self.input_name))
         except Exception:  # noqa: BLE001 - only for the message; the refusal stands either way
             return "another shape"
 
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        pointer, size = self.buffers.get(name, (None, 0))
-        if size < nbytes:  # grow only: no reallocation per call at a steady batch size
-            if pointer is not None:
-                self.cuda.free(pointer)
-            pointer = self.cuda.malloc(nbytes)
-            self.buffers[name] = (pointer, nbytes)
-        return pointer
-
-    def _pinned(self, key: str, shape: tuple, dtype) -> np.ndarray:
-        """A page-locked host array, reused while its shape stays the same."""
-        entry = self.pinned.get(key)
-        if entry is not None and entry[1].shape == shape and entry[1].dtype == dtype:
-            return entry[1]
-        if entry is not None:
-            self.cuda.free_pinned(entry[0])
-        self.pinned[key] = self.cuda.pinned(shape, dtype)
-        return self.pinned[key][1]
-
     def peak_device_memory_mb(self):
-        """Engine activation memory plus the I/O buffers edgeseg allocated."""
+        """Engine activation memory plus the input buffer edgeseg allocated."""
         if self.engine is None:
             return None
         activations = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine, "device_memory_size", 0)
-        return round((int(activations) + sum(size for _, size in self.buffers.values())) / 2 ** 20, 2)
+        return round((int(activations) + int(self.device_input.allocated_nbytes)) / 2 ** 20, 2)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        cuda, stream = self.cuda, self.stream
-        input_name, input_dtype = self.input_name, self.input_dtype
-        output_name, output_dtype = self.output_name, self.output_dtype
-        # both calls return False for a shape outside the engine's optimisation profile
-        accepted = (self.context.set_input_shape(input_name, batch.shape) if self.tensor_api
-                    else self.context.set_binding_shape(0, batch.shape))
-        if not accepted and not self.meta.get("engine"):  # built elsewhere: its shape is what the user must give
-            raise EdgesegError(f"{Path(self.path).name} does not take input {tuple(batch.shape)}: it was built for "
-                               f"{self._built_input_shape()}; give that size with --input-size HEIGHTxWIDTH.")
-        if not accepted:
-            batches = ((self.meta.get("engine") or {}).get("batch") or {})
-            raise EdgesegError(f"{Path(self.path).name} does not take input {tuple(batch.shape)} (its batch profile is "
-                               f"{batches.get('min', '?')}:{batches.get('opt', '?')}:{batches.get('max', '?')}); "
-                               f"rebuild it with edgeseg build-engine --shape MIN:OPT:MAX covering batch {batch.shape[0]}.")
-        out_shape = tuple(self.context.get_tensor_shape(output_name) if self.tensor_api
-                          else self.context.get_binding_shape(1))
-        host_in = self._pinned("input", tuple(batch.shape), input_dtype)
-        np.copyto(host_in, batch, casting="same_kind")
-        self.turn = (self.turn + 1) % self.OUTPUT_RING
-        host_out = self._pinned(f"output{self.turn}", out_shape, output_dtype)
-        d_in = self._device_buffer(input_name, host_in.nbytes)
-        d_out = self._device_buffer(output_name, host_out.nbytes)
-        cuda.to_device(d_in, host_in, stream)
-        cuda.record(self.events[0], stream)
-        if self.tensor_api:
-            self.context.set_tensor_address(input_name, int(d_in))
-            self.context.set_tensor_address(output_name, int(d_out))
-            ok = self.context.execute_async_v3(cuda.stream_handle(stream))
-        else:
-            ok = self.context.execute_async_v2([int(d_in), int(d_out)], cuda.stream_handle(stream))
-        cuda.record(self.events[1], stream)
-        if not ok:
-            raise EdgesegError(f"TensorRT failed to execute {self.path}.")
-        cuda.to_host(host_out, d_out, stream)
-        cuda.synchronize(stream)
-        self._compute_ms = cuda.elapsed_ms(self.events[0], self.events[1])
+        # False for a shape outside the engine's optimisation profile: said here in edgeseg's words, before
+        # Polygraphy would refuse it in its own
+        if not self.runner.context.set_input_shape(self.input_name, tuple(batch.shape)):
+            raise EdgesegError(self._shape_refusal(batch.shape))
+        stream = self.runner.stream
+        self.device_input.resize(tuple(batch.shape))
+        self.device_input.copy_from(as_input(batch, self.input_dtype), stream=stream)
+        self.timer.record(0, stream.ptr)
+        try:
+            outputs = self.runner.infer({self.input_name: self.device_input}, copy_outputs_to_host=False)
+        except Exception as exc:  # Polygraphy raises PolygraphyException after logging TensorRT's message
+            raise EdgesegError(f"TensorRT failed to execute {Path(self.path).name}: {' '.join(str(exc).split())[:300]}")
+        self.timer.record(1, stream.ptr)
+        self._compute_ms = self.timer.elapsed_ms()
+        host = outputs[self.output_name].numpy()
         # FP16 logits (an --fp16-io engine) widen to FP32; a class map (uint8 or int32) stays as it is
-        return host_out.astype(np.float32) if host_out.dtype == np.float16 else host_out
+        return host.astype(np.float32) if host.dtype == np.float16 else host
+
+    def _shape_refusal(self, shape) -> str:
+        if not self.meta.get("engine"):  # built elsewhere: its shape is what the user must give
+            return (f"{Path(self.path).name} does not take input {tuple(shape)}: it was built for "
+                    f"{self._built_input_shape()}; give that size with --input-size HEIGHTxWIDTH.")
+        batches = ((self.meta.get("engine") or {}).get("batch") or {})
+        return (f"{Path(self.path).name} does not take input {tuple(shape)} (its batch profile is "
+                f"{batches.get('min', '?')}:{batches.get('opt', '?')}:{batches.get('max', '?')}); "
+                f"rebuild it with edgeseg build-engine --shape MIN:OPT:MAX covering batch {shape[0]}.")
 
     def _deactivate_impl(self) -> None:
-        for pointer, _ in self.buffers.values():
-            self.cuda.free(pointer)
-        for handle, _ in self.pinned.values():
-            self.cuda.free_pinned(handle)
-        self.buffers, self.pinned = {}, {}
-        self.cuda.close(self.stream, self.events)
-        self.context = self.engine = self.runtime = None
+        self.runner.deactivate()
+        self.device_input.free()
+        self.timer.close()
+        self.runner = self.engine = self.runtime = None
+
+
+def as_input(batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The float batch in the engine's input type: FP16 as is, integers (an INT8/UINT8 I/O engine) rounded and clipped.
+
+    An engine built with integer inputs (trtexec --inputIOFormats=int8:chw) takes the values
+    as they are scaled for it; edgeseg feeds its normalised image, rounded to that type.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.ascontiguousarray(batch, dtype=dtype)
+    if dtype.kind == "b":
+        return np.ascontiguousarray(batch != 0)
+    limits = np.iinfo(dtype)
+    return np.ascontiguousarray(np.clip(np.rint(batch), limits.min, limits.max).astype(dtype))
 
 
 def numpy_dtype(trt, dtype) -> np.dtype:

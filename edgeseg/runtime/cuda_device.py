@@ -1,0 +1,59 @@
+"""The two CUDA facts Polygraphy's CUDA wrapper does not give: which GPU this is, and event timing.
+
+Polygraphy loads the system's ``libcudart`` with ctypes (``polygraphy.cuda.wrapper()``),
+so it always matches the device's driver; cuda-python 12.9 links its runtime statically
+and fails against JetPack 6's 12.6 driver (Jetson has no minor-version compatibility).
+Its wrapper covers streams, memory and copies but not device attributes or events, so
+these few calls go through the same ``libcudart`` handle.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+# cudaDeviceAttr values (cuda_runtime_api.h, unchanged since CUDA 5)
+_COMPUTE_CAPABILITY_MAJOR, _COMPUTE_CAPABILITY_MINOR = 75, 76
+
+
+def _cudart():
+    from polygraphy import cuda
+
+    return cuda.wrapper()
+
+
+def device_info(device: int = 0) -> dict:
+    """{"name", "compute_capability"} of a CUDA device, as the sidecar records the GPU an engine was built on."""
+    wrapper = _cudart()
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    wrapper.check(wrapper.handle.cudaDeviceGetAttribute(ctypes.byref(major), _COMPUTE_CAPABILITY_MAJOR, device))
+    wrapper.check(wrapper.handle.cudaDeviceGetAttribute(ctypes.byref(minor), _COMPUTE_CAPABILITY_MINOR, device))
+    # cudaDeviceProp begins with char name[256] in every CUDA release; the buffer is larger than any release's struct
+    props = ctypes.create_string_buffer(16384)
+    wrapper.check(wrapper.handle.cudaGetDeviceProperties(props, device))
+    name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
+    return {"name": name, "compute_capability": f"{major.value}.{minor.value}"}
+
+
+class EventTimer:
+    """Two CUDA events around work on a stream: the device time between them, in milliseconds."""
+
+    def __init__(self):
+        self.wrapper = _cudart()
+        self.events = [ctypes.c_void_p(), ctypes.c_void_p()]
+        for event in self.events:
+            self.wrapper.check(self.wrapper.handle.cudaEventCreate(ctypes.byref(event)))
+
+    def record(self, index: int, stream_ptr: int) -> None:
+        self.wrapper.check(self.wrapper.handle.cudaEventRecord(self.events[index], ctypes.c_void_p(stream_ptr)))
+
+    def elapsed_ms(self) -> Optional[float]:
+        self.wrapper.check(self.wrapper.handle.cudaEventSynchronize(self.events[1]))
+        ms = ctypes.c_float()
+        self.wrapper.check(self.wrapper.handle.cudaEventElapsedTime(ctypes.byref(ms), self.events[0], self.events[1]))
+        return float(ms.value)
+
+    def close(self) -> None:
+        for event in self.events:
+            if event.value:
+                self.wrapper.handle.cudaEventDestroy(event)
+        self.events = [ctypes.c_void_p(), ctypes.c_void_p()]

@@ -1,0 +1,245 @@
+"""What reaches TensorRT through Polygraphy, and what the double refuses when it must.
+
+Polygraphy's real loaders and runner drive tests/trt_double.py; each test asserts what
+TensorRT was configured with (flags, profiles, precisions, calibrator, DLA core) or what
+it computed, so removing a flag or a binding from edgeseg turns a test red.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import EdgesegError
+from tests import trt_double
+
+
+@pytest.fixture
+def calibrated(tiny_int8, tmp_path):
+    for path in tiny_int8.parent.glob("student.*"):
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+def build(folder, model="student.onnx", **options):
+    from edgeseg.engine.api import build_engine
+
+    options.setdefault("timing_cache", "none")
+    return build_engine(str(folder / model), str(folder / "m.engine"), backend="tensorrt", **options)
+
+
+def test_qdq_int8_on_tensorrt_10_sets_int8_and_fp16_and_the_profile(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "10.3.0")
+    meta = build(calibrated, int8=True, shape="1:2:4", workspace_mb=512)
+    record = trt.engine_record(calibrated / "m.engine")
+    # FP16 beside INT8: the classifier and Resize that stay in float must not run in FP32
+    assert {"INT8", "FP16", "TF32"} <= set(record["flags"]) and "OBEY_PRECISION_CONSTRAINTS" not in record["flags"]
+    assert record["profiles"] == [{"input": [[1, 3, 64, 64], [2, 3, 64, 64], [4, 3, 64, 64]]}]
+    assert record["workspace"] == 512 << 20 and record["calibration"] is None and not record["pinned"]
+    assert record["onnx"].endswith("student.int8.onnx") and meta["engine"]["built_with"].startswith("polygraphy")
+
+
+def test_fp16_alone_sets_fp16_and_not_int8(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True)
+    flags = set(trt.engine_record(calibrated / "m.engine")["flags"])
+    assert "FP16" in flags and "INT8" not in flags
+
+
+def test_implicit_int8_on_8_5_hands_tensorrt_the_cache_and_pins_the_classifier(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "8.5.2")
+    # a minmax-calibrated cache: its scales go to TensorRT headed for the calibrator that reads them
+    cache = calibrated / "student.calib.cache"
+    cache.write_text(cache.read_text().replace("EntropyCalibration2", "MinMaxCalibration", 1))
+    meta = build(calibrated, int8=True)
+    record = trt.engine_record(calibrated / "m.engine")
+    assert {"INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"} <= set(record["flags"])
+    assert record["calibration"]["calibrator"] == "EntropyCalibration2"
+    assert record["calibration"]["cache_header"] == "TRT-8502-EntropyCalibration2"
+    assert record["calibration"]["profile"] == {"input": [[1, 3, 64, 64]] * 2 + [[8, 3, 64, 64]]}
+    float_layers = meta["engine"]["float_layers"]
+    pinned_nodes = {name.rsplit("_", 1)[0] if name not in float_layers else name for name in record["pinned"]}
+    assert pinned_nodes == set(float_layers) and set(record["pinned"].values()) == {"FLOAT"}
+    assert cache.read_text().startswith("TRT-8502-MinMaxCalibration")  # the user's file is left as it was
+
+
+def test_tensorrt_11_builds_the_qdq_model_strongly_typed_with_no_precision_flags(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "11.4.0")
+    build(calibrated, int8=True)
+    record = trt.engine_record(calibrated / "m.engine")
+    assert record["strongly_typed"] and not {"INT8", "FP16", "TF32"} & set(record["flags"])
+
+
+def test_the_dla_core_asked_for_is_the_one_configured_and_loaded(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "10.3.0")
+    meta = build(calibrated, int8=True, dla_core=1)
+    record = trt.engine_record(calibrated / "m.engine")
+    assert record["dla_core"] == 1 and "GPU_FALLBACK" in record["flags"]
+    assert meta["engine"]["dla"]["core"] == 1
+
+
+# --- the double refuses what TensorRT refuses, each reached here without edgeseg's own checks in front ----------
+
+def _polygraphy_build(onnx_path, **config):
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
+
+    return EngineBytesFromNetwork(NetworkFromOnnxPath(str(onnx_path)), config=CreateConfig(**config))()
+
+
+def _refusal(capsys) -> str:
+    return " ".join(capsys.readouterr().out.split()) + " ".join(capsys.readouterr().err.split())
+
+
+def test_the_double_refuses_a_qdq_network_without_the_int8_flag(calibrated, monkeypatch, capsys):
+    from polygraphy.backend.trt import Profile
+    from polygraphy.exception import PolygraphyException
+
+    trt_double.install(monkeypatch, "10.3.0")
+    profile = [Profile().add("input", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))]
+    with pytest.raises(PolygraphyException):
+        _polygraphy_build(calibrated / "student.int8.onnx", fp16=True, profiles=profile)
+    assert _polygraphy_build(calibrated / "student.int8.onnx", int8=True, profiles=profile)
+
+
+def test_the_double_refuses_a_dynamic_profile_on_the_dla(calibrated, monkeypatch):
+    from polygraphy.backend.trt import Profile
+    from polygraphy.exception import PolygraphyException
+
+    trt_double.install(monkeypatch, "10.3.0")
+    dynamic = [Profile().add("input", (1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))]
+    with pytest.raises(PolygraphyException):
+        _polygraphy_build(calibrated / "student.onnx", fp16=True, use_dla=True, allow_gpu_fallback=True,
+                          profiles=dynamic)
+    static = [Profile().add("input", (2, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64))]
+    assert _polygraphy_build(calibrated / "student.onnx", fp16=True, use_dla=True, allow_gpu_fallback=True,
+                             profiles=static)
+
+
+def test_the_double_refuses_a_profile_that_differs_from_a_fixed_dimension(calibrated, monkeypatch):
+    import onnx
+    from polygraphy.backend.trt import Profile
+    from polygraphy.exception import PolygraphyException
+
+    model = onnx.load(str(calibrated / "student.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(calibrated / "fixed.onnx"))
+    trt_double.install(monkeypatch, "10.3.0")
+    with pytest.raises(PolygraphyException):
+        _polygraphy_build(calibrated / "fixed.onnx", profiles=[
+            Profile().add("input", (1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))])
+
+
+def test_the_double_refuses_a_cache_headed_for_another_tensorrt(calibrated, monkeypatch):
+    from polygraphy.backend.trt import Calibrator
+    from polygraphy.exception import PolygraphyException
+
+    trt = trt_double.install(monkeypatch, "8.5.2")
+    stale = calibrated / "stale.cache"
+    stale.write_text((calibrated / "student.calib.cache").read_text().replace("TRT-8502-", "TRT-8601-", 1))
+    with pytest.raises(PolygraphyException):  # TensorRT skips the cache, asks for images, and there are none
+        _polygraphy_build(calibrated / "student.calib.onnx", int8=True,
+                          calibrator=Calibrator([], cache=str(stale), BaseClass=trt.IInt8EntropyCalibrator2))
+
+
+def test_an_int32_bias_dequantize_never_reaches_the_builder(calibrated, monkeypatch):
+    """The Q/DQ layout ONNX Runtime writes by default (INT32 bias into DequantizeLinear) is what TensorRT's parser
+    refuses; edgeseg's build says so in one sentence."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(calibrated / "student.int8.onnx"))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and len(n.input) == 3)
+    bias = next(t for t in model.graph.initializer if t.name == conv.input[2])
+    values = numpy_helper.to_array(bias)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.round(values / 1e-4).astype(np.int32), "bias_q"),
+        numpy_helper.from_array(np.array(1e-4, np.float32), "bias_scale"),
+        numpy_helper.from_array(np.array(0, np.int32), "bias_zero")])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["bias_q", "bias_scale", "bias_zero"],
+                                                ["bias_dq"], name="bias_DequantizeLinear"))
+    conv.input[2] = "bias_dq"
+    onnx.save(model, str(calibrated / "student.int8.onnx"))
+    assert TensorProto.INT32 == model.graph.initializer[-3].data_type
+    trt_double.install(monkeypatch, "10.3.0")
+    with pytest.raises(EdgesegError, match="could not parse or build student.int8.onnx"):
+        build(calibrated, int8=True)
+    assert not (calibrated / "m.engine").exists()
+
+
+# --- runs through Polygraphy's TrtRunner ----------------------------------------------------------------------
+
+def test_an_engine_runs_through_trtrunner_and_computes_what_the_onnx_computes(calibrated, monkeypatch):
+    import onnxruntime as ort
+
+    from edgeseg.runtime.loader import describe, open_runner
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True, shape="1:2:4")
+    batch = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    with open_runner(describe(calibrated / "m.engine")) as runner:
+        got = runner.infer(batch)
+        assert runner.last_compute_ms == 1.5  # the two CUDA events around the execution
+    session = ort.InferenceSession(str(calibrated / "student.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"input": batch})[0]
+    assert np.array_equal(got, expected)
+    got[:] = 0  # a returned array is the caller's: it outlives the runner
+
+
+def test_a_dla_engine_loads_only_with_the_runtime_dla_core_set(calibrated, monkeypatch):
+    from edgeseg.runtime.loader import describe, open_runner
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, int8=True, dla_core=1)
+    artifact = describe(calibrated / "m.engine")
+    with open_runner(artifact) as runner:  # the sidecar's core is set before loading
+        assert runner.infer(np.zeros((1, 3, 64, 64), np.float32)).shape[2:] == (64, 64)
+    meta = json.loads(json.dumps(artifact.meta))
+    meta["engine"]["dla"] = None
+    with pytest.raises(EdgesegError, match="could not load"):
+        TensorRTRunner(str(artifact.path), (3, 64, 64), "int8", "cuda", meta).activate()
+    with TensorRTRunner(str(artifact.path), (3, 64, 64), "int8", "cuda", meta, dla_core=1):
+        pass
+
+
+def test_an_engine_from_elsewhere_with_two_outputs_binds_both(tmp_path, monkeypatch):
+    """trtexec engines may carry extra outputs (an argmax beside the logits): every output gets an allocator."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(1).normal(size=(4, 3, 1, 1)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["logits"], name="conv"),
+         helper.make_node("ArgMax", ["logits"], ["classes"], name="argmax", axis=1, keepdims=0)],
+        "two", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4, 16, 16]),
+         helper.make_tensor_value_info("classes", TensorProto.INT64, ["n", 16, 16])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    trt_double.install(monkeypatch, "10.3.0")
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    engine = EngineBytesFromNetwork(NetworkFromOnnxPath(str(tmp_path / "two.onnx")), config=CreateConfig(
+        profiles=[Profile().add("input", (1, 3, 16, 16), (1, 3, 16, 16), (2, 3, 16, 16))]))()
+    (tmp_path / "two.engine").write_bytes(bytes(engine))
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    batch = np.random.default_rng(2).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    with TensorRTRunner(str(tmp_path / "two.engine"), (3, 16, 16), "unknown", "cuda", {}, trust_engine=True) as runner:
+        got = runner.infer(batch)
+    expected = ort.InferenceSession(str(tmp_path / "two.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": batch})[0]
+    assert np.array_equal(got, expected)
+
+
+def test_inputs_take_the_engine_input_type():
+    from edgeseg.runtime.tensorrt_runner import as_input
+
+    batch = np.array([[-300.4, -1.6, 0.4, 2.5, 130.0]], np.float32)
+    assert as_input(batch, np.dtype(np.int8)).tolist() == [[-128, -2, 0, 2, 127]]
+    assert as_input(batch, np.dtype(np.uint8)).tolist() == [[0, 0, 0, 2, 130]]
+    half = as_input(batch, np.dtype(np.float16))
+    assert half.dtype == np.float16 and np.allclose(half, batch, rtol=1e-3)
