@@ -164,9 +164,16 @@ def test_an_int32_bias_dequantize_never_reaches_the_builder(calibrated, monkeypa
     onnx.save(model, str(calibrated / "student.int8.onnx"))
     assert TensorProto.INT32 == model.graph.initializer[-3].data_type
     trt_double.install(monkeypatch, "10.3.0")
-    with pytest.raises(EdgesegError, match="could not parse or build student.int8.onnx"):
+    with pytest.raises(EdgesegError, match="will not parse on TensorRT 10.3.0: DequantizeLinear 'bias_DequantizeLin"
+                                           "ear' reads INT32 tensor 'bias_q'.*recalibrate with edgeseg calibrate"):
         build(calibrated, int8=True)
     assert not (calibrated / "m.engine").exists()
+    # and TensorRT's parser (the double applies the same rules) refuses it when handed the file directly
+    from polygraphy.backend.trt import NetworkFromOnnxPath
+    from polygraphy.exception import PolygraphyException
+
+    with pytest.raises(PolygraphyException):
+        NetworkFromOnnxPath(str(calibrated / "student.int8.onnx"))()
 
 
 # --- runs through Polygraphy's TrtRunner ----------------------------------------------------------------------

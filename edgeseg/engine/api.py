@@ -244,6 +244,9 @@ def _print_trtexec(model_path: Path, meta: dict, out: Optional[str], base: str, 
     plan = make_plan(version, fp16=fp16, int8=int8 or is_qdq, onnx_is_qdq=is_qdq, has_cache=use_cache,
                      float_layers=bool(float_layers), layer_precisions=precisions, dla_core=dla_core,
                      version_compatible=version_compatible)
+    from edgeseg.engine.trt_rules import require_tensorrt_parsable
+
+    require_tensorrt_parsable(source, version)  # the line must not fail on the device's parser
     if plan.needs_fp16_onnx:
         source = model_path.with_name(f"{base}.fp16.onnx")  # written by build-engine --fp16 on TensorRT 11
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"

@@ -238,6 +238,10 @@ def build_engine_file(onnx_path: Path, out: Path, *, fp16: bool, int8: bool, onn
         raise ConfigError("--dla-core needs a static batch (MIN = OPT = MAX); the DLA runs no dynamic shapes.")
     pinned = dict.fromkeys(float_layers, "fp32") if plan.use_calibration_cache else {}
     pinned.update(plan.layer_precisions)
+    from edgeseg.engine.trt_rules import require_tensorrt_parsable
+
+    # what this TensorRT's parser would refuse is said here, naming the node and the fix, before any build starts
+    require_tensorrt_parsable(onnx_path, trt.__version__)
     scratch = Path(tempfile.mkdtemp(prefix="edgeseg-trt-"))
     try:
         return _build(backend, trt, plan, onnx_path, out, pinned, scratch, input_shape=input_shape,
