@@ -77,3 +77,32 @@ def test_timed_calls_copy_into_pinned_buffers_and_never_pin_memory(cuda, tiny_st
         assert pinned == []  # no page-locking inside a timed call, as in the TensorRT runner
         assert len({out.ctypes.data for out in outputs}) == runner.OUTPUT_RING  # results rotate through the ring
         assert all(np.array_equal(out, outputs[0]) for out in outputs)
+
+
+def test_polygraphy_reaches_this_gpu_through_the_system_libcudart(cuda):
+    """What the TensorRT runner relies on, on a real GPU: Polygraphy's ctypes CUDA wrapper and edgeseg's calls
+    through its handle (device facts, free memory, events) agree with PyTorch's view of the same device."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("polygraphy")
+    from polygraphy import cuda as pg_cuda
+
+    from edgeseg.runtime.cuda_device import EventTimer, device_info, free_bytes
+
+    info = device_info()
+    major, minor = torch.cuda.get_device_capability(0)
+    assert info == {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    assert abs(free_bytes() - torch.cuda.mem_get_info()[0]) < 512 << 20
+    host = np.arange(1 << 20, dtype=np.float32)
+    with pg_cuda.Stream() as stream:
+        array = pg_cuda.DeviceArray.raw((host.nbytes,))
+        timer = EventTimer()
+        timer.record(0, stream.ptr)
+        array.copy_from(host.view(np.uint8), stream=stream)
+        timer.record(1, stream.ptr)
+        stream.synchronize()
+        back = np.empty(host.nbytes, np.uint8)
+        array.copy_to(back, stream=stream)
+        stream.synchronize()
+        assert np.array_equal(back.view(np.float32), host) and timer.elapsed_ms() > 0
+        timer.close()
+        array.free()

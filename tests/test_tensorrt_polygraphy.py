@@ -250,3 +250,22 @@ def test_inputs_take_the_engine_input_type():
     assert as_input(batch, np.dtype(np.uint8)).tolist() == [[0, 0, 0, 2, 130]]
     half = as_input(batch, np.dtype(np.float16))
     assert half.dtype == np.float16 and np.allclose(half, batch, rtol=1e-3)
+
+
+def test_cuda_facts_come_from_the_libcudart_polygraphy_loads(monkeypatch):
+    """No cuda-python or pycuda: the GPU's name, compute capability, free memory and event timing all go through
+    Polygraphy's CUDA wrapper (its ctypes handle on the system's libcudart), which the double stands in for."""
+    from edgeseg.benchmark.memory import cuda_free_memory_reader
+    from edgeseg.engine.tensorrt_build import gpu_identity
+    from edgeseg.runtime.cuda_device import EventTimer, free_bytes
+
+    trt_double.install(monkeypatch, "10.3.0")
+    assert gpu_identity() == {"name": "Orin", "compute_capability": "8.7"}
+    assert free_bytes() == 1 << 30
+    read, source = cuda_free_memory_reader()  # torch is loaded here but has no CUDA
+    assert read() == 1 << 30 and "libcudart" in source
+    timer = EventTimer()
+    timer.record(0, 1)
+    timer.record(1, 1)
+    assert timer.elapsed_ms() == 1.5
+    timer.close()

@@ -629,6 +629,10 @@ class FakeCudart:
         props.raw = b"Orin" + b"\0" * (len(props.raw) - 4)
         return 0
 
+    def cudaMemGetInfo(self, free, total):
+        free._obj.value, total._obj.value = 1 << 30, 2 << 30
+        return 0
+
     def cudaEventCreate(self, event):
         event._obj.value = id(event._obj)
         return 0

@@ -62,44 +62,19 @@ class RssSampler:
 def cuda_free_memory_reader() -> Optional[Tuple[Callable[[], int], str]]:
     """(function returning the GPU's free bytes, what it calls) from cudaMemGetInfo, or None where nothing can read it.
 
-    PyTorch when it is already loaded (the PyTorch runner), else cuda-python, else pycuda,
-    else PyTorch imported for the purpose. The figure is device-wide: every process and
+    PyTorch when it is already loaded (the PyTorch runner), else the system's libcudart as
+    the TensorRT runner reaches it (Polygraphy's ctypes wrapper), else PyTorch imported for
+    the purpose. The figure is device-wide: every process and
     context on the GPU moves it.
     """
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         return (lambda: int(torch.cuda.mem_get_info()[0])), "cudaMemGetInfo (torch.cuda.mem_get_info)"
     try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
+        from edgeseg.runtime.cuda_device import free_bytes
 
-        def read_cudart() -> int:
-            err, free, _total = cudart.cudaMemGetInfo()
-            if int(err) != 0:
-                raise RuntimeError(f"cudaMemGetInfo failed with {err}")
-            return int(free)
-
-        read_cudart()  # no GPU or no driver: fall through to the next library
-        return read_cudart, "cudaMemGetInfo (cuda-python)"
-    except Exception:
-        pass
-    try:
-        import pycuda.driver as driver
-
-        driver.init()
-        context = driver.Device(0).retain_primary_context()
-
-        def read_pycuda() -> int:
-            context.push()
-            try:
-                return int(driver.mem_get_info()[0])
-            finally:
-                context.pop()
-
-        read_pycuda()
-        return read_pycuda, "cuMemGetInfo (pycuda)"
+        free_bytes()  # no GPU, no driver or no Polygraphy: fall through to PyTorch
+        return free_bytes, "cudaMemGetInfo (the system's libcudart, through Polygraphy's CUDA wrapper)"
     except Exception:
         pass
     try:

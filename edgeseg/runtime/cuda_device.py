@@ -1,4 +1,4 @@
-"""The two CUDA facts Polygraphy's CUDA wrapper does not give: which GPU this is, and event timing.
+"""The CUDA facts Polygraphy's CUDA wrapper does not give: which GPU this is, its free memory, event timing.
 
 Polygraphy loads the system's ``libcudart`` with ctypes (``polygraphy.cuda.wrapper()``),
 so it always matches the device's driver; cuda-python 12.9 links its runtime statically
@@ -32,6 +32,14 @@ def device_info(device: int = 0) -> dict:
     wrapper.check(wrapper.handle.cudaGetDeviceProperties(props, device))
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
     return {"name": name, "compute_capability": f"{major.value}.{minor.value}"}
+
+
+def free_bytes() -> int:
+    """The GPU's free memory (cudaMemGetInfo), device-wide."""
+    wrapper = _cudart()
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    wrapper.check(wrapper.handle.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)))
+    return int(free.value)
 
 
 class EventTimer:
