@@ -269,3 +269,14 @@ def test_cuda_facts_come_from_the_libcudart_polygraphy_loads(monkeypatch):
     timer.record(1, 1)
     assert timer.elapsed_ms() == 1.5
     timer.close()
+
+
+@pytest.mark.parametrize("name", ["user.onnx", "pruned.onnx", "pruned.int8.onnx", "pruned.calib.onnx"])
+def test_the_committed_camvid_models_parse_on_every_targeted_tensorrt(name):
+    from pathlib import Path
+
+    from edgeseg.engine.trt_rules import ALL_TARGETS, check_for_tensorrt
+
+    path = Path(__file__).resolve().parents[1] / "models" / "camvid" / name
+    assert {version: check_for_tensorrt(str(path), version)[:2] for version in ALL_TARGETS} == \
+        dict.fromkeys(ALL_TARGETS, [])

@@ -260,3 +260,20 @@ def test_onnx_runtimes_default_quantize_bias_is_refused(unet, tmp_path, monkeypa
     for version in ALL_TARGETS:
         problems = check_for_tensorrt(tmp_path / "old.int8.onnx", version)
         assert problems and all("a bias quantized to INT32" in p for p in problems)
+
+
+def test_a_transformer_reaches_tensorrt_8_5_through_opset_16(tiny_data, tmp_path):
+    """SegFormer's LayerNormalization is an operator from opset 17, which TensorRT 8.5's parser lacks: the refusal
+    says to export at opset 16, and that export (LayerNormalization written as basic operators) parses there."""
+    from edgeseg.engine.trt_rules import require_tensorrt_parsable
+    from edgeseg.exporting.api import export
+    from edgeseg.training.api import train
+
+    checkpoint = tmp_path / "segformer.pt"
+    train("segformer-b0", str(tiny_data), str(checkpoint), epochs=1, batch_size=4, tensorboard=False)
+    export(str(checkpoint), str(tmp_path / "s17.onnx"), data=str(tiny_data))
+    with pytest.raises(TensorRTRulesError, match="LayerNormalization.*re-export it with edgeseg export --opset 16"):
+        require_tensorrt_parsable(tmp_path / "s17.onnx", "8.5.2")
+    export(str(checkpoint), str(tmp_path / "s16.onnx"), data=str(tiny_data), opset=16)
+    for version in ALL_TARGETS:
+        assert check_for_tensorrt(str(tmp_path / "s16.onnx"), version) == []

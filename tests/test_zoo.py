@@ -48,6 +48,17 @@ def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_pa
     assert abs(int8["miou"] - fp32["miou"]) <= 1.0
     # ... and it really is INT8: the convolutions outside the kept-float classifier read dequantised weights
     assert quantized_conv_share(tmp_path / "pruned.int8.onnx") >= 0.5
+    # ... and every ONNX of the chain parses on each TensorRT it may be handed to (onnx-tensorrt's rules)
+    from edgeseg.engine.trt_rules import ALL_TARGETS, check_for_tensorrt
+
+    refused = {(artifact, version): check_for_tensorrt(str(tmp_path / artifact), version)[:2]
+               for artifact in ("pruned.onnx", "pruned.int8.onnx", "pruned.calib.onnx") for version in ALL_TARGETS}
+    refused = {key: problems for key, problems in refused.items() if problems}
+    if name == "segformer-b0":  # opset 17's LayerNormalization is newer than TensorRT 8.5's parser
+        assert {version for _, version in refused} == {"8.5.2"}
+        assert all("LayerNormalization" in " ".join(problems) for problems in refused.values())
+    else:
+        assert not refused
 
 
 # val mIoU of the pruned FP32 ONNX above on the 4 val images of tiny_data (one training epoch: near chance, it

@@ -35,6 +35,10 @@ from edgeseg.errors import ConfigError, EdgesegError
 ALL_TARGETS = ("8.5.2", "10.3.0", "11.1.0")
 _TYPED_BY_OUTPUT = ("Constant", "ConstantOfShape")  # their listed type is the value they make, not an input's
 _RECALIBRATE = "recalibrate with edgeseg calibrate, which writes symmetric INT8 Q/DQ with float biases"
+# operators an older opset writes as basic ones that every targeted TensorRT parses (torch.onnx.export)
+_DECOMPOSED_BEFORE = {
+    "LayerNormalization": "re-export it with edgeseg export --opset 16, which writes LayerNormalization as "
+                          "ReduceMean, Sub, Pow, Sqrt and Div (LayerNormalization became an ONNX operator in opset 17)"}
 _SYMMETRIC = "recalibrate with edgeseg calibrate without --asymmetric (TensorRT takes symmetric INT8 only)"
 
 
@@ -183,7 +187,8 @@ def _node_violations(node, table: OperatorTable, facts: _Facts) -> Iterator[Viol
     supported = table.types(node.op_type)
     if supported is None:
         yield Violation(f"{where}: TensorRT {version}'s parser does not support {node.op_type}",
-                        f"export without {node.op_type} or target a newer TensorRT")
+                        _DECOMPOSED_BEFORE.get(node.op_type, f"export without {node.op_type} or target a newer "
+                                                             f"TensorRT"))
         return
     if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
         yield from _qdq_violations(node, where, table, facts)

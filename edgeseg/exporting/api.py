@@ -17,7 +17,9 @@ from edgeseg.exporting.argmax import CLASS_MAP_OUTPUT
 from edgeseg.exporting.verify import verification_images, compare_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-MIN_OPSET = 17
+# 13: per-channel QuantizeLinear/DequantizeLinear (the axis attribute), which calibrate writes. 16 is how a
+# transformer (SegFormer) reaches TensorRT 8.5, whose parser lacks opset 17's LayerNormalization
+MIN_OPSET = 13
 MIN_AGREEMENT = 99.9  # % of pixels whose argmax must agree with PyTorch
 
 
