@@ -85,7 +85,8 @@ def test_cache_header_is_nv_tensorrt_version(version, code):
     assert tensorrt_version_code(version) == code
     text = format_cache({"x": 1.0}, "minmax", "8.5.2")
     moved = for_tensorrt(text, version)
-    assert moved.splitlines()[0] == f"TRT-{code}-MinMaxCalibration" and moved.splitlines()[1:] == text.splitlines()[1:]
+    # headed for the calibrator that reads it (trtexec's and Polygraphy's IInt8EntropyCalibrator2), scales as they are
+    assert moved.splitlines()[0] == f"TRT-{code}-EntropyCalibration2" and moved.splitlines()[1:] == text.splitlines()[1:]
 
 
 def test_calibrate_writes_qdq_cache_and_ranges(tiny_int8, tiny_onnx, tiny_data):
@@ -201,9 +202,10 @@ def test_accuracy_budget_picks_layers_on_one_half_and_reports_on_the_other(tiny_
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "b.int8.onnx"
-    # percentile 90 clips enough for INT8 to lose on the pick images (5.41 -> 5.41, a drop of 0.0024 > 0.0)
+    # percentile 92 clips enough for INT8 to lose on the pick images (5.41 -> 5.36; measured with float conv
+    # biases, which calibrate writes since TensorRT's parser refuses INT32 ones)
     meta = calibrate(str(fp32), str(tiny_data), str(out), num=4, data=str(tiny_data), max_miou_drop=0.0,
-                     report=True, method="percentile", percentile=90.0, bias_correction=False)
+                     report=True, method="percentile", percentile=92.0, bias_correction=False)
     assert "Per-layer INT8 sensitivity" in capsys.readouterr().out
     assert list(scratch.iterdir()) == []  # the candidate models of the sensitivity search are gone
     accuracy, fallback = meta["accuracy"], meta["quantization"]["fallback_layers"]
@@ -221,11 +223,11 @@ def test_accuracy_budget_picks_layers_on_one_half_and_reports_on_the_other(tiny_
     ranking = [row["miou_with_layer_in_float"] for row in accuracy["sensitivity"]]
     assert ranking == sorted(ranking, reverse=True) and len(ranking) > 3
 
-    # measured: one layer in float brings the pick images within the budget (drop -0.15) ...
+    # measured: one layer in float brings the pick images within the budget (drop -0.09) ...
     assert len(fallback) == 1 and fallback == [accuracy["sensitivity"][0]["layer"]]
     assert accuracy["pick_miou"]["int8"] >= accuracy["pick_miou"]["fp32"]
-    # ... and the report images, which picking never saw, say it does not hold there (drop 2.87 +- 0.5)
-    assert accuracy["miou_drop"] == pytest.approx(2.87, abs=0.5) and accuracy["within_budget"] is False
+    # ... and the report images, which picking never saw, say it does not hold there (drop 2.34 +- 0.5)
+    assert accuracy["miou_drop"] == pytest.approx(2.34, abs=0.5) and accuracy["within_budget"] is False
     # the fallback layers really are float in the written model: no DequantizeLinear feeds their weights
     model = onnx.load(str(out))
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
@@ -347,3 +349,53 @@ def test_qdq_quantizer_gets_every_argument_by_name(tiny_int8, tiny_onnx, tmp_pat
     write_qdq(tiny_onnx, tmp_path / "k.onnx", {n: (t["low"], t["high"]) for n, t in ranges.items()})
     assert passed["per_channel"] is True and passed["extra_options"]["WeightSymmetric"] is True
     assert (tmp_path / "k.onnx").stat().st_size > 0
+
+
+def _residual_model(rng):
+    """x -> conv a -> r; r -> conv b -> y; add(y, r) -> s; s -> conv c -> logits: one residual block."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+               for name, shape in (("wa", (4, 3, 3, 3)), ("wb", (4, 4, 3, 3)), ("wc", (2, 4, 1, 1)))]
+    biases = [numpy_helper.from_array(rng.standard_normal(4 if n != "bc" else 2).astype(np.float32), n)
+              for n in ("ba", "bb", "bc")]
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["r"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["r", "wb", "bb"], ["y"], name="conv_b", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["y", "r"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["t"], name="relu"),
+             helper.make_node("Conv", ["t", "wc", "bc"], ["logits"], name="conv_c")]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 8, 8])],
+                              weights + biases)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_residual_add_reads_its_conv_branch_in_float_and_its_skip_in_int8(tmp_path):
+    """TensorRT fuses the Add into conv_b only without a Q/DQ pair between them (ModelOpt places it so)."""
+    import onnxruntime as ort
+
+    from edgeseg.engine.trt_rules import ALL_TARGETS, check_for_tensorrt
+    from edgeseg.quant.qdq import write_qdq
+
+    rng = np.random.default_rng(0)
+    onnx.save(_residual_model(rng), str(tmp_path / "fp32.onnx"))
+    ranges = {name: (-4.0, 4.0) for name in ("x", "r", "y", "s", "t")}
+    write_qdq(tmp_path / "fp32.onnx", tmp_path / "q.onnx", ranges, nodes_to_exclude=["conv_c"])
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    add = next(n for n in graph.node if n.op_type == "Add")
+    assert add.input[0] == "y" and producer["y"].name == "conv_b"  # the branch: straight from the conv, in float
+    skip = producer[add.input[1]]
+    assert skip.op_type == "DequantizeLinear" and producer[skip.input[0]].input[0] == "r"  # the skip: INT8
+    assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "y"]  # no dangling Q/DQ
+    # conv_b still computes in INT8 and the graph runs, close to FP32
+    assert producer[next(n for n in graph.node if n.name == "conv_b").input[1]].op_type == "DequantizeLinear"
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    run = {p: ort.InferenceSession(str(tmp_path / p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for p in ("fp32.onnx", "q.onnx")}
+    assert np.abs(run["q.onnx"] - run["fp32.onnx"]).mean() < 0.05
+    assert all(check_for_tensorrt(str(tmp_path / "q.onnx"), v) == [] for v in ALL_TARGETS)
+    # ONNX Runtime's own layout (Q/DQ on outputs too) keeps the pair: its QLinearAdd needs both inputs in INT8
+    write_qdq(tmp_path / "fp32.onnx", tmp_path / "ort.onnx", ranges, nodes_to_exclude=["conv_c"], quantize_outputs=True)
+    graph = onnx.load(str(tmp_path / "ort.onnx")).graph
+    assert next(n for n in graph.node if n.op_type == "Add").input[0] != "y"

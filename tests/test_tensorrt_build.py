@@ -54,6 +54,7 @@ def test_a_timing_cache_from_another_gpu_is_replaced_not_mixed(calibrated, monke
     cache.write_bytes(b"FAKECACHE:Xavier-7.2")
     meta = build(calibrated, fp16=True, timing_cache=str(cache))
     assert meta["engine"]["timing_cache"]["reused"] is False and cache.read_bytes() == b"FAKECACHE:Orin-8.7"
+    assert (calibrated / "t.cache.stale").read_bytes() == b"FAKECACHE:Xavier-7.2"  # set aside, not deleted
 
 
 def test_tensorrt_8_5_builds_implicit_int8_from_a_cache_headed_for_it(calibrated, monkeypatch):

@@ -36,6 +36,7 @@ def test_qdq_int8_on_tensorrt_10_sets_int8_and_fp16_and_the_profile(calibrated, 
     meta = build(calibrated, int8=True, shape="1:2:4", workspace_mb=512)
     record = trt.engine_record(calibrated / "m.engine")
     # FP16 beside INT8: the classifier and Resize that stay in float must not run in FP32
+    # TF32 stays allowed, as TensorRT and trtexec default to (Polygraphy alone would clear it)
     assert {"INT8", "FP16", "TF32"} <= set(record["flags"]) and "OBEY_PRECISION_CONSTRAINTS" not in record["flags"]
     assert record["profiles"] == [{"input": [[1, 3, 64, 64], [2, 3, 64, 64], [4, 3, 64, 64]]}]
     assert record["workspace"] == 512 << 20 and record["calibration"] is None and not record["pinned"]
@@ -70,7 +71,7 @@ def test_tensorrt_11_builds_the_qdq_model_strongly_typed_with_no_precision_flags
     trt = trt_double.install(monkeypatch, "11.4.0")
     build(calibrated, int8=True)
     record = trt.engine_record(calibrated / "m.engine")
-    assert record["strongly_typed"] and not {"INT8", "FP16", "TF32"} & set(record["flags"])
+    assert record["strongly_typed"] and not {"INT8", "FP16"} & set(record["flags"]) and "TF32" in record["flags"]
 
 
 def test_the_dla_core_asked_for_is_the_one_configured_and_loaded(calibrated, monkeypatch):
@@ -188,7 +189,8 @@ def test_an_engine_runs_through_trtrunner_and_computes_what_the_onnx_computes(ca
     batch = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
     with open_runner(describe(calibrated / "m.engine")) as runner:
         got = runner.infer(batch)
-        assert runner.last_compute_ms == 1.5  # the two CUDA events around the execution
+        # the two CUDA events bracket TensorRT's execution alone: not the input and output copies around it
+        assert runner.last_compute_ms == trt_double.EXECUTE_MS
     session = ort.InferenceSession(str(calibrated / "student.onnx"), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"input": batch})[0]
     assert np.array_equal(got, expected)
@@ -266,8 +268,9 @@ def test_cuda_facts_come_from_the_libcudart_polygraphy_loads(monkeypatch):
     assert read() == 1 << 30 and "libcudart" in source
     timer = EventTimer()
     timer.record(0, 1)
+    trt_double.CLOCK[0] += 2.5
     timer.record(1, 1)
-    assert timer.elapsed_ms() == 1.5
+    assert timer.elapsed_ms() == 2.5
     timer.close()
 
 
@@ -280,3 +283,37 @@ def test_the_committed_camvid_models_parse_on_every_targeted_tensorrt(name):
     path = Path(__file__).resolve().parents[1] / "models" / "camvid" / name
     assert {version: check_for_tensorrt(str(path), version)[:2] for version in ALL_TARGETS} == \
         dict.fromkeys(ALL_TARGETS, [])
+
+
+def test_a_cuda_failure_while_opening_an_engine_is_one_sentence(calibrated, monkeypatch):
+    """Polygraphy raises (and logs) its own exception; the user gets edgeseg's sentence and nothing is left held."""
+    import polygraphy.cuda.cuda as polygraphy_cuda
+
+    from edgeseg.runtime.loader import describe, open_runner
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True)
+    fake = polygraphy_cuda.G_CUDA
+    monkeypatch.setattr(fake, "create_stream", lambda: fake.check(2))  # cudaErrorMemoryAllocation
+    runner = open_runner(describe(calibrated / "m.engine"))
+    with pytest.raises(EdgesegError, match=r"TensorRT could not open m.engine: CUDA Error: 2"):
+        runner.activate()
+    assert runner.runner is None and runner.timer is None and not runner.is_active
+
+
+def test_no_cuda_runtime_library_says_where_to_get_one(calibrated, monkeypatch):
+    import polygraphy.cuda.cuda as polygraphy_cuda
+
+    from edgeseg.errors import MissingDependencyError
+    from edgeseg.runtime.loader import describe, open_runner
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True)
+
+    def no_library():
+        raise OSError("libcudart.so: cannot open shared object file")  # what ctypes.CDLL says
+
+    monkeypatch.setattr(polygraphy_cuda, "G_CUDA", None)
+    monkeypatch.setattr(polygraphy_cuda, "Cuda", no_library)
+    with pytest.raises(MissingDependencyError, match="LD_LIBRARY_PATH or pip install nvidia-cuda-runtime-cu12"):
+        open_runner(describe(calibrated / "m.engine")).activate()

@@ -437,6 +437,10 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
         def __init__(self):
             pass
 
+    class IDebugListener:
+        def __init__(self):
+            pass
+
     class ICudaEngine:
         __slots__ = ("record", "io")
 
@@ -467,8 +471,12 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
             profile = self.record["profiles"][0].get(name)
             return tuple(-1 if i == 0 else d for i, d in enumerate(profile[1])) if profile else (-1,)
 
-        def get_tensor_format(self, name, profile_index=0):
-            return trt.TensorFormat.LINEAR
+        if major >= 10:
+            def get_tensor_format(self, name, profile_index=0):
+                return trt.TensorFormat.LINEAR
+        else:  # 8.5's binding takes the name alone (Polygraphy falls back to it on the TypeError)
+            def get_tensor_format(self, name):
+                return trt.TensorFormat.LINEAR
 
         def is_shape_inference_io(self, name):
             return False
@@ -480,11 +488,22 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
             return Inspector(self.record["layers"])
 
     class IExecutionContext:
-        __slots__ = ("engine", "shapes", "addresses", "allocators", "active_optimization_profile", "session")
+        __slots__ = ("engine", "shapes", "addresses", "allocators", "active_optimization_profile", "session",
+                     "debug_listener")
 
         def __init__(self, engine):
             self.engine, self.shapes, self.addresses, self.allocators = engine, {}, {}, {}
-            self.active_optimization_profile, self.session = 0, None
+            self.active_optimization_profile, self.session, self.debug_listener = 0, None, None
+
+        if major >= 10:  # debug tensors: Polygraphy's TrtRunner installs its listener on activation
+            def set_all_tensors_debug_state(self, flag):
+                return True
+
+            def set_debug_listener(self, listener):
+                if not isinstance(listener, IDebugListener):
+                    raise TypeError("set_debug_listener(): incompatible function arguments")
+                self.debug_listener = listener
+                return True
 
         def set_input_shape(self, name, shape):
             low, _, high = self.engine.record["profiles"][0][name]
@@ -523,6 +542,7 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
                     self.addresses[name])
                 feeds[name] = np.frombuffer(raw, dtype=DataType[dtype].value).reshape(shape).astype(np.float32)
             results = self.session.run(None, feeds)
+            CLOCK[0] += EXECUTE_MS  # the device time of the execution, which the runner's events must bracket
             for (name, _), value in zip(record["outputs"], results):
                 if name not in self.allocators:
                     return False  # TensorRT: an output without an address or allocator fails the execution
@@ -566,11 +586,18 @@ def fake_tensorrt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleTy
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
     trt.ICudaEngine, trt.IExecutionContext, trt.IOutputAllocator = ICudaEngine, IExecutionContext, IOutputAllocator
+    if major >= 10:
+        trt.IDebugListener = IDebugListener
     if major < 11:
         trt.IInt8Calibrator, trt.IInt8LegacyCalibrator = IInt8Calibrator, IInt8LegacyCalibrator
         trt.IInt8EntropyCalibrator2, trt.IInt8MinMaxCalibrator = IInt8EntropyCalibrator2, IInt8MinMaxCalibrator
     trt.engine_record = lambda path: json.loads(open(path, "rb").read()[len(b"FAKEENGINE"):])
     return trt
+
+
+# a device clock in milliseconds: executions and copies advance it, CUDA events read it
+CLOCK = [0.0]
+EXECUTE_MS, COPY_MS = 1.0, 0.25
 
 
 class HostMemory(bytes):
@@ -592,7 +619,9 @@ class FakeCuda:
 
     def check(self, status):
         if status != 0:
-            raise RuntimeError(f"CUDA Error: {status}")
+            from polygraphy.exception import PolygraphyException
+
+            raise PolygraphyException(f"CUDA Error: {status}")
 
     def create_stream(self):
         return 0xC0DA
@@ -613,13 +642,14 @@ class FakeCuda:
 
     def memcpy(self, dst, src, nbytes, kind, stream_ptr=None):
         ctypes.memmove(dst, src, int(nbytes.value if hasattr(nbytes, "value") else nbytes))
+        CLOCK[0] += COPY_MS
 
 
 class FakeCudart:
     """The libcudart calls edgeseg makes itself (device facts, events), answering as the CUDA runtime does."""
 
     def __init__(self):
-        self.clock = 0.0
+        self.recorded = {}
 
     def cudaDeviceGetAttribute(self, value, attribute, device):
         value._obj.value = {75: 8, 76: 7}[attribute]
@@ -638,14 +668,14 @@ class FakeCudart:
         return 0
 
     def cudaEventRecord(self, event, stream):
-        self.clock += 1.5
+        self.recorded[event.value] = CLOCK[0]
         return 0
 
     def cudaEventSynchronize(self, event):
         return 0
 
     def cudaEventElapsedTime(self, ms, start, end):
-        ms._obj.value = 1.5
+        ms._obj.value = self.recorded[end.value] - self.recorded[start.value]
         return 0
 
     def cudaEventDestroy(self, event):

@@ -274,9 +274,9 @@ def _build(backend, trt, plan: BuildPlan, onnx_path: Path, out: Path, pinned: Di
         timing_cache.parent.mkdir(parents=True, exist_ok=True)  # Polygraphy locks and writes it there
     config = backend.CreateConfig(
         fp16=plan.fp16_flag, int8=plan.int8_flag,
-        # TensorRT and trtexec allow TF32 by default and Polygraphy turns it off; edgeseg keeps TensorRT's default
-        # (11.x types strongly, and an FP32 ONNX says FP32)
-        tf32=plan.trt_major < 11,
+        # TensorRT and trtexec allow TF32 by default (11.x too: it is a math mode, not a type) and Polygraphy turns
+        # it off; edgeseg keeps TensorRT's default, so the engine is the one the printed trtexec line builds
+        tf32=True,
         precision_constraints="obey" if plan.obey_precision_constraints else None,
         profiles=[backend.Profile().add(input_name, (min_batch, c, h, w), (opt_batch, c, h, w), (max_batch, c, h, w))],
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace_mb << 20},
@@ -332,9 +332,9 @@ def onnx_input_name(onnx_path: Path) -> str:
 def _timing_cache_fits(path: Optional[Path]) -> bool:
     """Whether the timing cache at ``path`` is one to reuse; another GPU's or TensorRT's is moved aside.
 
-    Polygraphy hands TensorRT the cache with ``ignore_mismatch=False``, so a cache from
-    another device would be refused only after it is read; the header check here keeps a
-    foreign or damaged cache out of the build and says so, rather than mixing timings.
+    Polygraphy loads a cache with ``ignore_mismatch=False`` but ignores the refusal, and
+    merges the old file into the new cache with ``ignore_mismatch=True`` when it saves: a
+    foreign or damaged cache is moved aside here (``*.stale``) so timings never mix.
     """
     if path is None or not path.exists():
         return False
@@ -346,8 +346,10 @@ def _timing_cache_fits(path: Optional[Path]) -> bool:
     if cache is not None and probe.set_timing_cache(cache, ignore_mismatch=False):
         say(f"Reusing the timing cache {path}")
         return True
-    say(f"[yellow]{path} was written by another GPU or TensorRT; building with a fresh timing cache[/yellow]")
-    path.unlink()
+    stale = path.with_name(path.name + ".stale")
+    path.replace(stale)  # Polygraphy would merge it into the new one (ignore_mismatch=True when it saves)
+    say(f"[yellow]{path} was written by another GPU or TensorRT (kept as {stale.name}); building with a fresh "
+        f"timing cache[/yellow]")
     return False
 
 

@@ -27,9 +27,12 @@ def device_info(device: int = 0) -> dict:
     major, minor = ctypes.c_int(), ctypes.c_int()
     wrapper.check(wrapper.handle.cudaDeviceGetAttribute(ctypes.byref(major), _COMPUTE_CAPABILITY_MAJOR, device))
     wrapper.check(wrapper.handle.cudaDeviceGetAttribute(ctypes.byref(minor), _COMPUTE_CAPABILITY_MINOR, device))
-    # cudaDeviceProp begins with char name[256] in every CUDA release; the buffer is larger than any release's struct
+    # cudaDeviceProp begins with char name[256] in every CUDA release; the buffer is larger than any release's struct.
+    # CUDA 12 keeps the bare symbol for the CUDA 11 layout and names the current one _v2 (13: the bare name again)
+    get_properties = getattr(wrapper.handle, "cudaGetDeviceProperties_v2", None) or \
+        wrapper.handle.cudaGetDeviceProperties
     props = ctypes.create_string_buffer(16384)
-    wrapper.check(wrapper.handle.cudaGetDeviceProperties(props, device))
+    wrapper.check(get_properties(props, device))
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
     return {"name": name, "compute_capability": f"{major.value}.{minor.value}"}
 
