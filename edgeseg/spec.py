@@ -94,6 +94,7 @@ class ModelFacts:
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     dataset: Optional[DatasetInfo] = None  # class names and palette from --data's dataset.yaml
+    dla_core: Optional[int] = None  # the DLA core an engine built elsewhere was built for (trtexec --useDLACore)
 
     def __post_init__(self):
         # the Python API takes mean/std in either unit, as the CLI does (torchvision's 0-1 or 0-255)
@@ -120,5 +121,6 @@ class ModelFacts:
         """What the user gave, as a sidecar records it."""
         given = {"arch": self.arch, "num_classes": self.num_classes,
                  "input_size": list(self.input_size) if self.input_size else None,
-                 "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+                 "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
+                 "dla_core": self.dla_core}
         return {k: v for k, v in given.items() if v is not None}

@@ -317,3 +317,21 @@ def test_no_cuda_runtime_library_says_where_to_get_one(calibrated, monkeypatch):
     monkeypatch.setattr(polygraphy_cuda, "Cuda", no_library)
     with pytest.raises(MissingDependencyError, match="LD_LIBRARY_PATH or pip install nvidia-cuda-runtime-cu12"):
         open_runner(describe(calibrated / "m.engine")).activate()
+
+
+def test_a_dla_engine_built_elsewhere_loads_on_the_core_the_user_names(calibrated, monkeypatch, tiny_data):
+    """trtexec --useDLACore=1 --saveEngine=x.engine: no sidecar says the core, so bench/eval/predict take
+    --engine-dla-core and TensorRT's runtime is put on that core before the engine is loaded."""
+    from click.testing import CliRunner
+
+    from edgeseg.cli.main import cli
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, int8=True, dla_core=1)
+    foreign = calibrated / "elsewhere.engine"
+    foreign.write_bytes((calibrated / "m.engine").read_bytes())  # no sidecar: as trtexec leaves it
+    common = ["eval", str(foreign), "--data", str(tiny_data), "--input-size", "64x64", "--trust-engine"]
+    refused = CliRunner().invoke(cli, common)
+    assert refused.exit_code != 0 and "could not load" in refused.output
+    result = CliRunner().invoke(cli, common + ["--engine-dla-core", "1"])
+    assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts, threads, trust_checkpoint, trust_engine
+from edgeseg.cli.options import (engine_dla_core, model_facts_options, pop_model_facts, threads, trust_checkpoint,
+                                 trust_engine)
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
 
@@ -25,6 +26,7 @@ _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]
 @threads
 @trust_checkpoint
 @trust_engine
+@engine_dla_core
 @model_facts_options
 def bench_command(models, **options):
     """Latency (mean, p50, p90, p99), FPS and mIoU of one or more artifacts, in one table.
@@ -46,6 +48,7 @@ def bench_command(models, **options):
 @threads
 @trust_checkpoint
 @trust_engine
+@engine_dla_core
 @model_facts_options
 def eval_command(model, **options):
     """mIoU and per-class IoU over a whole split (no timing).

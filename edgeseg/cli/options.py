@@ -14,6 +14,12 @@ _allow_engine_host_code = click.option(
     help="Let a version-compatible TensorRT engine run the host code it carries (only for engines you trust).")
 
 
+engine_dla_core = click.option(
+    "--engine-dla-core", type=int, default=None,
+    help="The DLA core an engine built elsewhere (trtexec --useDLACore=N) was built for; TensorRT loads a DLA engine "
+         "only onto its core [default: the sidecar's, for engines edgeseg built].")
+
+
 def trust_engine(function):
     """The two opt-ins for running TensorRT engines, which NVIDIA calls executable artifacts."""
     return _trust_engine(_allow_engine_host_code(function))
@@ -126,4 +132,4 @@ def pop_model_facts(options: dict):
         dataset = dataset_info(options["data"])
     return ModelFacts(arch=options.pop("arch", None), num_classes=options.pop("num_classes", None),
                       input_size=parse_size(size) if size else None, mean=mean, std=std,  # either unit
-                      dataset=dataset)
+                      dataset=dataset, dla_core=options.pop("engine_dla_core", None))

@@ -1,6 +1,7 @@
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts, threads, trust_checkpoint, trust_engine
+from edgeseg.cli.options import (engine_dla_core, model_facts_options, pop_model_facts, threads, trust_checkpoint,
+                                 trust_engine)
 from edgeseg.errors import ConfigError
 
 
@@ -28,6 +29,7 @@ from edgeseg.errors import ConfigError
 @threads
 @trust_checkpoint
 @trust_engine
+@engine_dla_core
 def predict_command(model, sources, **options):
     """Segment images, videos, cameras or streams: palette PNG masks, overlays, overlay videos.
 

@@ -84,6 +84,8 @@ def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
             "model": {"arch": facts.arch or "engine", "num_classes": num_classes},
             "onnx": {"output_kind": "unknown"},  # the runtime reads the form from the output's rank
             "source": {"file": path.name, "format": "TensorRT engine from another tool", "given": facts.to_dict()}}
+    if facts.dla_core is not None:  # TensorRT loads a DLA engine only with the runtime on its core
+        meta["dla_core"] = int(facts.dla_core)
     if num_classes:  # otherwise read from the output at the first inference
         meta["dataset"] = facts.dataset_info(int(num_classes)).to_dict()
     return meta

@@ -33,7 +33,8 @@ class TensorRTRunner(Runner):
                  allow_host_code: bool = False, dla_core: Optional[int] = None):
         super().__init__(path, input_shape, precision, device)
         self.meta, self.trust_engine, self.allow_host_code = meta, trust_engine, allow_host_code
-        built_on = ((meta.get("engine") or {}).get("dla") or {}).get("core")
+        # an engine edgeseg built records its core; for one built elsewhere the user says it (--engine-dla-core)
+        built_on = ((meta.get("engine") or {}).get("dla") or {}).get("core", meta.get("dla_core"))
         self.dla_core = dla_core if dla_core is not None else built_on
         self.engine = self.runner = self.device_input = self.timer = self.runtime = None
 
