@@ -95,6 +95,8 @@ def _run_source(segmenter: Segmenter, source: Source, outputs: Outputs, tally: _
     with progress_bar(label, source.total) as advance:
         def finish(item):
             frame, output = item
+            if outputs.stopped:  # q or Esc closed the window: frames still in the pipeline are not shown or written
+                return
             if output is None:
                 tally.skipped.append(f"{frame.name}: {frame.error}")
                 console.print(f"[yellow]skipped {escape(str(frame.error))}[/yellow]")
