@@ -67,17 +67,22 @@ def test_entropy_of_a_narrow_histogram_keeps_everything():
 
 
 def test_calibration_cache_format_round_trip():
-    text = format_cache({"input": 2.54, "conv_out": 12.7}, "entropy")
+    text = format_cache({"input": 2.54, "conv_out": 12.7, "input:0": 0.5, "dead": 0.0}, "entropy")
     lines = text.splitlines()
     assert lines[0] == "TRT-8502-EntropyCalibration2"  # JetPack 5's TensorRT 8.5.2 by default
     name, hex_scale = lines[1].split(": ")
     assert name == "input" and struct.unpack(">f", bytes.fromhex(hex_scale))[0] == pytest.approx(0.02)
-    assert parse_cache(text)["conv_out"] == pytest.approx(0.1)
+    parsed = parse_cache(text)
+    # every tensor comes back, a tf2onnx-style name with ':' whole, and an all-zero tensor gets a tiny scale, not 0
+    assert set(parsed) == {"input", "conv_out", "input:0", "dead"}
+    assert parsed["conv_out"] == pytest.approx(0.1) and parsed["input:0"] == pytest.approx(0.5 / 127)
+    assert 0 < parsed["dead"] < 1e-12
     assert format_cache({"x": 1.0}, "minmax", "10.3.0").startswith("TRT-100300-MinMaxCalibration\n")
 
 
 @pytest.mark.parametrize("version,code", [("8.5.2", 8502), ("8.6.1", 8601), ("10.3.0", 100300),
-                                          ("10.13.2", 101302), ("11.4.0.106", 110400)])
+                                          ("10.13.2", 101302), ("11.4.0.106", 110400), ("10.3", 100300),
+                                          ("11", 110000)])
 def test_cache_header_is_nv_tensorrt_version(version, code):
     from edgeseg.quant.trt_cache import for_tensorrt, tensorrt_version_code
 

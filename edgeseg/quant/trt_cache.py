@@ -42,12 +42,6 @@ def format_cache(amax: Dict[str, float], method: str, trt_version: str = DEFAULT
     return "\n".join(lines) + "\n"
 
 
-def cache_algorithm(text: str) -> str:
-    """The calibrator a cache was written for (EntropyCalibration2 or MinMaxCalibration)."""
-    header = text.partition("\n")[0]
-    return header.split("-", 2)[2] if header.startswith("TRT-") and header.count("-") >= 2 else "EntropyCalibration2"
-
-
 # the calibrator that reads edgeseg's caches: trtexec's (--calib) and Polygraphy's default are both
 # IInt8EntropyCalibrator2, and TensorRT ignores a cache headed for another calibrator (trtexec then calibrates
 # on random data, silently)
