@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgeseg.metrics import confusion_matrix, iou_per_class, mean_iou, summarize
+from edgeseg.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, summarize
 
 
 def test_confusion_and_iou_by_hand():
@@ -49,3 +49,23 @@ def test_both_confusion_kernels_refuse_an_out_of_range_prediction_and_leave_the_
         with pytest.raises(ValueError, match=r"prediction 9 is outside the 3 classes \(0-2\)"):
             kernel(matrix, pred, label, 255)
         assert (matrix == 5).all(), kernel.__name__  # nothing half-counted
+
+
+def test_pixel_accuracy_and_the_summary_by_hand():
+    label = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 2, 1]])
+    summary = summarize(confusion_matrix(pred, label, 3, 255), ["road", "car", "sky"])
+    # 5 of the 7 counted pixels are right; per-class IoU rounded to 4 decimals under the class names
+    assert summary == {"miou": round((100 / 3 + 75 + 50) / 3, 4), "pixel_accuracy": round(500 / 7, 4),
+                       "per_class_iou": {"road": 33.3333, "car": 75.0, "sky": 50.0}}
+
+
+def test_labels_outside_the_classes_are_skipped_not_counted():
+    label = np.array([0, 1, 2, -1, 7, 255])  # 2 and 7 lie outside 2 classes, -1 below them
+    pred = np.array([0, 1, 1, 1, 0, 0])
+    assert confusion_matrix(pred, label, 2, 255).tolist() == [[1, 0], [0, 1]]
+
+
+def test_an_empty_matrix_gives_nan_not_an_error():
+    empty = np.zeros((3, 3), np.int64)
+    assert np.isnan(mean_iou(empty)) and np.isnan(pixel_accuracy(empty))
