@@ -335,3 +335,40 @@ def test_a_dla_engine_built_elsewhere_loads_on_the_core_the_user_names(calibrate
     assert refused.exit_code != 0 and "could not load" in refused.output
     result = CliRunner().invoke(cli, common + ["--engine-dla-core", "1"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_double_refuses_an_fp16_pin_without_fp16_and_a_pinned_shape_tensor(calibrated, monkeypatch):
+    """Reached without make_plan's own checks in front: TensorRT fails such builds, which is why edgeseg refuses
+    --layer-precision NAME=fp16 without --fp16 and skips shape layers when it pins."""
+    from polygraphy.backend.trt import (CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessNetwork,
+                                        Profile)
+    from polygraphy.exception import PolygraphyException
+
+    trt = trt_double.install(monkeypatch, "10.3.0")
+    profile = [Profile().add("input", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))]
+
+    def pin(kind, precision):
+        def apply(network):
+            layer = next(layer for layer in network if layer.type == kind)
+            layer.precision = precision
+        return apply
+
+    conv_in_half = PostprocessNetwork(NetworkFromOnnxPath(str(calibrated / "student.onnx")),
+                                      pin(trt.LayerType.CONVOLUTION, trt.float16))
+    with pytest.raises(PolygraphyException):
+        EngineBytesFromNetwork(conv_in_half, config=CreateConfig(profiles=profile, precision_constraints="obey"))()
+    assert EngineBytesFromNetwork(conv_in_half, config=CreateConfig(fp16=True, profiles=profile,
+                                                                    precision_constraints="obey"))()
+    shape_pinned = PostprocessNetwork(NetworkFromOnnxPath(str(calibrated / "student.onnx")),
+                                      pin(trt.LayerType.SHAPE, trt.float32))
+    with pytest.raises(PolygraphyException):  # the student's Resize sizes come from a Shape layer
+        EngineBytesFromNetwork(shape_pinned, config=CreateConfig(profiles=profile, precision_constraints="obey"))()
+
+
+def test_the_double_refuses_host_code_unless_the_runtime_allows_it(calibrated, monkeypatch):
+    trt = trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True, version_compatible=True)
+    runtime = trt.Runtime(trt.Logger())
+    assert runtime.deserialize_cuda_engine((calibrated / "m.engine").read_bytes()) is None
+    runtime.engine_host_code_allowed = True
+    assert runtime.deserialize_cuda_engine((calibrated / "m.engine").read_bytes()) is not None
