@@ -149,6 +149,10 @@ def polygraphy_trt():
     """
     try:
         import polygraphy.backend.trt as backend
+
+        from edgeseg.runtime.cuda_device import plain_polygraphy_log
+
+        plain_polygraphy_log()
     except ImportError as exc:
         raise MissingDependencyError("Building or running a TensorRT engine needs NVIDIA's Polygraphy; pip install "
                                      "'edgeseg[trt]' (or pip install polygraphy). ONNX files run without it on ONNX "
