@@ -64,7 +64,9 @@ def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_pa
 # val mIoU of the pruned FP32 ONNX above on the 4 val images of tiny_data (one training epoch: near chance, it
 # checks the path, not the accuracy), measured on this project's 2-core CI machine
 MEASURED_FP32_MIOU = {
-    "bisenetv2": 3.11, "deeplabv3-mobilenetv3-large": 14.74, "deeplabv3-resnet50": 14.66,
+    # deeplabv3-resnet50: 14.66 on 2026-11-30's install, 11.78 on a fresh one of 2026-12-03 (torch 2.14.1, the
+    # same edgeseg commit 853babc): a dependency resolved anew trains or prunes this one family differently
+    "bisenetv2": 3.11, "deeplabv3-mobilenetv3-large": 14.74, "deeplabv3-resnet50": 11.78,
     "deeplabv3plus-mobilenetv3": 4.73, "enet": 3.56, "fcn-resnet50": 13.17, "lraspp-mobilenetv3-large": 3.72,
     "lraspp-mobilenetv3-small": 5.55, "pspnet-mobilenetv3": 6.42, "refinenet-lw-mobilenetv2": 4.24,
     "segformer-b0": 23.26, "unet": 9.56}
