@@ -78,6 +78,17 @@ def tiny_int8(tiny_onnx, tiny_data) -> Path:
     return tiny_onnx.with_name("student.int8.onnx")
 
 
+@pytest.fixture
+def calibrated(tiny_int8, tmp_path) -> Path:
+    """A private copy of the tiny model and everything calibrate wrote beside it (the TensorRT tests build from it)."""
+    import shutil
+
+    for path in tiny_int8.parent.glob("student.*"):
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def tiny_class_map_onnx(tiny_student, tiny_data, artifacts) -> Path:
     """The tiny student exported with --argmax: it outputs its uint8 class map instead of logits."""

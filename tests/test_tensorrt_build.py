@@ -17,15 +17,6 @@ from tests import trt_double
 from tests.trt_double import fake_tensorrt
 
 
-@pytest.fixture
-def calibrated(tiny_int8, tmp_path):
-    """A private copy of the tiny model and everything calibrate wrote beside it."""
-    for path in tiny_int8.parent.glob("student.*"):
-        if path.is_file():
-            shutil.copy(path, tmp_path / path.name)
-    return tmp_path
-
-
 def use_tensorrt(monkeypatch, version, dla_cores=2):
     return trt_double.install(monkeypatch, version, dla_cores)
 

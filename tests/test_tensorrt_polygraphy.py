@@ -7,21 +7,12 @@ it computed, so removing a flag or a binding from edgeseg turns a test red.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
 from tests import trt_double
-
-
-@pytest.fixture
-def calibrated(tiny_int8, tmp_path):
-    for path in tiny_int8.parent.glob("student.*"):
-        if path.is_file():
-            shutil.copy(path, tmp_path / path.name)
-    return tmp_path
 
 
 def build(folder, model="student.onnx", **options):
