@@ -42,6 +42,9 @@ clean:
 	rm -rf $(VENV) runs build *.egg-info
 
 # mutation testing (see the top of this file); one worker, niced, so it shares 2 cores with other work.
+# timeout_constant 60: a forked test run first rebuilds the session fixtures (train, export, calibrate: ~20 s of
+# CPU), which mutmut's time limit (the tests' own time + constant, x 15 x 2) would otherwise read as a timeout,
+# scoring a survivor as caught.
 # mutmut forks each mutant's test run from a process that already ran the tests: PyTorch's OpenMP pool then
 # deadlocks the child (measured: the calibrate tests hang past mutmut's limit and read as 'timeout', i.e.
 # caught, for mutants that in fact survive), so OpenMP runs one thread
@@ -73,7 +76,8 @@ mutate: install
 		print("only_mutate = " + json.dumps([only])); \
 		print("pytest_add_cli_args_test_selection = " + json.dumps(tests)); \
 		print("pytest_add_cli_args = " + json.dumps(["-p", "no:cacheprovider"] + shlex.split(extra))); \
-		print("use_git_change_detection = false")' "$$only" "$$tests" '$(MUTATE_PYTEST_ARGS)' \
+		print("use_git_change_detection = false"); \
+		print("timeout_constant = 60")' "$$only" "$$tests" '$(MUTATE_PYTEST_ARGS)' \
 		> "$(MUTATE_DIR)/pyproject.toml"; \
 	echo "mutating $$only with $$tests in $(MUTATE_DIR)"; \
 	cd "$(MUTATE_DIR)"; mutmut="$(CURDIR)/$(BIN)/mutmut"; \
