@@ -210,3 +210,24 @@ def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as here, also where TensorRT is installed
     result = CliRunner().invoke(cli, ["bench", str(engine), "--iters", "1", "--input-size", "64x96", "--trust-engine"])
     assert result.exit_code == 2 and "TensorRT is not installed" in result.output, result.output
+
+def test_the_onnxruntime_artifact_is_the_extended_level_graph_and_says_so(tiny_onnx, tmp_path):
+    """Extended fuses Conv+activation (com.microsoft FusedConv) and stays portable; 'all' would bake this CPU's
+    NCHWc layout into the file, 'basic' would fuse nothing. The sidecar records what was done."""
+    import collections
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from edgeseg.engine.api import build_engine
+
+    meta = build_engine(str(tiny_onnx), str(tmp_path / "m.ort.onnx"), backend="onnxruntime")
+    assert meta["engine"] == {"onnxruntime": ort.__version__, "optimization": "extended",
+                              "provider": "CPUExecutionProvider", "backend": "onnxruntime"}
+    ops = collections.Counter((n.domain, n.op_type) for n in onnx.load(str(tmp_path / "m.ort.onnx")).graph.node)
+    assert ops[("com.microsoft", "FusedConv")] > 0 and not any(domain.endswith("nchwc") for domain, _ in ops)
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+           for p in (tiny_onnx, tmp_path / "m.ort.onnx")]
+    assert np.allclose(run[0], run[1], atol=1e-4)
