@@ -358,21 +358,28 @@ def _timing_cache_fits(path: Optional[Path]) -> bool:
 
 
 def _load_back(trt, serialized, plan: BuildPlan, onnx_path: Path):
-    """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports.
-
-    Not Polygraphy's EngineFromBytes: it always allows engine host code, and the runner
-    must decide that from the user's opt-in; here edgeseg has just built the engine itself.
-    """
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    if plan.dla_core is not None:  # as trtexec does before deserialising a DLA engine
-        runtime.DLA_core = plan.dla_core
-    if plan.version_compatible:
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(serialized)
+    """Deserialise the engine just built: proof that it loads, and the source of its I/O and layer reports."""
+    # edgeseg has just built it, so a version-compatible engine's host code is its own
+    _, engine = deserialize(trt, serialized, dla_core=plan.dla_core, host_code_allowed=plan.version_compatible)
     if engine is None:
         raise EdgesegError(f"TensorRT built an engine from {onnx_path.name} but could not load it back; see the "
                            f"TensorRT messages above.")
     return engine
+
+
+def deserialize(trt, data, *, dla_core: Optional[int], host_code_allowed: bool):
+    """(runtime, engine or None): an engine loaded onto its DLA core, running host code only when allowed.
+
+    Not Polygraphy's EngineFromBytes/EngineFromPath: they allow engine host code
+    unconditionally and set no DLA core; the runtime is returned because it must outlive
+    the engine.
+    """
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if hasattr(runtime, "engine_host_code_allowed"):  # TensorRT >= 8.6; off unless allowed
+        runtime.engine_host_code_allowed = bool(host_code_allowed)
+    if dla_core is not None:  # the runtime's DLA core is -1 unless set, as trtexec sets it before loading
+        runtime.DLA_core = int(dla_core)
+    return runtime, runtime.deserialize_cuda_engine(data)
 
 
 def onnx_node_of(layer) -> str:

@@ -59,6 +59,7 @@ class TensorRTRunner(Runner):
         self.trt = trt
         from polygraphy.exception import PolygraphyException
 
+        self._failures = (OSError, PolygraphyException)  # what a run may raise, resolved once, off the hot path
         try:
             self._open(trt, backend)
         except OSError as exc:  # Polygraphy found no libcudart to load
@@ -74,18 +75,14 @@ class TensorRTRunner(Runner):
         from polygraphy import cuda
         from polygraphy.datatype import DataType
 
+        from edgeseg.engine.tensorrt_build import deserialize
         from edgeseg.runtime.cuda_device import EventTimer, device_info
 
         problem = engine_mismatch(self.meta, Path(self.path).name, trt.__version__, device_info())
         if problem:
             raise EdgesegError(problem)
-        # not Polygraphy's EngineFromPath: it allows engine host code unconditionally and sets no DLA core
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        if hasattr(self.runtime, "engine_host_code_allowed"):  # TensorRT >= 8.6; off unless the user opted in
-            self.runtime.engine_host_code_allowed = bool(self.allow_host_code)
-        if self.dla_core is not None:  # the runtime's DLA core is -1 unless set, as trtexec sets it before loading
-            self.runtime.DLA_core = int(self.dla_core)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(self.path).read_bytes())
+        self.runtime, self.engine = deserialize(trt, Path(self.path).read_bytes(), dla_core=self.dla_core,
+                                                host_code_allowed=self.allow_host_code)
         if self.engine is None:
             raise EdgesegError(f"TensorRT could not load {self.path}; it was built for another GPU or TensorRT.")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -118,10 +115,6 @@ class TensorRTRunner(Runner):
         return round((int(activations) + int(self.device_input.allocated_nbytes)) / 2 ** 20, 2)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        from polygraphy.exception import PolygraphyException
-
-        from edgeseg.engine.tensorrt_build import polygraphy_failure
-
         # False for a shape outside the engine's optimisation profile: said here in edgeseg's words, before
         # Polygraphy would refuse it in its own
         if not self.runner.context.set_input_shape(self.input_name, tuple(batch.shape)):
@@ -134,7 +127,9 @@ class TensorRTRunner(Runner):
                                         copy_outputs_to_host=False)
             self._compute_ms = self.timer.elapsed_ms()
             host = outputs[self.output_name].numpy()
-        except (OSError, PolygraphyException) as exc:  # raised after Polygraphy logged TensorRT's own words
+        except self._failures as exc:  # raised after Polygraphy logged TensorRT's own words
+            from edgeseg.engine.tensorrt_build import polygraphy_failure
+
             raise polygraphy_failure(exc, f"TensorRT failed to execute {Path(self.path).name}") from None
         # FP16 logits (an --fp16-io engine) widen to FP32; a class map (uint8 or int32) stays as it is
         return host.astype(np.float32) if host.dtype == np.float16 else host
