@@ -363,3 +363,16 @@ def test_the_double_refuses_host_code_unless_the_runtime_allows_it(calibrated, m
     assert runtime.deserialize_cuda_engine((calibrated / "m.engine").read_bytes()) is None
     runtime.engine_host_code_allowed = True
     assert runtime.deserialize_cuda_engine((calibrated / "m.engine").read_bytes()) is not None
+
+
+def test_host_code_of_an_engine_from_elsewhere_runs_only_with_the_opt_in(calibrated, monkeypatch):
+    """No sidecar says the engine is version-compatible, so TensorRT's runtime itself must keep its host code off."""
+    from edgeseg.runtime.tensorrt_runner import TensorRTRunner
+
+    trt_double.install(monkeypatch, "10.3.0")
+    build(calibrated, fp16=True, version_compatible=True)
+    foreign = str(calibrated / "m.engine")
+    with pytest.raises(EdgesegError, match="could not load"):
+        TensorRTRunner(foreign, (3, 64, 64), "unknown", "cuda", {}, trust_engine=True).activate()
+    with TensorRTRunner(foreign, (3, 64, 64), "unknown", "cuda", {}, trust_engine=True, allow_host_code=True):
+        pass
