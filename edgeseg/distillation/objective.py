@@ -81,9 +81,6 @@ class DistillationObjective:
             self.captured[key] = output["out"] if isinstance(output, dict) else output
         return hook
 
-    def parameters(self) -> List[torch.nn.Parameter]:
-        return list(self.learned.parameters())
-
     def __call__(self, student_logits, images, labels):
         with torch.no_grad():
             teacher_logits = match_size(self.teacher(images), student_logits)
