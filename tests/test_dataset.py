@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeseg.data.dataset import resolve_split
+from edgeseg.data.dataset import ClassCount, resolve_split
 from edgeseg.errors import DataError
 
 
@@ -24,9 +24,12 @@ def test_split_folder_with_dataset_yaml(tmp_path):
     assert len(resolve_split(tmp_path / "val")) == 2
 
 
-def test_classes_inferred_without_yaml(tmp_path):
+def test_without_yaml_the_class_count_is_given_not_guessed(tmp_path):
     _split(tmp_path, label_value=4)
-    assert resolve_split(tmp_path).info.num_classes == 5
+    with pytest.raises(DataError, match="labels hold the values 4; add a dataset.yaml"):
+        resolve_split(tmp_path)  # the largest label (4) says nothing about the class count
+    split = resolve_split(tmp_path, classes=ClassCount(7, "--num-classes"))
+    assert split.info.num_classes == 7 and split.info.ignore_index == 255 and split.label(0).max() == 4
 
 
 def test_image_without_label_is_a_clear_error(tmp_path):
@@ -61,7 +64,7 @@ def test_sixteen_bit_image_refused(tmp_path):
     Image.fromarray(np.full((8, 10), 4000, np.uint16)).save(tmp_path / "images" / "im0.png")
     (tmp_path / "images" / "im0.jpg").unlink()
     with pytest.raises(DataError, match="16/32-bit"):
-        resolve_split(tmp_path).image(0)
+        resolve_split(tmp_path, require_labels=False).image(0)
 
 
 def test_grayscale_and_rgba_become_rgb(tmp_path):
@@ -72,7 +75,7 @@ def test_grayscale_and_rgba_become_rgb(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "images" / "im1.png")
     for name in ("im0.jpg", "im1.jpg"):
         (tmp_path / "images" / name).unlink()
-    split = resolve_split(tmp_path)
+    split = resolve_split(tmp_path, require_labels=False)
     # grey is copied into all three channels; RGBA drops alpha and keeps the colour
     assert split.image(0).shape == (8, 10, 3) and all((split.image(0)[..., c] == gray).all() for c in range(3))
     assert split.image(1).shape == (8, 10, 3) and (split.image(1) == [10, 20, 30]).all()

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from edgeseg.data.dataset import resolve_split
+from edgeseg.data.dataset import ClassCount, resolve_split
 from edgeseg.data.layouts import voc_palette
 from edgeseg.errors import DataError
 from edgeseg.training.data import training_splits
@@ -102,9 +102,11 @@ def test_mmsegmentation_img_dir_ann_dir(tmp_path):
         for i in range(count):
             _image(root / "img_dir" / split / f"frame{i}.jpg", i)
             _save_label(root / "ann_dir" / split / f"frame{i}_labelTrainIds.png", _classes(i, 5, border=255))
-    split = resolve_split(root, "val")
+    split = resolve_split(root, "val", require_labels=False)  # images only: nothing needs the class count yet
     assert [p[1].name for p in split.pairs] == ["frame0_labelTrainIds.png", "frame1_labelTrainIds.png"]
-    assert split.info.num_classes == 5  # counted from the labels without a dataset.yaml
+    with pytest.raises(DataError, match="hold the values 0-4, 255"):  # no dataset.yaml: nothing says the count
+        split.label(0)
+    assert resolve_split(root, "val", classes=ClassCount(5, "--num-classes")).info.num_classes == 5
     (root / "dataset.yaml").write_text("num_classes: 4\nclasses: [a, b, c, d]\nreduce_zero_label: true\n")
     split = resolve_split(root, "train")
     assert split.info.classes == ("a", "b", "c", "d")

@@ -13,7 +13,8 @@ from edgeseg.benchmark.pipeline import run_pipeline
 from edgeseg.benchmark.table import print_table
 from edgeseg.benchmark.timing import latency_stats, time_inference
 from edgeseg.console import progress_bar, say
-from edgeseg.data.dataset import SegmentationSplit, resolve_split
+from edgeseg.data.dataset import (DEFAULT_IGNORE_INDEX, ClassCount, SegmentationSplit, check_class_count,
+                                  resolve_split)
 from edgeseg.errors import AccuracyError, ConfigError, DataError
 from edgeseg.fileio import write_json_atomic
 from edgeseg.metrics import summarize
@@ -26,11 +27,18 @@ from edgeseg.sidecar import model_output
 from edgeseg.spec import ModelFacts
 
 
+def model_classes(artifact: Artifact) -> Optional[ClassCount]:
+    """The artifact's class count and what said it (its sidecar, checkpoint, output or --num-classes), if known."""
+    if artifact.dataset is None:
+        return None
+    return ClassCount.of_model(artifact.path, artifact.meta, artifact.dataset.num_classes)
+
+
 def check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
-    model_info = artifact.dataset
-    if model_info is not None and model_info.num_classes != split.info.num_classes:
-        raise DataError(f"{artifact.path.name} predicts {model_info.num_classes} classes but {split.root} has "
-                        f"{split.info.num_classes}; evaluate it on the dataset it was trained for.")
+    """Refuse an artifact whose class count is not the data's, naming what said each and how to change it."""
+    counted = model_classes(artifact)
+    if counted is not None:
+        check_class_count(counted, split)
 
 
 def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, description: str) -> Dict[str, object]:
@@ -59,8 +67,9 @@ def accuracy_pass(runner: Runner, artifact: Artifact, split: SegmentationSplit, 
         def finish(item):
             output, label = item
             if output_kind(output) == LOGITS and output.shape[1] != info.num_classes:
-                raise DataError(f"{artifact.path.name} outputs {output.shape[1]} classes but the data has "
-                                f"{info.num_classes}; evaluate it on the dataset it was trained for.")
+                check_class_count(ClassCount(int(output.shape[1]), f"{artifact.path.name}'s output"), split)
+                raise DataError(f"{artifact.path.name}'s output says {output.shape[1]} classes but the data has "
+                                f"{info.num_classes}; use a model trained for this data.")
             # logits get the host argmax; a class-map model (export --argmax) did it in the graph
             pred = resize_label(to_class_map(output, info.num_classes)[0], label.shape[0], label.shape[1])
             native.accumulate_confusion(confusion, pred, label, info.ignore_index)
@@ -216,8 +225,13 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
           max_images: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
           power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
           trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True,
-          facts: Optional[ModelFacts] = None, precision: Optional[str] = None) -> List[dict]:
+          facts: Optional[ModelFacts] = None, precision: Optional[str] = None,
+          ignore_index: int = DEFAULT_IGNORE_INDEX) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
+
+    ``data``'s class count comes from its dataset.yaml (or standard layout), else from the
+    first model; every model must have it. ``ignore_index`` is the unlabelled value where
+    no dataset.yaml says it.
 
     ``precision="fp16"`` runs the PyTorch checkpoints among ``models`` under CUDA FP16
     autocast (``device="cuda"``); ONNX and engine files keep the precision they were built with.
@@ -229,10 +243,13 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
         raise ConfigError("Give at least one artifact to bench.")
     if warmup < 0 or iters < 1 or batch_size < 1:
         raise ConfigError("--warmup must be >= 0, and --iters and --batch at least 1.")
-    split = _val_split(data, max_images) if data else None
     if warmup_ms < 0 or duration < 0:
         raise ConfigError("--warmup-ms and --duration cannot be negative.")
     check_precision(models, precision, device)
+    split = None
+    if data:
+        first = describe(models[0], trust_checkpoint, facts)
+        split = _val_split(data, max_images, model_classes(first), ignore_index)
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
                          batch_size=batch_size, device=device, threads=threads, power=power,
                          trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
@@ -249,14 +266,17 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
 def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: Optional[int] = None,
          device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
          trust_engine: bool = False, allow_engine_host_code: bool = False, min_miou: Optional[float] = None,
-         facts: Optional[ModelFacts] = None) -> dict:
+         facts: Optional[ModelFacts] = None, ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
     """mIoU and per-class IoU of ``model`` on ``data``'s val split (no timing).
+
+    ``data``'s class count comes from its dataset.yaml (or standard layout), else from the
+    model; ``ignore_index`` is the unlabelled value where no dataset.yaml says it.
 
     >>> edgeseg.eval("student.onnx", data="camvid/")  # doctest: +SKIP
     """
-    split = _val_split(data, max_images)
-    artifact, runner = _open(model, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code, facts)
-    check_classes(artifact, split)
+    artifact = describe(model, trust_checkpoint, facts)
+    split = _val_split(data, max_images, model_classes(artifact), ignore_index)
+    runner = open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
     with runner:
         result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,
                   "num_images": len(split), **accuracy_pass(runner, artifact, split, f"eval {artifact.path.name}")}
@@ -269,8 +289,9 @@ def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: O
     return result
 
 
-def _val_split(data: str, max_images: Optional[int]) -> SegmentationSplit:
-    split = resolve_split(data, "val")
+def _val_split(data: str, max_images: Optional[int], classes: Optional[ClassCount] = None,
+               ignore_index: int = DEFAULT_IGNORE_INDEX) -> SegmentationSplit:
+    split = resolve_split(data, "val", classes=classes, ignore_index=ignore_index)
     if max_images:
         split = split.subset(range(min(max_images, len(split))))
     return split

@@ -1,14 +1,16 @@
 import click
 
-from edgeseg.cli.options import (engine_dla_core, model_facts_options, pop_model_facts, threads, trust_checkpoint,
-                                 trust_engine)
+from edgeseg.cli.options import (engine_dla_core, ignore_index, model_facts_options, pop_model_facts, threads,
+                                 trust_checkpoint, trust_engine)
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
 
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--data", default=None, help="Labelled data for mIoU (its val split) [default: timing only].")
+@click.option("--data", default=None, help="Labelled data for mIoU (its val split; classes: its dataset.yaml, else "
+              "the first model's) [default: timing only].")
+@ignore_index
 @click.option("--json", "json_out", default=None, help="Write the results as JSON.")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--warmup-ms", type=float, default=0.0, show_default=True, help="Also warm up for at least this long.")
@@ -40,7 +42,9 @@ def bench_command(models, **options):
 
 @click.command("eval")
 @click.argument("model")
-@click.option("--data", required=True, help="Labelled data (its val split is used).")
+@click.option("--data", required=True, help="Labelled data (its val split; classes: its dataset.yaml, else the "
+              "model's).")
+@ignore_index
 @click.option("--json", "json_out", default=None, help="Write the results as JSON.")
 @click.option("--max-images", type=int, default=None)
 @click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")

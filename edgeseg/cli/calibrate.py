@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts
+from edgeseg.cli.options import ignore_index, model_facts_options, pop_model_facts
 
 
 @click.command("calibrate")
@@ -20,7 +20,9 @@ from edgeseg.cli.options import model_facts_options, pop_model_facts
 @click.option("--num", type=int, default=500, show_default=True, help="Images to use (all if fewer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")
 @click.option("--symmetric/--asymmetric", default=True, show_default=True, help="Activation quantisation.")
-@click.option("--data", default=None, help="Labelled data (val split) to measure INT8 against FP32.")
+@click.option("--data", default=None, help="Labelled data (val split) to measure INT8 against FP32 [classes: its "
+              "dataset.yaml, else the model's].")
+@ignore_index
 @click.option("--max-miou-drop", type=float, default=None,
               help="Keep the most sensitive layers in float until INT8 is within this many mIoU points of FP32: "
                    "layers are picked on the first half of --data's val split, the result is reported on the "

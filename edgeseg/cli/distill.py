@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import arch_args, training_options, trust_checkpoint
+from edgeseg.cli.options import arch_args, ignore_index, training_options, trust_checkpoint
 
 
 @click.command("distill")
@@ -13,7 +13,9 @@ from edgeseg.cli.options import arch_args, training_options, trust_checkpoint
                    "(e.g. COCO_WITH_VOC_LABELS_V1); never downloaded.")
 @click.option("--student", default="mobilenetv3", show_default=True, help="Registered student architecture.")
 @click.option("--student-arg", multiple=True, help="Constructor argument of the student KEY=VALUE, e.g. base_channels=8.")
-@click.option("--data", required=True, help="Dataset folder or 'synthetic'.")
+@click.option("--data", required=True, help="Dataset folder or 'synthetic' [classes: its dataset.yaml, else the "
+              "teacher's].")
+@ignore_index
 @click.option("--out", default="student.pt", show_default=True, help="Student checkpoint to write.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature of the KL term.")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the KL term next to CE.")

@@ -1,13 +1,15 @@
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts, trust_checkpoint
+from edgeseg.cli.options import ignore_index, model_facts_options, pop_model_facts, trust_checkpoint
 
 
 @click.command("export")
 @click.argument("model")
 @click.option("--out", default=None, help="ONNX file [default: MODEL with .onnx].")
 @click.option("--opset", type=int, default=17, show_default=True)
-@click.option("--data", default=None, help="Images to verify the export on [default: the training data].")
+@click.option("--data", default=None, help="Images to verify the export on [default: the training data]; its "
+              "dataset.yaml names the classes of a model made elsewhere.")
+@ignore_index
 @click.option("--verify-images", type=int, default=8, show_default=True)
 @click.option("--simplify/--no-simplify", "simplify_model", default=True, show_default=True)
 @click.option("--argmax/--no-argmax", default=False, show_default=True,
@@ -28,4 +30,6 @@ def export_command(model, **options):
     """
     from edgeseg.exporting.api import export
 
-    export(model, facts=pop_model_facts(options), **options)
+    facts = pop_model_facts(options)
+    options.pop("ignore_index")  # only what --data's dataset says of its labels, which facts now carry
+    export(model, facts=facts, **options)

@@ -36,6 +36,16 @@ def arch_args(pairs, option: str) -> dict:
     return args
 
 
+ignore_index = click.option(
+    "--ignore-index", type=int, default=255, show_default=True,
+    help="Label value of unlabelled pixels in --data (e.g. 11 for CamVid's 'void'), where no dataset.yaml says it: "
+         "a dataset.yaml's ignore_index wins.")
+data_num_classes = click.option(
+    "--num-classes", type=int, default=None,
+    help="Classes in --data where no dataset.yaml says it (and it is no VOC, ADE20K or Cityscapes folder); a "
+         "dataset.yaml's num_classes wins, and a different count is refused. edgeseg never guesses it from the "
+         "largest label value.")
+
 threads = click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime.")
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init).")
 
@@ -105,7 +115,8 @@ def model_facts_options(function):
                      help="Architecture of a checkpoint edgeseg did not make: a registered name, torchvision:NAME, "
                           "smp:ARCH:ENCODER or path/file.py:function."),
         click.option("--num-classes", type=int, default=None,
-                     help="Classes the model predicts [default: read from its weights or the data]."),
+                     help="Classes the model predicts, for a file that does not record them [default: read from its "
+                          "weights or output, else --data's dataset.yaml]."),
         click.option("--input-size", "model_input_size", default=None,
                      help="Model input HEIGHTxWIDTH, when the file does not record it (e.g. 520x520)."),
         click.option("--mean", default=None, callback=_floats,
@@ -119,7 +130,8 @@ def model_facts_options(function):
 
 def pop_model_facts(options: dict):
     """Take the model-facts options out of a verb's options and build the one ModelFacts object; --data's
-    dataset.yaml (left in ``options``) supplies class names and palette."""
+    dataset.yaml (or standard layout; --data and --ignore-index are left in ``options``) supplies class names
+    and palette."""
     from edgeseg.spec import ModelFacts
     from edgeseg.training.data import parse_size
 
@@ -129,7 +141,7 @@ def pop_model_facts(options: dict):
     if options.get("data"):
         from edgeseg.data.dataset import dataset_info
 
-        dataset = dataset_info(options["data"])
+        dataset = dataset_info(options["data"], options.get("ignore_index", 255))
     return ModelFacts(arch=options.pop("arch", None), num_classes=options.pop("num_classes", None),
                       input_size=parse_size(size) if size else None, mean=mean, std=std,  # either unit
                       dataset=dataset, dla_core=options.pop("engine_dla_core", None))

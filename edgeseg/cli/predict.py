@@ -1,7 +1,7 @@
 import click
 
-from edgeseg.cli.options import (engine_dla_core, model_facts_options, pop_model_facts, threads, trust_checkpoint,
-                                 trust_engine)
+from edgeseg.cli.options import (engine_dla_core, ignore_index, model_facts_options, pop_model_facts, threads,
+                                 trust_checkpoint, trust_engine)
 from edgeseg.errors import ConfigError
 
 
@@ -25,6 +25,7 @@ from edgeseg.errors import ConfigError
                    "with half the cores: more frames a second than one session with all of them), else 1].")
 @click.option("--data", default=None,
               help="A dataset whose dataset.yaml names the classes and their colours, for a model made elsewhere.")
+@ignore_index
 @model_facts_options
 @threads
 @trust_checkpoint
@@ -49,7 +50,9 @@ def predict_command(model, sources, **options):
 
     facts = pop_model_facts(options)  # reads --data's dataset.yaml and leaves the option
     data = options.pop("data", None)
+    options.pop("ignore_index")  # only what --data's dataset says of its labels, which facts now carry
     if data and facts.dataset is None:
-        raise ConfigError(f"--data {data} is not a dataset edgeseg reads (no dataset.yaml, images/ or labels/); give "
-                          f"the dataset root whose dataset.yaml names the classes and their colours.")
+        raise ConfigError(f"--data {data} names no classes (no dataset.yaml in it or its parent, and no VOC, ADE20K "
+                          f"or Cityscapes layout); give the dataset root whose dataset.yaml names the classes and "
+                          f"their colours.")
     predict(model, list(sources), facts=facts, **options)

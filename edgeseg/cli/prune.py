@@ -2,7 +2,8 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import model_facts_options, pop_model_facts, resume, seed, threads, trust_checkpoint
+from edgeseg.cli.options import (ignore_index, model_facts_options, pop_model_facts, resume, seed, threads,
+                                 trust_checkpoint)
 
 
 @click.command("prune")
@@ -29,7 +30,9 @@ from edgeseg.cli.options import model_facts_options, pop_model_facts, resume, se
 @click.option("--round-to", type=int, default=None, help="Keep channel counts multiples of N (8 suits TensorRT).")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True,
               help="Recover accuracy by distilling from the unpruned model for N epochs (needs --data).")
-@click.option("--data", default=None, help="Training data (fine-tuning, taylor, sparsity phase).")
+@click.option("--data", default=None, help="Training data (fine-tuning, taylor, sparsity phase) [classes: its "
+              "dataset.yaml, else the model's].")
+@ignore_index
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")

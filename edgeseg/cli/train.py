@@ -2,13 +2,16 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import arch_args, training_options
+from edgeseg.cli.options import arch_args, data_num_classes, ignore_index, training_options
 
 
 @click.command("train")
 @click.option("--arch", required=True, help="Registered architecture (unet, mobilenetv3, segformer-b0, ...; see the README), "
                    "torchvision:NAME, smp:ARCH:ENCODER, or your own path/file.py:function.")
-@click.option("--data", required=True, help="Dataset folder (train/ and val/ splits, or one split) or 'synthetic'.")
+@click.option("--data", required=True, help="Dataset folder (train/ and val/ splits, or one split) or 'synthetic'; "
+              "its dataset.yaml says the classes.")
+@data_num_classes
+@ignore_index
 @click.option("--out", default=None, help="Checkpoint to write [default: ARCH.pt].")
 @click.option("--arch-arg", multiple=True, help="Constructor argument KEY=VALUE, e.g. base_channels=16.")
 @click.option("--weights", default=None,
@@ -20,6 +23,8 @@ def train_command(arch, data, out, arch_arg, **options):
     """Train an architecture (from scratch, an ImageNet backbone, or torchvision's pretrained weights).
 
     Example: edgeseg train --arch deeplabv3-resnet50 --data camvid/ --out teacher.pt
+
+    A folder without dataset.yaml needs --num-classes (and --ignore-index unless 255 marks unlabelled pixels).
 
     Several processes (DDP): torchrun --nproc_per_node 2 -m edgeseg.cli train --arch unet ...
     """

@@ -5,11 +5,17 @@
 - a dataset root whose ``train/`` and ``val/`` folders are splits,
 - a Cityscapes root (``leftImg8bit/`` + ``gtFine/``, mapped to the 19 train ids),
 - the name ``synthetic``: edgeseg's own generated street scenes.
-An optional ``dataset.yaml`` (in the split or its parent) names the classes.
+A ``dataset.yaml`` (in the split or its parent; beside a Pascal VOC or MMSegmentation
+folder) says what the labels mean: ``num_classes``, ``ignore_index``, ``classes``,
+``palette``. Without one, the class count comes from the layout (VOC 21, ADE20K 150,
+Cityscapes 19) or from outside the data (the model, ``--num-classes``: a ``ClassCount``),
+never from the largest label value: a split whose ignore value is 11, or one that lacks
+the top class, would read as a different count. Where nothing says it, resolving a
+labelled split is refused in one sentence naming the label values found.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,16 +25,58 @@ from edgeseg.data.images import list_images, read_colour_label, read_image, read
 from edgeseg.errors import DataError
 from edgeseg.spec import DatasetInfo
 
+DEFAULT_IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    """A class count and what said it, so a refusal can name both sides and how to change each.
+
+    ``said_by`` completes "... says N classes" (``"model.onnx's sidecar"``, ``"--num-classes"``,
+    ``"camvid/dataset.yaml"``); ``remedy`` is what the user can do about it.
+
+    >>> ClassCount(11, "model.onnx's sidecar", "use a model trained for this data")  # doctest: +ELLIPSIS
+    ClassCount(...)
+    """
+
+    num_classes: int
+    said_by: str
+    remedy: str = "use a model trained for this data"
+
+    @classmethod
+    def of_model(cls, path: str | Path, meta: dict, num_classes: int) -> "ClassCount":
+        """A model file's count, named by where it was read: its sidecar, its checkpoint, its output, or
+        --num-classes (``meta`` is the sidecar, or what edgeseg made of a file from elsewhere)."""
+        from edgeseg.sidecar import sidecar_path
+
+        name = Path(path).name
+        source = meta.get("source") or {}
+        if "num_classes" in (source.get("given") or {}):
+            return cls(num_classes, f"--num-classes (for {name})", "change --num-classes")
+        if source:  # made elsewhere: the count was read from the file itself
+            return cls(num_classes, f"{name}'s output" if Path(path).suffix.lower() == ".onnx" else f"{name}'s weights")
+        return cls(num_classes, f"{name}'s sidecar" if sidecar_path(path).is_file() else f"{name}'s checkpoint")
+
+
+class ClassCountError(DataError):
+    """Two sources disagree on the class count, or nothing says it."""
+
 
 @dataclass
 class SegmentationSplit:
-    """One split of a dataset: paired image and label files plus what the labels mean."""
+    """One split of a dataset: paired image and label files plus what the labels mean.
+
+    ``info`` is None only for a split resolved without labels (``require_labels=False``)
+    whose class count nothing says; reading a label from it is refused.
+    """
 
     pairs: List[Tuple[Path, Optional[Path]]]
-    info: DatasetInfo
+    info: Optional[DatasetInfo]
     root: Path
     label_map: Optional[np.ndarray] = None  # lookup table raw label value -> class index
     label_colours: Optional[np.ndarray] = None  # Kx3 palette: labels are RGB colour-coded PNGs, colour k is class k
+    classes: Optional[ClassCount] = None  # what decided info.num_classes
+    ignore_index: int = DEFAULT_IGNORE_INDEX  # the value asked for where no dataset.yaml says it (for refusals)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -44,6 +92,8 @@ class SegmentationSplit:
         path = self.pairs[index][1]
         if path is None:
             raise DataError(f"{self.pairs[index][0]} has no label; labelled data is needed here.")
+        if self.info is None:
+            raise undecided_classes(self.pairs, self.root, self.ignore_index)
         if self.label_colours is not None:
             label = read_colour_label(path, self.label_colours, self.info.ignore_index)
         else:
@@ -58,31 +108,95 @@ class SegmentationSplit:
         bad = (label >= info.num_classes) & (label != info.ignore_index)
         if bad.any():
             value = int(label[bad][0])
+            said_by = self.classes.said_by if self.classes else "the data"
             raise DataError(
-                f"Label {path} holds value {value}, outside classes 0..{info.num_classes - 1} and not the ignore "
-                f"index {info.ignore_index}; fix the labels or num_classes/ignore_index in dataset.yaml.")
+                f"Label {path} holds value {value}, outside classes 0..{info.num_classes - 1} ({said_by} says "
+                f"{info.num_classes}) and not the ignore index {info.ignore_index}; fix the labels, or set "
+                f"num_classes/ignore_index in dataset.yaml (or --num-classes/--ignore-index where no dataset.yaml "
+                f"is).")
 
     def subset(self, indices: Sequence[int]) -> "SegmentationSplit":
         return SegmentationSplit([self.pairs[i] for i in indices], self.info, self.root, self.label_map,
-                                 self.label_colours)
+                                 self.label_colours, self.classes, self.ignore_index)
 
 
-def load_dataset_yaml(path: Path) -> Optional[DatasetInfo]:
+def check_class_count(model: ClassCount, split: SegmentationSplit) -> None:
+    """Refuse, naming both sources and how to change each, when ``model``'s count is not ``split``'s."""
+    data = split.classes
+    if data is None or split.info is None or model.num_classes == split.info.num_classes:
+        return
+    raise class_count_mismatch(model, data)
+
+
+def class_count_mismatch(model: ClassCount, data: ClassCount) -> ClassCountError:
+    return ClassCountError(f"{model.said_by} says {model.num_classes} classes but {data.said_by} says "
+                           f"{data.num_classes}; {data.remedy}, or {model.remedy}.")
+
+
+def label_values(pairs, limit: int = 50) -> List[int]:
+    """The distinct raw values of the first ``limit`` labels (for refusals that name what the labels hold)."""
+    found: set = set()
+    for _, label in pairs[:limit]:
+        if label is not None:
+            found.update(int(v) for v in np.unique(read_label(label)))
+    return sorted(found)
+
+
+def _value_ranges(values: Sequence[int]) -> str:
+    """[0, 1, 2, 3, 11, 255] -> '0-3, 11, 255'."""
+    parts, start = [], None
+    for i, value in enumerate(values):
+        if start is None:
+            start = value
+        if i + 1 == len(values) or values[i + 1] != value + 1:
+            parts.append(str(start) if start == value else f"{start}-{value}")
+            start = None
+    return ", ".join(parts) or "none"
+
+
+def undecided_classes(pairs, root: Path, ignore_index: int = DEFAULT_IGNORE_INDEX) -> ClassCountError:
+    """The refusal where neither a dataset.yaml, a layout, a model nor --num-classes says the class count."""
+    return ClassCountError(
+        f"Nothing says how many classes {root} has (no dataset.yaml in it or its parent, no model or --num-classes, "
+        f"and edgeseg does not guess from the largest label) and its labels hold the values "
+        f"{_value_ranges(label_values(pairs))}; add a dataset.yaml with `num_classes:` (and `ignore_index:` for the "
+        f"value that marks unlabelled pixels, {ignore_index} if none is given) or pass --num-classes N (and "
+        f"--ignore-index V).")
+
+
+def load_dataset_yaml(path: Path, ignore_index: int = DEFAULT_IGNORE_INDEX) -> DatasetInfo:
+    """What ``path`` (a dataset.yaml) says; ``ignore_index`` is used only where it does not say one.
+
+    ``num_classes`` may be left out when ``classes`` lists every class.
+    """
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DataError(f"{path} is not valid YAML ({exc}); fix it or delete it.") from exc
-    if "num_classes" not in data:
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a mapping of keys (num_classes:, ignore_index:, classes:); fix it.")
+    classes = tuple(str(c) for c in (data.get("classes") or ()))
+    if "num_classes" not in data and not classes:
         raise DataError(f"{path} does not say num_classes; add it (for example `num_classes: 11`).")
-    return DatasetInfo(
-        num_classes=int(data["num_classes"]),
-        ignore_index=int(data.get("ignore_index", 255)),
-        classes=tuple(data.get("classes") or ()),
-        palette=tuple(tuple(int(v) for v in c) for c in (data.get("palette") or ())),
-        name=str(data.get("name", path.parent.name)),
-    )
+    try:
+        num_classes = int(data.get("num_classes", len(classes)))
+        ignore = int(data.get("ignore_index", ignore_index))
+        palette = tuple(tuple(int(v) for v in c) for c in (data.get("palette") or ()))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path} has a num_classes, ignore_index or palette that is not numbers ({exc}); fix it.") \
+            from None
+    if num_classes < 1:
+        raise DataError(f"{path} says num_classes {num_classes}; it must be at least 1.")
+    if classes and len(classes) != num_classes:
+        raise DataError(f"{path} says num_classes {num_classes} but lists {len(classes)} classes; make them agree.")
+    return DatasetInfo(num_classes=num_classes, ignore_index=ignore, classes=classes, palette=palette,
+                       name=str(data.get("name", path.parent.name)))
+
+
+def _yaml_count(path: Path, info: DatasetInfo) -> ClassCount:
+    return ClassCount(info.num_classes, str(path), f"fix num_classes in {path}")
 
 
 def _pair_folder(split_dir: Path) -> List[Tuple[Path, Optional[Path]]]:
@@ -105,18 +219,6 @@ def _pair_folder(split_dir: Path) -> List[Tuple[Path, Optional[Path]]]:
             f"{len(orphans)} label(s) in {labels_dir} have no image (first: {sorted(orphans)[0]}); "
             f"images and labels must pair up by file stem.")
     return pairs
-
-
-def _infer_info_from_labels(pairs, name: str) -> DatasetInfo:
-    """Without dataset.yaml, count classes from the label values (255 is taken as ignore)."""
-    highest = 0
-    for _, label in pairs[:50]:
-        if label is not None:
-            values = np.unique(read_label(label))
-            values = values[values != 255]
-            if values.size:
-                highest = max(highest, int(values.max()))
-    return DatasetInfo(num_classes=highest + 1, ignore_index=255, name=name)
 
 
 # Cityscapes labelIds -> the 19 train ids (all other ids are ignored).
@@ -153,11 +255,28 @@ def _cityscapes_split(root: Path, split: str) -> SegmentationSplit:
         for label_id, train_id in _CITYSCAPES_TRAIN_IDS.items():
             lut[label_id] = train_id
     info = DatasetInfo(num_classes=19, ignore_index=255, classes=CITYSCAPES_CLASSES, name="cityscapes")
-    return SegmentationSplit(pairs, info, root, lut)
+    return SegmentationSplit(pairs, info, root, lut, classes=_layout_count(19, "Cityscapes", root))
 
 
-def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool = True) -> SegmentationSplit:
-    """Find the images (and labels) of ``split`` in whatever layout ``data`` uses."""
+def _layout_count(num_classes: int, layout: str, root: Path) -> ClassCount:
+    """The class count a standard layout has when no dataset.yaml says otherwise."""
+    return ClassCount(num_classes, f"the {layout} layout of {root} (no dataset.yaml beside it)",
+                      f"put a dataset.yaml with num_classes (and classes, palette) in {root} if its labels are not "
+                      f"{layout}'s {num_classes} classes")
+
+
+def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool = True,
+                  classes: Optional[ClassCount] = None,
+                  ignore_index: int = DEFAULT_IGNORE_INDEX) -> SegmentationSplit:
+    """Find the images (and labels) of ``split`` in whatever layout ``data`` uses, and what its labels mean.
+
+    The class count comes from a dataset.yaml, else the layout's standard (VOC, ADE20K,
+    Cityscapes), else ``classes`` (the model's count, or ``--num-classes``); where the data
+    says one and ``classes`` another, the two are refused in one sentence naming both.
+    ``ignore_index`` is the unlabelled value where no dataset.yaml says it.
+
+    >>> resolve_split("camvid/", "val", classes=ClassCount(11, "--num-classes"), ignore_index=11)  # doctest: +SKIP
+    """
     if str(data).lower() == "synthetic":
         from edgeseg.data.synthetic import default_synthetic_root
 
@@ -168,47 +287,67 @@ def resolve_split(data: str | Path, split: str = "val", *, require_labels: bool 
     if not root.is_dir():
         raise DataError(f"--data {root} is a file; give a folder with images/ and labels/ (or train/ and val/).")
     if (root / "leftImg8bit").is_dir():
-        return _cityscapes_split(root, split)
-    known = _known_layout_split(root, split)
-    if known is not None:
-        return known
-    if (root / "images").is_dir():
-        split_dir = root
-    elif (root / split / "images").is_dir():
-        split_dir = root / split
+        result = _cityscapes_split(root, split)
     else:
-        raise DataError(
-            f"{root} has neither images/ nor {split}/images/; use a split folder with images/ and labels/, "
-            f"or a dataset root with train/ and val/ splits.")
-    pairs = _pair_folder(split_dir)
-    if require_labels and pairs[0][1] is None:
-        raise DataError(f"{split_dir} has no labels/ folder; labelled data is needed here.")
-    yaml_path = next((c for c in (split_dir / "dataset.yaml", split_dir.parent / "dataset.yaml") if c.exists()), None)
-    return _with_labels_described(pairs, split_dir, yaml_path)
+        result = _known_layout_split(root, split, classes, ignore_index, require_labels)
+    if result is None:
+        if (root / "images").is_dir():
+            split_dir = root
+        elif (root / split / "images").is_dir():
+            split_dir = root / split
+        else:
+            raise DataError(
+                f"{root} has neither images/ nor {split}/images/; use a split folder with images/ and labels/, "
+                f"or a dataset root with train/ and val/ splits.")
+        pairs = _pair_folder(split_dir)
+        if require_labels and pairs[0][1] is None:
+            raise DataError(f"{split_dir} has no labels/ folder; labelled data is needed here.")
+        yaml_path = _first_file(split_dir / "dataset.yaml", split_dir.parent / "dataset.yaml")
+        result = _with_labels_described(pairs, split_dir, yaml_path, classes=classes, ignore_index=ignore_index,
+                                        require_labels=require_labels)
+    if classes is not None:
+        check_class_count(classes, result)
+    return result
 
 
-def _known_layout_split(root: Path, split: str) -> Optional[SegmentationSplit]:
-    """Pascal VOC 2012, ADE20K or MMSegmentation's img_dir/ann_dir at ``root``, else None."""
+def _first_file(*candidates: Path) -> Optional[Path]:
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _known_layout_split(root: Path, split: str, classes: Optional[ClassCount], ignore_index: int,
+                        require_labels: bool) -> Optional[SegmentationSplit]:
+    """Pascal VOC 2012 (or a custom dataset in its format), ADE20K or MMSegmentation's img_dir/ann_dir, else None."""
     from edgeseg.data import layouts
 
     voc = layouts.find_voc_root(root)
     if voc is not None:
-        return SegmentationSplit(layouts.voc_pairs(voc, split), layouts.voc_info(), voc)
+        pairs = layouts.voc_pairs(voc, split)
+        # CVAT, Labelme and others export custom classes in VOC's format: a dataset.yaml beside it says which
+        yaml_path = _first_file(*(folder / "dataset.yaml" for folder in layouts.voc_yaml_folders(voc)))
+        if yaml_path is not None:
+            return _with_labels_described(pairs, voc, yaml_path, classes=classes, ignore_index=ignore_index,
+                                          require_labels=require_labels)
+        info = replace(layouts.voc_info(), ignore_index=ignore_index)
+        return SegmentationSplit(pairs, info, voc, classes=_layout_count(21, "Pascal VOC", voc),
+                                 ignore_index=ignore_index)
     ade = layouts.find_ade_root(root)
     if ade is not None:
         return SegmentationSplit(layouts.ade_pairs(ade, split), layouts.ade_info(), ade,
-                                 layouts.reduce_zero_label_lut())
+                                 layouts.reduce_zero_label_lut(), classes=_layout_count(150, "ADE20K", ade))
     if layouts.is_mmseg_root(root):
         pairs = layouts.mmseg_pairs(root, split)
-        yaml_path = root / "dataset.yaml"
-        return _with_labels_described(pairs, root, yaml_path if yaml_path.exists() else None)
+        return _with_labels_described(pairs, root, _first_file(root / "dataset.yaml"), classes=classes,
+                                      ignore_index=ignore_index, require_labels=require_labels)
     return None
 
 
-def _with_labels_described(pairs, root: Path, yaml_path: Optional[Path]) -> SegmentationSplit:
-    """A split whose label meaning comes from dataset.yaml (classes, palette, label_format, reduce_zero_label)."""
+def _with_labels_described(pairs, root: Path, yaml_path: Optional[Path], *, classes: Optional[ClassCount] = None,
+                           ignore_index: int = DEFAULT_IGNORE_INDEX,
+                           require_labels: bool = True) -> SegmentationSplit:
+    """A split whose label meaning comes from dataset.yaml (classes, palette, ignore_index, label_format,
+    reduce_zero_label), else from ``classes`` (the model's count or --num-classes) with ``ignore_index``."""
     options = _yaml_options(yaml_path) if yaml_path else {}
-    info = load_dataset_yaml(yaml_path) if yaml_path else None
+    info = load_dataset_yaml(yaml_path, ignore_index) if yaml_path else None
     lut = None
     if options.get("reduce_zero_label"):
         from edgeseg.data.layouts import reduce_zero_label_lut
@@ -220,9 +359,17 @@ def _with_labels_described(pairs, root: Path, yaml_path: Optional[Path]) -> Segm
             raise DataError(f"The labels in {root} are RGB colour-coded; list one colour per class as `palette` in "
                             f"dataset.yaml (with num_classes) so edgeseg can map them to classes.")
         colours = np.asarray(info.palette, dtype=np.int32)
-    if info is None:
-        info = _infer_info_from_labels(pairs, root.name)
-    return SegmentationSplit(pairs, info, root, lut, colours)
+    if info is not None:
+        count = _yaml_count(yaml_path, info)
+    elif classes is not None:
+        info = DatasetInfo(num_classes=classes.num_classes, ignore_index=ignore_index, name=root.name)
+        count = ClassCount(classes.num_classes, f"{classes.said_by} ({root} has no dataset.yaml)",
+                           f"add a dataset.yaml with num_classes to {root}")
+    elif require_labels:
+        raise undecided_classes(pairs, root, ignore_index)
+    else:
+        count = None  # images only; reading a label refuses
+    return SegmentationSplit(pairs, info, root, lut, colours, count, ignore_index)
 
 
 def _yaml_options(path: Path) -> dict:
@@ -252,15 +399,17 @@ def _colour_coded(pairs, options: dict) -> bool:
         return image.mode in ("RGB", "RGBA")
 
 
-def dataset_info(data: str | Path) -> Optional[DatasetInfo]:
-    """What the labels of ``data`` mean (its dataset.yaml, else counted), or None when it is no dataset edgeseg reads.
+def dataset_info(data: str | Path, ignore_index: int = DEFAULT_IGNORE_INDEX) -> Optional[DatasetInfo]:
+    """What the labels of ``data`` mean (its dataset.yaml, or its standard layout's), or None where nothing says
+    it or it is no dataset edgeseg reads.
 
     Verbs that take a model made elsewhere use it for class names and palette; a folder
-    of unlabelled images (e.g. export's verification images) simply has none.
+    of unlabelled images (e.g. export's verification images), or labels without a
+    dataset.yaml, simply have none.
     """
     for split in ("val", "train"):
         try:
-            return resolve_split(data, split, require_labels=False).info
+            return resolve_split(data, split, require_labels=False, ignore_index=ignore_index).info
         except DataError:
             continue
     return None

@@ -9,8 +9,8 @@ Each reader returns the (image, label) pairs of one split plus what the labels m
   ``annotations/{training,validation}/*.png``; label 0 ("other") is ignored and
   classes 1-150 shift down to 0-149, as MMSegmentation's ``reduce_zero_label`` does.
 - MMSegmentation (``img_dir/{train,val}`` + ``ann_dir/{train,val}``): classes from a
-  ``dataset.yaml`` at the root (``reduce_zero_label: true`` shifts like ADE20K), else
-  counted from the labels.
+  ``dataset.yaml`` at the root (``num_classes``, ``classes``, ``palette``, ``ignore_index``;
+  ``reduce_zero_label: true`` shifts like ADE20K), else from the model or ``--num-classes``.
 
 Deploy side: no torch, Python 3.8.
 """
@@ -62,6 +62,15 @@ def find_voc_root(root: Path) -> Optional[Path]:
         if (candidate / "JPEGImages").is_dir() and (candidate / "SegmentationClass").is_dir():
             return candidate
     return None
+
+
+def voc_yaml_folders(voc: Path) -> Tuple[Path, ...]:
+    """Where a dataset.yaml describing a VOC-format folder may sit: the VOC root, its parent, and the folder above
+    ``VOCdevkit/``."""
+    folders = [voc, voc.parent]
+    if voc.parent.name == "VOCdevkit":
+        folders.append(voc.parent.parent)
+    return tuple(folders)
 
 
 def voc_pairs(root: Path, split: str) -> Pairs:

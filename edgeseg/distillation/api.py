@@ -10,6 +10,7 @@ from edgeseg.arch import canonical_name, create_model
 from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.checkpoint import LoadedModel, load_model
 from edgeseg.console import say
+from edgeseg.data.dataset import DEFAULT_IGNORE_INDEX, ClassCount, ClassCountError
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.distillation.losses import match_size, pixel_kl
 from edgeseg.distillation.objective import DistillationObjective, parse_loss
@@ -63,7 +64,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
             tensorboard: bool = True, backbone_weights: Optional[str] = None,
-            teacher_weights: Optional[str] = None, student_args: Optional[dict] = None) -> dict:
+            teacher_weights: Optional[str] = None, student_args: Optional[dict] = None,
+            ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -78,6 +80,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     constructor (``{"base_channels": 8}`` for a U-Net) and into its checkpoint, which rebuilds it. A teacher may also be
     torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
     with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache.
+    The class count comes from ``data``'s dataset.yaml (or standard layout), else from the
+    teacher; ``ignore_index`` is the unlabelled value where no dataset.yaml says it.
     Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
@@ -92,14 +96,22 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
                          warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     student_arch = canonical_name(student)
-    train_split, val_split = training_splits(data)
-    info = train_split.info
-    if teacher_weights:
-        loaded = _pretrained_teacher(teacher, teacher_weights, info)
+    try:
+        train_split, val_split = training_splits(data, ignore_index=ignore_index)
+    except ClassCountError:
+        if teacher_weights:
+            raise  # torchvision's weights are loaded for the data's class count
+        train_split = None  # the data does not say its class count: the teacher does
+    if train_split is not None and teacher_weights:
+        loaded = _pretrained_teacher(teacher, teacher_weights, train_split.info)
     else:
         loaded = load_model(teacher, trust_checkpoint=trust_checkpoint, arch=teacher_arch,
-                            num_classes=info.num_classes)
-    check_classes(loaded.num_classes, info, f"Teacher {teacher}")
+                            num_classes=train_split.info.num_classes if train_split is not None else None)
+    teacher_count = ClassCount(loaded.num_classes, f"Teacher {teacher}", "use a teacher trained for this data")
+    if train_split is None:
+        train_split, val_split = training_splits(data, classes=teacher_count, ignore_index=ignore_index)
+    check_classes(teacher_count, train_split)
+    info = train_split.info
     if input_size:
         height, width = parse_size(input_size)
         spec = InputSpec(height, width, *(() if loaded.input_spec is None else

@@ -170,8 +170,12 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
         given = facts.dataset if facts is not None else None
         if given is not None and segmenter.num_classes not in (None, given.num_classes):
             segmenter.close()
-            raise ConfigError(f"--data names {given.num_classes} classes but {Path(model).name} predicts "
-                              f"{segmenter.num_classes}; give the dataset the model was trained on.")
+            from edgeseg.data.dataset import ClassCount
+
+            said = ClassCount.of_model(segmenter.artifact.path, segmenter.artifact.meta, segmenter.num_classes)
+            raise ConfigError(f"{said.said_by} says {said.num_classes} classes but the dataset given for class names "
+                              f"(--data, {given.name}) says {given.num_classes}; give the dataset the model was "
+                              f"trained on (or fix num_classes in its dataset.yaml), or {said.remedy}.")
         segmenter.add_streams(count - 1)
         summary = _segment_all(segmenter, resolved, out, chosen, alpha, show, stats or bool(json_out), max_frames)
     finally:

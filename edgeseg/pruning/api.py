@@ -64,7 +64,7 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
           sparsity: float = 1e-4, taylor_images: int = 64, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
           trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None,
-          resume: bool = False) -> dict:
+          resume: bool = False, ignore_index: int = 255) -> dict:
     """Prune the channels of ``model`` (to ``ratio`` or until the targets are met); optionally fine-tune; write ``out``.
 
     With ``target_latency_ms`` the model is pruned step by step and, after each step,
@@ -75,6 +75,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     Fine-tuning writes ``<out>.state`` and ``<out>.log.csv`` after every epoch; ``resume``
     prunes again (the same options on the same machine keep the same channels; a latency
     target is refused, its steps depend on timings) and continues from that state.
+    ``data``'s class count is the model's where no dataset.yaml says it (one that says
+    another is refused); ``ignore_index`` is its unlabelled value where none says it.
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
@@ -98,9 +100,13 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         probe = LatencyProbe(spec, backend, device, threads)  # an unusable backend fails before any work
     prune_data = None
     if data and (finetune_epochs or sparsity_epochs or importance in NEEDS_GRADIENTS):
+        from pathlib import Path
+
+        from edgeseg.data.dataset import ClassCount
         from edgeseg.pruning.training import load_prune_data
 
-        prune_data = load_prune_data(data, spec, num_classes)
+        said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
+        prune_data = load_prune_data(data, spec, ClassCount(num_classes, said_by), ignore_index)
     before = layer_structure(net)
     params_before, macs_before = count_params(net), count_macs(net, spec.height, spec.width)
     training = {"sparsity": _slim(net, prune_data, num_classes, sparsity_epochs, sparsity, batch_size, lr, seed,

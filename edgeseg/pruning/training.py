@@ -20,12 +20,13 @@ class PruneData:
     info: DatasetInfo
 
 
-def load_prune_data(data: str, spec: InputSpec, num_classes: int) -> PruneData:
+def load_prune_data(data: str, spec: InputSpec, model_classes, ignore_index: int = 255) -> PruneData:
+    """``data``'s splits; ``model_classes`` (a ClassCount: the model's) decides the class count where no
+    dataset.yaml does, and is refused where one says another."""
     from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
-    from edgeseg.training.data import check_classes, training_splits
+    from edgeseg.training.data import training_splits
 
-    train_split, val_split = training_splits(data)
-    check_classes(num_classes, train_split.info, "The model")
+    train_split, val_split = training_splits(data, classes=model_classes, ignore_index=ignore_index)
     plain = SegmentationDataset(train_split, spec)
     augmented = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None

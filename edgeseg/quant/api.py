@@ -63,13 +63,14 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
               bias_correction: bool = True, quantize_outputs: bool = False,
               data: Optional[str] = None, max_miou_drop: Optional[float] = None, report: bool = False,
               sensitivity_images: int = 50, max_images: Optional[int] = None, device: str = "cpu",
-              facts: Optional[ModelFacts] = None) -> dict:
+              facts: Optional[ModelFacts] = None, ignore_index: int = 255) -> dict:
     """Calibrate the FP32 ONNX ``model`` on ``images``; write ``<stem>.int8.onnx``, ``.calib.cache`` and ``.ranges.json``.
 
     Images are pre-processed exactly as at inference, from the model's sidecar. With
     labelled ``data``, INT8 is evaluated against FP32; with ``max_miou_drop`` the most
     sensitive layers are kept in float until the drop is within budget; ``report``
-    prints the per-layer sensitivity table.
+    prints the per-layer sensitivity table. ``data``'s class count is the model's where no
+    dataset.yaml says it; ``ignore_index`` is its unlabelled value where none says it.
 
     >>> edgeseg.calibrate("pruned.onnx", "calibration/", method="entropy")  # doctest: +SKIP
     """
@@ -119,8 +120,12 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     accuracy = None
     fallback: List[str] = []
     if data:
+        from edgeseg.data.dataset import ClassCount
+
+        model_classes = ClassCount.of_model(model_path, meta, info.num_classes) if info else None
         fallback, accuracy = _accuracy_budget(measured, ranges, symmetric, shifts, quantize_outputs, data, spec,
-                                              max_miou_drop, report, sensitivity_images, max_images)
+                                              max_miou_drop, report, sensitivity_images, max_images,
+                                              model_classes=model_classes, ignore_index=ignore_index)
     with atomic_path(out_path) as tmp:
         float_nodes = write_qdq(measured, tmp, ranges, symmetric=symmetric, nodes_to_exclude=fallback,
                                 bias_shifts=shifts, quantize_outputs=quantize_outputs)
@@ -245,7 +250,7 @@ def _spread(files: List[Path], count: int) -> List[Path]:
 
 
 def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, data, spec, max_miou_drop, report,
-                     sensitivity_images, max_images):
+                     sensitivity_images, max_images, *, model_classes=None, ignore_index: int = 255):
     """Measure INT8 against FP32 on ``data``; with a budget or ``report``, pick float layers on part of it.
 
     Ranking layers and fitting the budget on the same images that are then reported would
@@ -255,14 +260,15 @@ def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, da
     INT8 with every layer, INT8 with the fallback, the drop) are measured on the second
     half (the report images), which picking never sees. Without a budget or ``report``
     nothing is picked and every image is a report image. ``accuracy["split"]`` says
-    which images each figure is on.
+    which images each figure is on. ``model_classes`` (the model's ClassCount) and
+    ``ignore_index`` apply where ``data`` has no dataset.yaml saying them.
     """
     from edgeseg.quant.qdq import logits_nodes
     from edgeseg.quant.sensitivity import Quantizer, fit_budget, load_eval_set, onnx_miou, quantized_layers, rank_layers
 
     import onnx
 
-    evalset = load_eval_set(data, spec, max_images)
+    evalset = load_eval_set(data, spec, max_images, classes=model_classes, ignore_index=ignore_index)
     total = len(evalset.batches)
     accuracy = {"data": str(data), "num_images": total, "max_miou_drop": max_miou_drop}
     if max_miou_drop is None and not report:

@@ -47,10 +47,13 @@ class EvalSet:
                 EvalSet(self.batches[cut:], self.labels[cut:], self.info))
 
 
-def load_eval_set(data: str, spec: InputSpec, max_images: Optional[int] = None) -> EvalSet:
+def load_eval_set(data: str, spec: InputSpec, max_images: Optional[int] = None, *, classes=None,
+                  ignore_index: int = 255) -> EvalSet:
+    """``data``'s val split, pre-processed; ``classes`` (the model's ClassCount) decides the class count where no
+    dataset.yaml does, and ``ignore_index`` the unlabelled value."""
     from edgeseg.data.dataset import resolve_split
 
-    split = resolve_split(data, "val")
+    split = resolve_split(data, "val", classes=classes, ignore_index=ignore_index)
     count = len(split) if not max_images else min(max_images, len(split))
     return EvalSet([preprocess(split.image(i), spec) for i in range(count)], [split.label(i) for i in range(count)],
                    split.info)

@@ -14,6 +14,7 @@ from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.arch.profile import count_macs, count_params
 from edgeseg.checkpoint import save_checkpoint
 from edgeseg.console import say
+from edgeseg.data.dataset import DEFAULT_IGNORE_INDEX, ClassCount
 from edgeseg.errors import ConfigError
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.fileio import check_output_path
@@ -37,8 +38,13 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
           val_every: int = 5, arch_args: Optional[dict] = None, threads: Optional[int] = None,
           resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
           device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True,
-          backbone_weights: Optional[str] = None, weights: Optional[str] = None) -> dict:
+          backbone_weights: Optional[str] = None, weights: Optional[str] = None, num_classes: Optional[int] = None,
+          ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
     """Train ``arch`` on ``data`` and write an edgeseg checkpoint to ``out``.
+
+    The class count and ignore index come from ``data``'s dataset.yaml (or its standard
+    layout: VOC, ADE20K, Cityscapes); ``num_classes`` and ``ignore_index`` say them for a
+    folder without one (a dataset.yaml's values win; a different ``num_classes`` is refused).
 
     ``backbone_weights`` starts the encoder from ImageNet: "imagenet" (torchvision's
     weights, from its local cache only), a classification checkpoint file, or "scratch";
@@ -59,7 +65,8 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
                          warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     arch = canonical_name(arch)
-    train_split, val_split = training_splits(data)
+    given = ClassCount(num_classes, "--num-classes", "change --num-classes") if num_classes else None
+    train_split, val_split = training_splits(data, classes=given, ignore_index=ignore_index)
     info = train_split.info
     spec = default_input_spec(train_split, input_size)
     torch.manual_seed(seed)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple
 
-from edgeseg.data.dataset import SegmentationSplit, resolve_split
-from edgeseg.errors import ConfigError, DataError
-from edgeseg.spec import DatasetInfo, InputSpec
+from edgeseg.data.dataset import (DEFAULT_IGNORE_INDEX, ClassCount, SegmentationSplit, check_class_count,
+                                  resolve_split)
+from edgeseg.errors import ConfigError
+from edgeseg.spec import InputSpec
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -22,16 +23,26 @@ def parse_size(text: str) -> Tuple[int, int]:
     return parts[0], parts[1]
 
 
-def training_splits(data: str | Path) -> Tuple[SegmentationSplit, Optional[SegmentationSplit]]:
-    """The train split and, when the dataset root has one, the val split (never the train folder again)."""
-    train = resolve_split(data, "train")
-    if str(data).lower() == "synthetic":
-        return train, resolve_split(data, "val")
-    root = Path(data)
-    from edgeseg.data.layouts import has_split
+def training_splits(data: str | Path, *, classes: Optional[ClassCount] = None,
+                    ignore_index: int = DEFAULT_IGNORE_INDEX) -> Tuple[SegmentationSplit, Optional[SegmentationSplit]]:
+    """The train split and, when the dataset root has one, the val split (never the train folder again).
 
-    has_val = (root / "val" / "images").is_dir() or (root / "leftImg8bit" / "val").is_dir() or has_split(root, "val")
-    return train, (resolve_split(data, "val") if has_val else None)
+    ``classes`` (a model's count, or ``--num-classes``) and ``ignore_index`` apply where no
+    dataset.yaml says them; the val split must have the train split's classes.
+    """
+    train = resolve_split(data, "train", classes=classes, ignore_index=ignore_index)
+    if str(data).lower() != "synthetic":
+        root = Path(data)
+        from edgeseg.data.layouts import has_split
+
+        if not ((root / "val" / "images").is_dir() or (root / "leftImg8bit" / "val").is_dir()
+                or has_split(root, "val")):
+            return train, None
+    val = resolve_split(data, "val", classes=classes or train.classes, ignore_index=ignore_index)
+    if val.info.ignore_index != train.info.ignore_index:
+        raise ConfigError(f"The train split of {data} ignores label {train.info.ignore_index} but its val split "
+                          f"{val.info.ignore_index}; make their dataset.yaml files agree.")
+    return train, val
 
 
 def default_input_spec(split: SegmentationSplit, input_size: Optional[str]) -> InputSpec:
@@ -42,10 +53,9 @@ def default_input_spec(split: SegmentationSplit, input_size: Optional[str]) -> I
     return InputSpec(height=int(height), width=int(width))
 
 
-def check_classes(model_classes: int, info: DatasetInfo, what: str) -> None:
-    if model_classes != info.num_classes:
-        raise DataError(f"{what} predicts {model_classes} classes but the data has {info.num_classes}; "
-                        f"use a model trained for this dataset or fix num_classes in dataset.yaml.")
+def check_classes(model: ClassCount, split: SegmentationSplit) -> None:
+    """Refuse a model whose class count is not the data's, naming what said each."""
+    check_class_count(model, split)
 
 
 def dataset_reference(data: str | Path) -> str:
