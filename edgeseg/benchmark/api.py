@@ -20,7 +20,7 @@ from edgeseg.fileio import write_json_atomic
 from edgeseg.metrics import summarize
 from edgeseg.runtime import native
 from edgeseg.runtime.base import Runner
-from edgeseg.runtime.loader import TORCH_SUFFIXES, Artifact, describe, open_runner
+from edgeseg.runtime.loader import TORCH_SUFFIXES, Artifact, describe, open_runner, size_bytes
 from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
 from edgeseg.runtime.preprocess import preprocess, resize_label
 from edgeseg.sidecar import model_output
@@ -118,7 +118,7 @@ def artifact_row(artifact: Artifact, runner: Runner, device: str, batch_size: in
             "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
             "batch": batch_size, "output": model_output(artifact.meta)["kind"],
             "params": model.get("params"), "macs": model.get("macs"),
-            "size_mb": round(artifact.path.stat().st_size / 1e6, 4)}
+            "size_mb": round(size_bytes(artifact.path) / 1e6, 4)}
 
 
 def timing_row(host: List[float], compute: List[float], batch_size: int = 1) -> dict:
@@ -183,7 +183,10 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
 
 
 def artifact_is_pytorch(path: Union[str, Path]) -> bool:
-    return Path(path).suffix.lower() in TORCH_SUFFIXES
+    """A PyTorch model: a checkpoint file, or a Hugging Face folder."""
+    from edgeseg.huggingface import find_folder
+
+    return Path(path).suffix.lower() in TORCH_SUFFIXES or find_folder(path) is not None
 
 
 def check_precision(models: Sequence[Union[str, Path]], precision: Optional[str], device: str) -> None:
@@ -247,9 +250,11 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
         raise ConfigError("--warmup-ms and --duration cannot be negative.")
     check_precision(models, precision, device)
     split = None
-    if data:
-        first = describe(models[0], trust_checkpoint, facts)
-        split = _val_split(data, max_images, model_classes(first), ignore_index)
+    if data:  # every model must have the data's classes: refused before any of them runs
+        described = [describe(m, trust_checkpoint, facts) for m in models]
+        split = _val_split(data, max_images, model_classes(described[0]), ignore_index)
+        for artifact in described[1:]:
+            check_classes(artifact, split)
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
                          batch_size=batch_size, device=device, threads=threads, power=power,
                          trust_checkpoint=trust_checkpoint, trust_engine=trust_engine,
