@@ -215,18 +215,18 @@ def test_a_photo_with_damaged_exif_is_read_as_stored(tmp_path, monkeypatch):
     assert read_image(tmp_path / "odd.jpg", upright=True).shape == (30, 40, 3)
 
 
-def test_nested_folders_are_reached_with_a_recursive_glob(tiny_onnx, tmp_path):
-    """A Cityscapes-like tree: the top folder says how to give its subfolders, and '**' reaches them all."""
+def test_nested_folders_are_reached_from_the_top_folder_or_a_glob(tiny_onnx, tmp_path):
+    """A Cityscapes-like tree (leftImg8bit/val/<city>/*.png): the top folder and '**' give the same masks, by city."""
     root = tmp_path / "leftImg8bit" / "val"
     for city in ("bremen", "ulm"):
         (root / city).mkdir(parents=True)
         Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(root / city / f"{city}_000000.png")
-    with pytest.raises(DataError, match=r"its subfolders do \(e.g. bremen/bremen_000000.png\); give them all with a "
-                                        r"quoted glob: '.*/\*\*/\*\.png'"):
-        classify(str(root))
-    summary = predict(str(tiny_onnx), [str(root / "**" / "*.png")], tmp_path / "out", save=["masks"])
-    assert summary["frames"] == 2
-    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["bremen_000000.png", "ulm_000000.png"]
+    for name, given in (("folder", root), ("glob", root / "**" / "*.png")):
+        summary = predict(str(tiny_onnx), [str(given)], tmp_path / name, save=["masks"])
+        assert summary["frames"] == 2
+        assert sorted(p.relative_to(tmp_path / name / "masks").as_posix()
+                      for p in (tmp_path / name / "masks").rglob("*.png")) == [
+            "bremen/bremen_000000.png", "ulm/ulm_000000.png"]
 
 
 def test_repeated_file_names_in_subfolders_keep_their_folders(tiny_onnx, tmp_path):

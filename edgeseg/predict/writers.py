@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 from PIL import Image
+from rich.markup import escape
 
 from edgeseg.console import say
 from edgeseg.errors import ConfigError
@@ -127,38 +128,61 @@ class Outputs:
         self.window = Window() if show else None
         self.written: Dict[str, int] = {"masks": 0, "overlays": 0, "videos": 0}
         self.videos = []
-        self.names: Set[str] = set()
+        # what each input became, relative to ``out``: {"input", "mask", "overlay"} per image written,
+        # {"input", "video"} per capture; the summary's "files" (--json)
+        self.files: List[dict] = []
+        self.names: Set[str] = set()  # of masks/ and overlays/ files, lower-cased (see _unique)
+        self.video_names: Set[str] = set()
+        self.numbered: List[str] = []  # "wished -> given" for names _unique had to number
+        self.inputs: Dict[str, str] = {}  # output name -> the image it is for, in the current source
         self.current: Set[str] = set()
         self.video: Optional[VideoOut] = None
+        self.source: Optional[Source] = None
         self.stopped = False  # the user closed the window
 
     def begin(self, source: Source) -> None:
         self.current = self.save if self.save is not None else default_save(source.kind)
+        self.source = source
+        source.leave_out(self.out)  # --out inside a folder being read: its earlier masks are not inputs
+        self.inputs = dict(zip(source.names, (str(p) for p in source.paths))) if source.kind == "images" else {}
         for folder in ("masks", "overlays"):
             if folder in self.current:
                 (self.out / folder).mkdir(parents=True, exist_ok=True)
         if "video" in self.current and source.kind != "images":
-            self.video = VideoOut(self.out / f"{self._unique(source.name)}.mp4", source.fps)
+            path = self.out / f"{self._unique(source.name, self.video_names)}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)  # a name that mirrors a folder (sources.settle_names)
+            self.video = VideoOut(path, source.fps)
 
-    def _unique(self, stem: str) -> str:
-        """Two sources with an a.png each must not overwrite each other: the second becomes a-2."""
-        name, number = stem, 1
-        while name in self.names:
+    def _unique(self, wished: str, taken: Set[str]) -> str:
+        """A name not given yet. resolve_sources settles every input's name beforehand, so this numbers
+        (a-2) only what it cannot foresee, e.g. an image named like a video's frame (drive_000000.png);
+        each such rename is said when its source ends. Compared without case, as macOS and Windows do."""
+        name, number = wished, 1
+        while name.casefold() in taken:
             number += 1
-            name = f"{stem}-{number}"
-        self.names.add(name)
+            name = f"{wished}-{number}"
+        taken.add(name.casefold())
+        if name != wished:
+            self.numbered.append(f"{wished} -> {name}")
         return name
 
     def write(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
-        name = self._unique(name)
-        if "/" in name:  # an image from a subfolder (see sources.output_names): the outputs mirror the tree
+        wished, name = name, self._unique(name, self.names)
+        if "/" in name:  # an image from a subfolder (see sources.settle_names): the outputs mirror the tree
             for folder in ("masks", "overlays"):
                 if folder in self.current:
                     (self.out / folder / name).parent.mkdir(parents=True, exist_ok=True)
+        record = {"input": self.inputs[wished]} if wished in self.inputs else None
         paletted = mask_image(mask, self.palette)  # one P image serves the PNG and the overlay's colours
         if "masks" in self.current:
             write_mask_png(self.out / "masks" / f"{name}.png", paletted)
             self.written["masks"] += 1
+            if record is not None:
+                record["mask"] = f"masks/{name}.png"
+        if "overlays" in self.current and record is not None:
+            record["overlay"] = f"overlays/{name}.jpg"
+        if record is not None and len(record) > 1:
+            self.files.append(record)
         needs_overlay = "overlays" in self.current or self.video is not None or self.window is not None
         if not needs_overlay:
             return
@@ -180,7 +204,19 @@ class Outputs:
         if path is not None:
             self.written["videos"] += 1
             self.videos.append(str(path))
+        if self.source is not None and self.source.kind != "images":
+            record = {"input": self.source.spec}
+            if path is not None:
+                record["video"] = path.relative_to(self.out).as_posix()
+            if "masks" in self.current:
+                record["masks"] = f"masks/{self.source.name}_*.png"  # one per frame, numbered from 000000
+            if len(record) > 1:
+                self.files.append(record)
         self.video = None
+        if self.numbered:
+            say(f"[yellow]{len(self.numbered)} output name(s) were taken already, so they got a number: "
+                f"{escape(', '.join(self.numbered[:4]))}{', ...' if len(self.numbered) > 4 else ''}[/yellow]")
+            self.numbered = []
         return path
 
     def abort(self) -> None:
