@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgeseg.arch import canonical_name, create_model
-from edgeseg.errors import ConfigError, InputFileError, UntrustedFileError
+from edgeseg.errors import ConfigError, InputFileError, UntrustedFileError, option
 from edgeseg.fileio import atomic_path, require_file
 from edgeseg.spec import DatasetInfo, InputSpec, ModelFacts
 
@@ -127,15 +127,17 @@ def _from_foreign(state_dict: dict, file_format: str, path: Path, facts: ModelFa
 
     if facts.arch is None:
         raise ConfigError(f"{path} is a {file_format}, which does not say its architecture; say which "
-                          f"architecture it is with --arch NAME (a registered name, torchvision:NAME, "
-                          f"smp:ARCH:ENCODER or file.py:fn).")
+                          f"architecture it is with {option('--arch NAME', 'facts=ModelFacts(arch=NAME)')} (a "
+                          f"registered name, torchvision:NAME, smp:ARCH:ENCODER or file.py:fn).")
     found = classes_in_state_dict(state_dict)
     num_classes = facts.num_classes or (found if found > 1 else None)
     if num_classes is None:
-        raise ConfigError(f"The number of classes of {path} cannot be read from its weights; give --num-classes.")
+        raise ConfigError(f"The number of classes of {path} cannot be read from its weights; give "
+                          f"{option('--num-classes', 'facts=ModelFacts(num_classes=N)')}.")
     if found > 1 and found != num_classes:
         raise ConfigError(f"The weights in {path} predict {found} classes but {num_classes} are needed; "
-                          f"give --num-classes {found} or use weights trained for this dataset.")
+                          f"give {option(f'--num-classes {found}', f'ModelFacts(num_classes={found})')} or use "
+                          f"weights trained for this dataset.")
     arch = canonical_name(facts.arch)
     model = create_model(arch, num_classes)  # the user named this architecture, so a file.py:fn may run
     report = load_foreign_weights(model, state_dict, path, file_format, arch)
@@ -232,13 +234,71 @@ def _is_exported_program(path: Path) -> bool:
         return any(n.endswith("/archive_format") for n in archive.namelist())
 
 
-def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int:
+def _probe(model: nn.Module, input_spec: Optional[InputSpec]):
+    """The model's output on a blank image at its input size (64x64 when unknown)."""
     height, width = (input_spec.height, input_spec.width) if input_spec else (64, 64)
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, height, width))
+        return model(torch.zeros(1, 3, height, width))
+
+
+def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int:
+    out = _probe(model, input_spec)
     if isinstance(out, dict):
         out = out["out"]
     return int(out.shape[1])
+
+
+def _folder_of_weights(path: Path) -> Optional[Path]:
+    """A Hugging Face folder's weights file given instead of the folder: the folder (its config says the rest)."""
+    if path.suffix in (".safetensors", ".bin") and path.is_file() and (path.parent / "config.json").is_file():
+        from edgeseg.huggingface import find_folder
+
+        return find_folder(path.parent)
+    return None
+
+
+def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise InputFileError(f"{path} is a safetensors file, which needs the safetensors package; pip install "
+                             f"safetensors.") from None
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError on damaged headers
+        raise InputFileError(f"{path} is not a readable safetensors file ({exc}); recreate it.") from exc
+
+
+def _from_hf_folder(folder: Path, facts: ModelFacts) -> LoadedModel:
+    """A Hugging Face folder: its config names the architecture, classes and input; ``facts`` may set the input."""
+    from edgeseg import huggingface
+    from edgeseg.console import say
+
+    found = huggingface.read_folder(folder)
+    name = huggingface.model_name(found)
+    if facts.arch and canonical_name(facts.arch) != name:
+        raise ConfigError(f"{folder} is a {found.architecture} (its config.json says so); drop "
+                          f"{option('--arch', 'ModelFacts(arch=...)')} {facts.arch}.")
+    if facts.num_classes and facts.num_classes != found.num_classes:
+        raise ConfigError(f"{folder} predicts {found.num_classes} classes (id2label in its config.json), not "
+                          f"{facts.num_classes}; drop {option('--num-classes', 'ModelFacts(num_classes=...)')}, or "
+                          f"fine-tune it for your classes first.")
+    model = huggingface.load_folder(found)
+    size = facts.input_size or found.input_size
+    spec = InputSpec(int(size[0]), int(size[1]), mean=facts.mean or found.mean, std=facts.std or found.std,
+                     color=found.color) if size else None
+    generic = all(c.upper().startswith("LABEL_") for c in found.classes)
+    if generic and facts.dataset is not None and facts.dataset.num_classes == found.num_classes:
+        info = facts.dataset  # LABEL_0..: the data's dataset.yaml names them better
+    else:
+        info = DatasetInfo(num_classes=found.num_classes, ignore_index=found.ignore_index, classes=found.classes,
+                           name=folder.name)
+    say(f"Loaded {folder} (Hugging Face {found.architecture}, {found.num_classes} classes"
+        f"{f', input {spec.height}x{spec.width}' if spec else ''})")
+    meta = {"source": {"file": str(folder), "format": "Hugging Face folder", "architecture": found.architecture,
+                       "given": facts.to_dict()}}
+    return LoadedModel(model, name, found.num_classes, spec, info,
+                       arch_args={"config": huggingface.plain_config(model.net.config)}, meta=meta)
 
 
 def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Optional[str] = None,
@@ -254,11 +314,16 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
     >>> loaded = load_model("model_29.pth", facts=ModelFacts(arch="torchvision:lraspp_mobilenet_v3_large",
     ...                                                      input_size=(520, 520)))  # doctest: +SKIP
     """
+    facts = replace(facts or ModelFacts(), **{k: v for k, v in (("arch", arch), ("num_classes", num_classes))
+                                              if v is not None})
+    from edgeseg.huggingface import find_folder
+
+    folder = find_folder(path) or _folder_of_weights(Path(path))
+    if folder is not None:
+        return _from_hf_folder(folder, facts)
     path = require_file(path, "Model file")
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
-    facts = replace(facts or ModelFacts(), **{k: v for k, v in (("arch", arch), ("num_classes", num_classes))
-                                              if v is not None})
     recorded_spec, side_info = spec_from_sidecar(read_sidecar(path))
     side_spec = recorded_spec or facts.input_spec()  # what the file does not record: the user's --input-size
     if _is_exported_program(path):
@@ -272,6 +337,8 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         return _module_file(model, "torchscript", side_spec, side_info, facts)
     from edgeseg.foreign_checkpoint import find_state_dict, safe_globals_for_checkpoints
 
+    if path.suffix == ".safetensors":  # tensors only: safe to read, and never code
+        return _from_foreign(_read_safetensors(path), "safetensors file", path, facts, recorded_spec, side_info)
     try:
         with safe_globals_for_checkpoints():
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -279,7 +346,7 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         if not trust_checkpoint:
             raise UntrustedFileError(
                 f"{path} holds pickled Python objects that could run code when loaded; if you trust its source, "
-                f"pass --trust-checkpoint, otherwise ask for an edgeseg checkpoint or a state_dict.") from exc
+                f"pass {option('--trust-checkpoint', 'trust_checkpoint=True')}, otherwise ask for an edgeseg checkpoint or a state_dict.") from exc
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # the unpickler fails in many ways on truncated or foreign bytes
         raise InputFileError(f"{path} is not a readable PyTorch checkpoint (it may be truncated or of another "
@@ -293,6 +360,14 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
         return loaded
     state_dict, file_format = find_state_dict(payload)
     if state_dict is not None:
+        from edgeseg.foreign_checkpoint import architecture_named_in
+
+        named = architecture_named_in(payload)
+        if facts.arch is None and named is not None:
+            from edgeseg.console import say
+
+            say(f"{path.name} names its architecture ({file_format} args.model): {named}")
+            facts = replace(facts, arch=named)
         return _from_foreign(state_dict, file_format, path, facts, recorded_spec, side_info)
     raise InputFileError(f"{path} holds neither an edgeseg checkpoint, a state_dict nor TorchScript; "
                          f"save the model with edgeseg or torch.save(model.state_dict()).")
@@ -300,6 +375,10 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
 
 def _module_file(model: nn.Module, kind: str, spec, info, facts: ModelFacts) -> LoadedModel:
     """A file holding the whole module (TorchScript, torch.export, pickled): runnable, not rebuildable."""
+    from edgeseg.huggingface import PixelLogits, is_segmenter_output
+
+    if is_segmenter_output(_probe(model, spec)):  # a pickled transformers model: logits, upsampled to the input
+        model, kind = PixelLogits(model).eval(), f"{kind} (Hugging Face)"
     num_classes = _infer_num_classes(model, spec)
     return LoadedModel(model, kind, num_classes, spec, info or (facts.dataset_info(num_classes) if spec else None),
                        rebuildable=False)

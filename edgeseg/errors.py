@@ -37,3 +37,22 @@ class AccuracyError(EdgesegError):
     """A result failed an accuracy check the user (or edgeseg) asked for."""
 
     exit_code = 3
+
+
+# Whom a sentence speaks to: on the command line an error names options (--arch NAME), in Python the arguments
+# (facts=ModelFacts(arch=...)). The CLI turns this on for the length of one command.
+_speaking_to_cli = False
+
+
+def speak_to_cli(on: bool) -> None:
+    global _speaking_to_cli
+    _speaking_to_cli = bool(on)
+
+
+def option(cli: str, python: str) -> str:
+    """How an error names what the user should set: ``cli`` under the ``edgeseg`` command, else ``python``.
+
+    >>> option("--arch NAME", "facts=ModelFacts(arch=NAME)")
+    'facts=ModelFacts(arch=NAME)'
+    """
+    return cli if _speaking_to_cli else python

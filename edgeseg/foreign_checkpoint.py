@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from edgeseg.errors import InputFileError
+from edgeseg.errors import InputFileError, option
 
 # prefixes that wrappers and training frameworks put in front of the model's own names
 _WRAPPER_PREFIXES = ("module.", "model.", "model.module.", "module.model.", "net.")
@@ -82,6 +82,22 @@ def find_state_dict(payload) -> Tuple[Dict[str, torch.Tensor], str]:
     return None, ""
 
 
+def architecture_named_in(payload) -> Optional[str]:
+    """The architecture a checkpoint names itself, as an --arch value, or None.
+
+    torchvision's reference scripts save their arguments, whose ``model`` is the
+    torchvision builder's name (``lraspp_mobilenet_v3_large``); only the names of
+    torchvision's segmentation models are taken, anything else stays the user's to say.
+    """
+    args = payload.get("args") if isinstance(payload, dict) else None
+    name = getattr(args, "model", None) if args is not None else None
+    if not isinstance(name, str):
+        return None
+    from edgeseg.arch.torchvision_models import torchvision_segmentation_names
+
+    return f"torchvision:{name}" if name in torchvision_segmentation_names() else None
+
+
 def _renamings(names: List[str]):
     """Candidate name maps: as is, with one wrapper prefix stripped, then with edgeseg's 'net.' added."""
     strips = [""] + [p for p in _WRAPPER_PREFIXES if any(n.startswith(p) for n in names)]
@@ -115,8 +131,9 @@ def load_foreign_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], 
         left = mismatched + tuple(k for k in missing if k not in mismatched)
         raise InputFileError(
             f"The weights in {path} would leave {len(left)} of {arch}'s {len(model.state_dict())} tensors random "
-            f"({_few(left)}{' have another shape' if mismatched else ' are missing'}); check --arch and "
-            f"--num-classes against the model that was trained.")
+            f"({_few(left)}{' have another shape' if mismatched else ' are missing'}); check "
+            f"{option('--arch and --num-classes', 'ModelFacts(arch=..., num_classes=...)')} against the model "
+            f"that was trained.")
     model.load_state_dict(fitting, strict=False)
     return LoadReport(file_format, len(fitting), missing, unexpected, mismatched)
 

@@ -41,7 +41,7 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": _Payload(str(marker))}, path)
-    with pytest.raises(UntrustedFileError, match="--trust-checkpoint"):
+    with pytest.raises(UntrustedFileError, match="trust_checkpoint=True"):  # Python's argument, in Python
         load_model(path)
     assert not marker.exists()
 
@@ -68,7 +68,7 @@ def test_bare_state_dict_needs_arch(tmp_path):
     model = create_model("unet", 4, base_channels=8, encoder_depth=2)
     path = tmp_path / "sd.pt"
     torch.save(model.state_dict(), path)
-    with pytest.raises(ConfigError, match="--arch"):
+    with pytest.raises(ConfigError, match=r"facts=ModelFacts\(arch=NAME\)"):
         load_model(path)
 
 

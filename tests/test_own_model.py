@@ -108,17 +108,34 @@ def test_a_load_leaving_part_of_the_model_random_is_refused(users_model, tmp_pat
 
 def test_foreign_checkpoint_needs_arch_and_says_so(users_model, tmp_path):
     path = tmp_path / "model.pth"
-    torch.save(_shapes(users_model.state_dict())["torchvision-reference"], path)
-    with pytest.raises(ConfigError, match="torchvision reference checkpoint.*--arch NAME"):
+    torch.save(_shapes(users_model.state_dict())["mmseg"], path)
+    # Python is told Python's argument, the command line its option
+    with pytest.raises(ConfigError, match=r"MMSegmentation checkpoint.*facts=ModelFacts\(arch=NAME\)"):
         load_model(path)
     result = CliRunner().invoke(cli, ["export", str(path), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--arch NAME" in result.output and "Traceback" not in result.output
+    assert "ModelFacts" not in result.output
     result = CliRunner().invoke(cli, ["export", str(path), "--arch", ARCH, "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--input-size" in result.output
     assert not (tmp_path / "m.onnx").exists()
     output = _run("export", path, "--arch", ARCH, "--input-size", "64x64", "--out", tmp_path / "m.onnx")
-    assert "torchvision reference checkpoint" in output and "tensors matched, 0 missing" in output  # the load report
+    assert "MMSegmentation checkpoint" in output and "tensors matched, 0 missing" in output  # the load report
     assert "ImageNet's mean/std" in output  # the stated default
+
+
+def test_a_torchvision_reference_checkpoint_names_its_architecture(users_model, tmp_path):
+    path = tmp_path / "model_29.pth"
+    torch.save(_shapes(users_model.state_dict())["torchvision-reference"], path)  # args.model names it
+    loaded = load_model(path, facts=ModelFacts(input_size=(64, 64)))  # no arch given
+    assert loaded.arch == ARCH
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), users_model(x)["out"], rtol=0, atol=0)
+    payload = _shapes(users_model.state_dict())["torchvision-reference"]
+    payload["args"] = argparse.Namespace(model="resnet50")  # a classifier's name is not taken as a segmenter
+    torch.save(payload, path)
+    with pytest.raises(ConfigError, match="does not say its architecture"):
+        load_model(path, facts=ModelFacts(input_size=(64, 64)))
 
 
 def test_mean_and_std_in_either_unit():
@@ -158,12 +175,16 @@ def test_users_model_goes_through_prune_export_calibrate_bench(users_model, tiny
     _run("calibrate", tmp_path / "model.onnx", "--images", tiny_data, "--num", "4", "--method", "minmax",
          "--no-bias-correction")
     assert json.loads((tmp_path / "model.int8.onnx.json").read_text())["source"]["given"]["arch"] == ARCH
-    result = CliRunner().invoke(cli, ["bench", str(model), *given, "--iters", "1"])
-    assert result.exit_code == 2 and "export it first" in result.output  # the ONNX is what bench runs
     _run("bench", tmp_path / "model.onnx", tmp_path / "model.int8.onnx", tmp_path / "pruned.pt",
          "--data", tiny_data, "--iters", "2", "--warmup", "1", "--json", tmp_path / "bench.json")
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert [r["input"] for r in results] == [[64, 64]] * 3
+    # the user's file itself runs in PyTorch with the same facts: the "your model, PyTorch" row, scored as its export
+    _run("bench", model, *given, "--data", tiny_data, "--iters", "2", "--warmup", "1",
+         "--json", tmp_path / "torch.json")
+    own = json.loads((tmp_path / "torch.json").read_text())  # one model: its result alone
+    assert own["backend"] == "pytorch" and own["miou"] == pytest.approx(results[0]["miou"], abs=0.01)
+    assert own["params"] == sum(p.numel() for k, p in users_model.named_parameters() if not k.startswith("aux"))
     from edgeseg.benchmark.api import eval as evaluate
 
     # bench scores the foreign model's ONNX exactly as eval does (both read its facts from the sidecar)

@@ -3,6 +3,8 @@
 - ``torchvision:NAME`` (e.g. ``torchvision:fcn_resnet101``), built without weights;
 - ``smp:ARCH[:ENCODER]`` (e.g. ``smp:Unet:resnet18``) when segmentation_models_pytorch is
   installed (``pip install 'edgeseg[smp]'``), encoder weights never downloaded;
+- ``hf:<transformers class>`` with ``config=`` the model folder's config (how an edgeseg
+  checkpoint of a Hugging Face model rebuilds it; see ``edgeseg.huggingface``);
 - ``path/to/file.py:build_fn``: the user's own code, called as ``build_fn(num_classes=N,
   **arch_args)``. It runs only because the user named it: a checkpoint that records such
   an architecture rebuilds it only with ``--trust-checkpoint``.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from edgeseg.errors import ConfigError, InputFileError, MissingDependencyError, UntrustedFileError
+from edgeseg.errors import ConfigError, InputFileError, MissingDependencyError, UntrustedFileError, option
 
 
 class MainOutput(nn.Module):
@@ -40,7 +42,7 @@ class MainOutput(nn.Module):
 
 
 def is_external(name: str) -> bool:
-    return name.startswith(("torchvision:", "smp:")) or ".py:" in name
+    return name.startswith(("torchvision:", "smp:", "hf:")) or ".py:" in name
 
 
 def build_external(name: str, num_classes: int, *, trust_code: bool = True, **arch_args) -> nn.Module:
@@ -48,6 +50,10 @@ def build_external(name: str, num_classes: int, *, trust_code: bool = True, **ar
         return _torchvision(name.split(":", 1)[1], num_classes, **arch_args)
     if name.startswith("smp:"):
         return _smp(name, num_classes, **arch_args)
+    if name.startswith("hf:"):
+        from edgeseg import huggingface
+
+        return huggingface.build(name.split(":", 1)[1], num_classes, **arch_args)
     return _user_file(name, num_classes, trust_code, **arch_args)
 
 
@@ -82,7 +88,7 @@ def _user_file(name: str, num_classes: int, trust_code: bool, **arch_args) -> nn
     path = Path(file_name)
     if not trust_code:
         raise UntrustedFileError(f"This checkpoint's architecture is built by your code in {name}; running it again "
-                                 f"needs --trust-checkpoint (only if you trust {path.name}).")
+                                 f"needs {option('--trust-checkpoint', 'trust_checkpoint=True')} (only if you trust {path.name}).")
     if not path.is_file():
         raise InputFileError(f"--arch {name}: {path} does not exist; give PATH.py:FUNCTION.")
     spec = importlib.util.spec_from_file_location(f"edgeseg_user_arch_{path.stem}", path)

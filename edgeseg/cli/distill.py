@@ -11,7 +11,8 @@ from edgeseg.cli.options import arch_args, ignore_index, training_options, trust
 @click.option("--teacher-weights", default=None,
               help="TEACHER is torchvision:NAME with these pretrained weights from torchvision's local cache "
                    "(e.g. COCO_WITH_VOC_LABELS_V1); never downloaded.")
-@click.option("--student", default="mobilenetv3", show_default=True, help="Registered student architecture.")
+@click.option("--student", default="mobilenetv3", show_default=True,
+              help="Registered student architecture, or a Hugging Face model folder (starts from its weights).")
 @click.option("--student-arg", multiple=True, help="Constructor argument of the student KEY=VALUE, e.g. base_channels=8.")
 @click.option("--data", required=True, help="Dataset folder or 'synthetic' [classes: its dataset.yaml, else the "
               "teacher's].")

@@ -50,8 +50,9 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx):
-        from edgeseg.errors import EdgesegError
+        from edgeseg.errors import EdgesegError, speak_to_cli
 
+        speak_to_cli(True)  # errors name the command's options, not Python's arguments
         try:
             return super().invoke(ctx)
         except EdgesegError as exc:
@@ -70,6 +71,8 @@ class LazyGroup(click.Group):
             if error is None:
                 raise
             raise UserError(str(error), error.exit_code) from None
+        finally:
+            speak_to_cli(False)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

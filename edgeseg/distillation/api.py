@@ -95,7 +95,10 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
                          warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
-    student_arch = canonical_name(student)
+    from edgeseg.huggingface import find_folder, model_name, read_folder, student_from
+
+    hf_student = find_folder(student)  # a Hugging Face folder as the student: checked before the data is read
+    student_arch = model_name(read_folder(hf_student)) if hf_student else canonical_name(student)
     try:
         train_split, val_split = training_splits(data, ignore_index=ignore_index)
     except ClassCountError:
@@ -123,7 +126,10 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     for param in teacher_model.parameters():
         param.requires_grad_(False)
     torch.manual_seed(seed)
-    model = create_model(student_arch, info.num_classes, **(student_args or {}))
+    if hf_student:  # the folder's weights are the student's start; a new classifier for other classes
+        model, student_arch, student_args = student_from(hf_student, info.num_classes)
+    else:
+        model = create_model(student_arch, info.num_classes, **(student_args or {}))
     # the student's encoder may start from ImageNet; it keeps the teacher's normalisation, which sees the same images
     backbone = load_backbone_weights(model, student_arch, check_backbone_option(backbone_weights))
     objective = DistillationObjective(teacher_model, model, terms, ignore_index=info.ignore_index,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from edgeseg.errors import ConfigError
+from edgeseg.errors import ConfigError, option
 from edgeseg.spec import ModelFacts
 from edgeseg.runtime.loader import describe, open_runner
 from edgeseg.runtime.outputs import LOGITS, output_kind, to_class_map
@@ -112,7 +112,8 @@ class Segmenter:
                 self.num_classes = int(output.shape[1])
             elif output.shape[1] != self.num_classes:  # e.g. an engine from elsewhere under another --data
                 raise ConfigError(f"{self.artifact.path.name} outputs {output.shape[1]} classes, not the "
-                                  f"{self.num_classes} it was described with; give the matching --num-classes/--data.")
+                                  f"{self.num_classes} it was described with; give the matching "
+                                  f"{option('--num-classes/--data', 'ModelFacts(num_classes=...)/dataset')}.")
         classes = to_class_map(output, self.num_classes)[0]
         return resize_label(classes, size[0], size[1])
 

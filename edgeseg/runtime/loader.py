@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from edgeseg.errors import InputFileError
+from edgeseg.errors import InputFileError, option
 from edgeseg.fileio import require_file
 from edgeseg.runtime.base import Runner
 from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 from edgeseg.spec import DatasetInfo, InputSpec, ModelFacts
 
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".pt2", ".safetensors", ".bin")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -26,10 +26,18 @@ class Artifact:
     dataset: Optional[DatasetInfo]
     precision: str
     meta: dict
+    facts: Optional[ModelFacts] = None  # what the user said of a model file made elsewhere (the runner reads it too)
 
 
 def backend_of(path: str | Path) -> str:
-    """The runtime a file's type calls for: pytorch, onnxruntime or tensorrt (without opening it)."""
+    """The runtime a file's type calls for: pytorch, onnxruntime or tensorrt (without opening it).
+
+    A Hugging Face model folder (or a hub-cache id) runs in PyTorch.
+    """
+    from edgeseg.huggingface import find_folder
+
+    if find_folder(path) is not None:
+        return "pytorch"
     suffix = Path(path).suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return "pytorch"
@@ -37,24 +45,26 @@ def backend_of(path: str | Path) -> str:
         return "onnxruntime"
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
-    raise InputFileError(f"{path} has an unknown type '{suffix}'; edgeseg runs .pt, .onnx and .engine files.")
+    if Path(path).is_dir():
+        raise InputFileError(f"{path} is a folder but not a Hugging Face model folder (no config.json); give a model "
+                             f"file (.pt, .onnx, .engine) or a save_pretrained folder.")
+    raise InputFileError(f"{path} has an unknown type '{suffix}'; edgeseg runs .pt, .onnx and .engine files and "
+                         f"Hugging Face model folders.")
 
 
 def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[ModelFacts] = None) -> Artifact:
     """What is known about the artifact at ``path``: its sidecar, or for a file made elsewhere, what ``facts`` add."""
-    path = require_file(path, "Artifact")
     backend = backend_of(path)
+    if backend == "pytorch" and not Path(path).is_file():  # a Hugging Face folder: its config is its sidecar
+        from edgeseg.huggingface import find_folder
+
+        return _describe_loaded(find_folder(path), {}, trust_checkpoint, facts)
+    path = require_file(path, "Artifact")
     meta = read_sidecar(path)
     spec, info = spec_from_sidecar(meta)
     if backend == "pytorch":
         if spec is None:  # a checkpoint carries its own input spec; the sidecar is optional here
-            from edgeseg.checkpoint import load_model
-
-            loaded = load_model(path, trust_checkpoint=trust_checkpoint, facts=facts)
-            spec, info = loaded.input_spec, info or loaded.dataset
-            if loaded.foreign:  # the PyTorch runner loads files edgeseg made (or that say what they are) by path
-                raise InputFileError(f"{path} was made outside edgeseg; export it first (edgeseg export {path.name} "
-                                     f"--arch ...) and bench the ONNX, whose sidecar then records what you gave.")
+            return _describe_loaded(path, meta, trust_checkpoint, facts)
     elif backend == "onnxruntime":
         if not meta:  # exported by another tool: its graph and the user's facts say what a sidecar would
             from edgeseg.foreign_onnx import onnx_meta
@@ -67,7 +77,30 @@ def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[M
     if spec is None:
         raise InputFileError(f"{path} has no sidecar {path.name}.json saying its input size; create the artifact with "
                              f"edgeseg (or copy its .json next to it).")
-    return Artifact(path, backend, spec, info, meta.get("precision", "fp32"), meta)
+    return Artifact(path, backend, spec, info, meta.get("precision", "fp32"), meta, facts)
+
+
+def _describe_loaded(path: Path, meta: dict, trust_checkpoint: bool, facts: Optional[ModelFacts]) -> Artifact:
+    """A PyTorch model whose file (checkpoint, Hugging Face folder, or a state_dict with ``facts``) says what it is.
+
+    The runner loads the file again with the same ``facts``: a model made elsewhere runs
+    in PyTorch as its export would, with nothing written next to the user's file.
+    """
+    from edgeseg.checkpoint import load_model
+
+    loaded = load_model(path, trust_checkpoint=trust_checkpoint, facts=facts)
+    if loaded.input_spec is None:
+        raise InputFileError(f"{path} does not say its input size; give it with "
+                             f"{option('--input-size HEIGHTxWIDTH', 'facts=ModelFacts(input_size=(H, W))')}.")
+    from edgeseg.arch.profile import count_macs, count_params
+
+    spec = loaded.input_spec
+    model = {"arch": loaded.arch, "num_classes": loaded.num_classes, "params": count_params(loaded.model),
+             "macs": count_macs(loaded.model, spec.height, spec.width)}
+    meta = dict(meta, model=dict(model, **(meta.get("model") or {})), input=spec.to_dict(),
+                **({"source": loaded.meta["source"]} if "source" in loaded.meta else {}))
+    info = spec_from_sidecar(meta)[1] or loaded.dataset
+    return Artifact(path, "pytorch", spec, info, meta.get("precision", "fp32"), meta, facts)
 
 
 def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
@@ -76,9 +109,11 @@ def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
     facts = facts or ModelFacts()
     spec = facts.input_spec()
     if spec is None:
-        raise InputFileError(f"{path} has no sidecar: for an engine built elsewhere (e.g. by trtexec) give "
-                             f"--input-size HEIGHTxWIDTH (the size it was built for), --mean/--std unless it expects "
-                             f"ImageNet's, and --trust-engine if you built it (an engine is executable code).")
+        raise InputFileError(
+            f"{path} has no sidecar: for an engine built elsewhere (e.g. by trtexec) give "
+            f"{option('--input-size HEIGHTxWIDTH', 'facts=ModelFacts(input_size=(H, W))')} (the size it was built "
+            f"for), {option('--mean/--std', 'its mean/std')} unless it expects ImageNet's, and "
+            f"{option('--trust-engine', 'trust_engine=True')} if you built it (an engine is executable code).")
     num_classes = facts.num_classes or (facts.dataset.num_classes if facts.dataset else None)
     meta = {"artifact": path.name, "kind": "engine", "input": spec.to_dict(), "precision": "unknown",
             "model": {"arch": facts.arch or "engine", "num_classes": num_classes},
@@ -91,6 +126,14 @@ def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
     return meta
 
 
+def size_bytes(path: Path) -> int:
+    """An artifact's bytes on disk: the file, or every file of a model folder (a hub snapshot's links followed)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
 def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
                 trust_checkpoint: bool = False, trust_engine: bool = False,
                 allow_engine_host_code: bool = False, precision: Optional[str] = None) -> Runner:
@@ -101,7 +144,8 @@ def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] 
 
         wanted = precision or artifact.precision
         precision = "fp16" if device != "cpu" and wanted == "fp16" else "fp32"
-        return TorchRunner(str(artifact.path), shape, precision, device, trust_checkpoint, threads)
+        return TorchRunner(str(artifact.path), shape, precision, device, trust_checkpoint, threads,
+                           facts=artifact.facts)
     if artifact.backend == "onnxruntime":
         from edgeseg.runtime.onnxruntime_runner import OnnxRuntimeRunner
 

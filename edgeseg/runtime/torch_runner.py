@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from edgeseg.errors import MissingDependencyError
+from edgeseg.errors import MissingDependencyError, option
 from edgeseg.runtime.base import Runner
 
 
@@ -29,9 +29,10 @@ class TorchRunner(Runner):
     OUTPUT_RING = 8
 
     def __init__(self, path: str, input_shape, precision: str = "fp32", device: str = "cpu",
-                 trust_checkpoint: bool = False, threads=None, cuda_graphs: bool = True):
+                 trust_checkpoint: bool = False, threads=None, cuda_graphs: bool = True, facts=None):
         super().__init__(path, input_shape, precision, device)
         self.trust_checkpoint = trust_checkpoint
+        self.facts = facts  # ModelFacts of a model file made elsewhere (a state_dict needs at least its arch)
         self.threads = threads
         self.cuda_graphs = cuda_graphs
         self.model = None
@@ -49,9 +50,10 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.device != "cpu" and not torch.cuda.is_available():
-            raise MissingDependencyError(f"--device {self.device} needs a CUDA build of PyTorch and a GPU; "
-                                         f"use --device cpu.")
-        self.model = load_model(self.path, trust_checkpoint=self.trust_checkpoint).model.eval()
+            asked = option(f"--device {self.device}", f"device={self.device!r}")
+            raise MissingDependencyError(f"{asked} needs a CUDA build of PyTorch and a GPU; use "
+                                         f"{option('--device cpu', 'device=' + repr('cpu'))}.")
+        self.model = load_model(self.path, trust_checkpoint=self.trust_checkpoint, facts=self.facts).model.eval()
         if self.device != "cpu":
             self.device = "cuda"
             self.model = self.model.to("cuda", memory_format=torch.channels_last)
