@@ -309,3 +309,24 @@ def test_your_own_architecture_file_with_a_ddp_state_dict(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), net(x), rtol=0, atol=0)
+
+
+def test_segmenter_runs_a_state_dict_in_pytorch_with_its_facts(users_model, tiny_data, tmp_path):
+    from edgeseg.errors import EdgesegError
+    from edgeseg.predict.segmenter import Segmenter
+    from edgeseg.runtime.preprocess import resize_label
+
+    path = tmp_path / "weights.pth"
+    torch.save(users_model.state_dict(), path)
+    with pytest.raises(EdgesegError) as refused:  # Python names Python's arguments, not the CLI's
+        Segmenter(path)
+    assert "facts=ModelFacts(arch=NAME)" in str(refused.value) and "--arch" not in str(refused.value)
+    image = resolve_split(tiny_data, "val").image(0)
+    with Segmenter(path, facts=ModelFacts(arch=ARCH, input_size=(64, 64))) as segmenter:
+        assert segmenter.artifact.backend == "pytorch"
+        mask = segmenter(image)
+    spec = ModelFacts(input_size=(64, 64)).input_spec()
+    with torch.no_grad():
+        expected = users_model(torch.from_numpy(preprocess(image, spec)))["out"].argmax(1)[0].numpy()
+    np.testing.assert_array_equal(mask, resize_label(expected.astype(np.uint8), *image.shape[:2]))
+    assert not list(tmp_path.glob("weights.pth.*"))  # nothing written beside the user's file

@@ -257,8 +257,6 @@ def test_an_image_named_like_a_video_frame_is_numbered_and_said(ramp, tmp_path, 
                              {"input": str(tmp_path / "drive.mp4"), "masks": "masks/drive_*.png"}]
 
 
-@pytest.mark.xfail(strict=True, reason="predict's summary (api._summary, not this change's file) does not carry "
-                                       "Outputs.files yet: add \"files\": outputs.files there, then drop this mark")
 def test_the_json_summary_names_the_output_each_input_got(ramp, tmp_path):
     first, second = _image(tmp_path / "shots" / "frame.jpg", 2), _image(tmp_path / "shots" / "frame.png", 5)
     _, summary = _run(ramp, [tmp_path / "shots", "--save", "masks"], tmp_path / "out")

@@ -252,7 +252,8 @@ def _summary(segmenter: Segmenter, sources: List[Source], out: Path, outputs: Ou
             "out": str(out), "frames": tally.frames, "skipped": len(tally.skipped), "skipped_files": tally.skipped,
             "interrupted": interrupted, "wall_s": round(wall, 4), "fps": round(tally.frames / max(wall, 1e-9), 3),
             "phases_ms": {k: round(1e3 * v / frames, 4) for k, v in tally.seconds.items()},
-            "written": dict(outputs.written), "videos": outputs.videos, "class_share_percent": share}
+            "written": dict(outputs.written), "videos": outputs.videos, "files": outputs.files,
+            "class_share_percent": share}
 
 
 def _report(summary: dict, stats: bool) -> None:
