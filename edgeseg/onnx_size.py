@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 # what a row or a description says where its figures come from the graph (no sidecar says them)
 COUNTED = "onnx graph"
@@ -346,3 +346,20 @@ def _weight_source(name: str, constants, producer, integer: bool) -> bool:
     counted: Dict[str, int] = {}
     _count_source(name, constants, producer, counted, minimum=1, integer=integer)
     return bool(counted)
+
+
+def model_size(meta: dict, path: Union[str, Path], input_size: Optional[Sequence[int]] = None) -> dict:
+    """``{"params", "macs"}`` as the sidecar ``meta`` records them; for an ONNX whose sidecar does not (a graph
+    another tool exported, an export of a checkpoint made elsewhere), counted from its graph, with
+    ``"counted": "onnx graph"``. An engine holds no graph to count: what its sidecar does not say stays None.
+
+    >>> model_size({}, "foreign.onnx", (520, 520))  # doctest: +SKIP
+    {'params': 3218714, 'macs': 2085349200, 'counted': 'onnx graph'}
+    """
+    model = meta.get("model") or {}
+    recorded = {"params": model.get("params"), "macs": model.get("macs")}
+    if None not in recorded.values() or Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return recorded
+    counted = count_graph(path, input_size)
+    return {"params": counted.params if recorded["params"] is None else recorded["params"],
+            "macs": counted.macs if recorded["macs"] is None else recorded["macs"], "counted": COUNTED}

@@ -18,6 +18,7 @@ from edgeseg.data.dataset import (DEFAULT_IGNORE_INDEX, ClassCount, Segmentation
 from edgeseg.errors import AccuracyError, ConfigError, DataError
 from edgeseg.fileio import write_json_atomic
 from edgeseg.metrics import summarize
+from edgeseg.onnx_size import model_size
 from edgeseg.runtime import native
 from edgeseg.runtime.base import Runner
 from edgeseg.runtime.loader import TORCH_SUFFIXES, Artifact, describe, open_runner, size_bytes
@@ -113,11 +114,10 @@ def _power_sampler(power: bool):
 
 def artifact_row(artifact: Artifact, runner: Runner, device: str, batch_size: int = 1) -> dict:
     """What a bench row says about the artifact itself: backend, precision, input, size, params, MACs."""
-    model = artifact.meta.get("model") or {}
     return {"artifact": str(artifact.path), "backend": runner.backend, "precision": runner.precision,
             "device": device, "input": [artifact.input_spec.height, artifact.input_spec.width],
             "batch": batch_size, "output": model_output(artifact.meta)["kind"],
-            "params": model.get("params"), "macs": model.get("macs"),
+            **model_size(artifact.meta, artifact.path, (artifact.input_spec.height, artifact.input_spec.width)),
             "size_mb": round(size_bytes(artifact.path) / 1e6, 4)}
 
 
