@@ -265,3 +265,24 @@ def test_cli_takes_a_folder_without_arch_and_refuses_a_contradicting_one(hf_fold
     assert bad.exit_code == 2
     assert "is a SegformerForSemanticSegmentation (its config.json says so); drop --arch unet" in bad.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_folder_calibrates_to_int8_that_tensorrt_parses(hf_folder, tiny_data, tmp_path):
+    import onnxruntime as ort
+
+    from edgeseg.engine.trt_rules import check_for_tensorrt
+    from edgeseg.exporting.api import export
+    from edgeseg.quant.api import calibrate
+
+    onnx_path = tmp_path / "segformer.onnx"
+    export(str(hf_folder), str(onnx_path))
+    calibrate(str(onnx_path), str(tiny_data), num=4, method="minmax", bias_correction=False)
+    int8 = onnx_path.with_name("segformer.int8.onnx")
+    meta = json.loads(int8.with_name(int8.name + ".json").read_text())
+    assert meta["precision"] == "int8" and meta["model"]["arch"] == "hf:SegformerForSemanticSegmentation"
+    for version in ("10.3.0", "11.1.0"):  # 8.5 has no LayerNormalization at opset 17: export with --opset 16 there
+        assert check_for_tensorrt(str(int8), version) == [], version
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (onnx_path, int8)]
+    fp32, quantised = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in run)
+    assert (fp32.argmax(1) == quantised.argmax(1)).mean() > 0.8  # INT8 of a random tiny model: most pixels agree
