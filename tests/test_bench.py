@@ -49,8 +49,11 @@ def test_class_mismatch_is_refused(tiny_onnx, tmp_path):
 
     other = write_dataset(tmp_path / "d", SyntheticConfig(num_train=1, num_val=1, height=32, width=32))
     (other / "dataset.yaml").write_text("num_classes: 12\nignore_index: 255\n")
-    with pytest.raises(EdgesegError, match="predicts 8 classes but"):
+    with pytest.raises(EdgesegError) as caught:
         evaluate(str(tiny_onnx), str(other))
+    yaml_path = other / "dataset.yaml"
+    assert str(caught.value) == (f"{tiny_onnx.name}'s sidecar says 8 classes but {yaml_path} says 12; fix num_classes "
+                                 f"in {yaml_path}, or use a model trained for this data.")
 
 
 def test_runner_contract(tiny_onnx):

@@ -345,5 +345,5 @@ def test_predict_data_without_dataset_yaml_is_refused(tmp_path):
     model = _ramp_onnx(tmp_path / "ramp.onnx", 11)
     out = tmp_path / "masks"
     result = _invoke(["predict", model, tmp_path / "val" / "images", "--data", tmp_path, "--out", out])
-    assert result.exit_code == 2 and "names no classes (no dataset.yaml in it or its parent" in result.stderr
+    assert result.exit_code == 2 and "names no classes: it is no dataset edgeseg reads, or has no dataset.yaml" in result.stderr
     assert not out.exists()

@@ -248,7 +248,7 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
     # --data that is no dataset, or one with another class count, is one sentence, not the default palette
     result = CliRunner().invoke(cli, ["predict", str(dynamic), str(image), "--input-size", "64x64", "--data",
                                       str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "is not a dataset edgeseg reads" in result.output, result.output
+    assert result.exit_code == 2 and "names no classes: it is no dataset edgeseg reads" in result.output, result.output
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)
     import yaml
@@ -258,7 +258,8 @@ def test_predict_and_segmenter_take_a_foreign_onnx_with_what_it_does_not_record(
     (other / "dataset.yaml").write_text(yaml.safe_dump(described))
     result = CliRunner().invoke(cli, ["predict", str(dynamic), str(image), "--input-size", "64x64", "--data",
                                       str(other), "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and f"predicts {len(palette)}" in result.output, result.output
+    assert result.exit_code == 2 and (f"dynamic.onnx's output says {len(palette)} classes but the dataset given for "
+                                      f"class names (--data, ") in result.output, result.output
     assert not (tmp_path / "bad").exists()
     # an output wider or narrower than the model was described with is refused at the first image
     with edgeseg.Segmenter(str(dynamic), facts=edgeseg.ModelFacts(input_size=(64, 64))) as segmenter:

@@ -52,7 +52,7 @@ def predict_command(model, sources, **options):
     data = options.pop("data", None)
     options.pop("ignore_index")  # only what --data's dataset says of its labels, which facts now carry
     if data and facts.dataset is None:
-        raise ConfigError(f"--data {data} names no classes (no dataset.yaml in it or its parent, and no VOC, ADE20K "
-                          f"or Cityscapes layout); give the dataset root whose dataset.yaml names the classes and "
-                          f"their colours.")
+        raise ConfigError(f"--data {data} names no classes: it is no dataset edgeseg reads, or has no dataset.yaml "
+                          f"(in it or its parent) and no VOC, ADE20K or Cityscapes layout; give the dataset root "
+                          f"whose dataset.yaml names the classes and their colours.")
     predict(model, list(sources), facts=facts, **options)
