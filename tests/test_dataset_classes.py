@@ -347,3 +347,24 @@ def test_predict_data_without_dataset_yaml_is_refused(tmp_path):
     result = _invoke(["predict", model, tmp_path / "val" / "images", "--data", tmp_path, "--out", out])
     assert result.exit_code == 2 and "names no classes: it is no dataset edgeseg reads, or has no dataset.yaml" in result.stderr
     assert not out.exists()
+
+
+def test_distill_on_data_without_yaml_takes_the_teachers_count(tmp_path):
+    """No dataset.yaml and labels 0-1 only: the teacher's 3 classes decide, and the student is made for 3."""
+    from edgeseg.arch import create_model
+    from edgeseg.checkpoint import save_checkpoint
+    from edgeseg.distillation.api import distill
+    from edgeseg.spec import InputSpec
+
+    rng = np.random.default_rng(1)
+    labels = [rng.integers(0, 2, (SIZE, SIZE)) for _ in range(2)]
+    _split(tmp_path / "data" / "train", labels, labels)
+    teacher = tmp_path / "t.pt"
+    save_checkpoint(teacher, create_model("unet", 3, base_channels=4, encoder_depth=2), arch="unet", num_classes=3,
+                    input_spec=InputSpec(SIZE, SIZE), dataset=None, arch_args={"base_channels": 4, "encoder_depth": 2})
+    out = tmp_path / "s.pt"
+    sidecar = distill(str(teacher), str(tmp_path / "data"), str(out), student="unet", epochs=1, batch_size=2,
+                      student_args={"base_channels": 4, "encoder_depth": 2}, backbone_weights="scratch",
+                      tensorboard=False)
+    assert sidecar["dataset"]["num_classes"] == 3 and sidecar["model"]["num_classes"] == 3
+    assert json.loads(out.with_name("s.pt.json").read_text())["dataset"]["ignore_index"] == 255

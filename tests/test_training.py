@@ -84,8 +84,11 @@ def test_distill_refuses_teacher_with_other_classes(tiny_data, tmp_path):
     teacher = tmp_path / "t.pt"
     save_checkpoint(teacher, create_model("unet", 3, base_channels=8, encoder_depth=2), arch="unet", num_classes=3,
                     input_spec=InputSpec(64, 64), dataset=None, arch_args={"base_channels": 8, "encoder_depth": 2})
-    with pytest.raises(DataError, match="predicts 3 classes but the data has 8"):
+    with pytest.raises(DataError) as caught:
         distill(str(teacher), str(tiny_data), str(tmp_path / "s.pt"), epochs=1)
+    yaml_path = tiny_data / "dataset.yaml"
+    assert str(caught.value) == (f"Teacher {teacher} says 3 classes but {yaml_path} says 8; fix num_classes in "
+                                 f"{yaml_path}, or use a teacher trained for this data.")
     assert not (tmp_path / "s.pt").exists()
 
 
