@@ -269,14 +269,11 @@ class PixelLogits(_torch_module()):
         from torch import nn
 
         keep = []
-        for name, module in self.net.named_modules():
+        for module in self.net.modules():
             kind = type(module).__name__
-            if isinstance(module, (nn.LayerNorm,)) or "Attention" in kind or "PatchEmbedding" in kind \
-                    or "Embeddings" in kind:
+            # the norms fix the residual stream's width (so the Mix-FFN's second linear keeps its output)
+            if isinstance(module, nn.LayerNorm) or "Attention" in kind or "Embeddings" in kind:
                 keep.append(module)
-            elif "Mix" in kind and ("FFN" in kind or "MLP" in kind):  # SegformerMixFFN / SegformerMixMLP
-                # the second linear's output joins the residual stream (dense2 before transformers 5, fc2 after)
-                keep += [getattr(module, n) for n in ("dense2", "fc2") if hasattr(module, n)]
         return keep
 
 

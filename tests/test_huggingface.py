@@ -138,6 +138,9 @@ def test_prune_a_folder_and_the_checkpoint_rebuilds_without_it(hf_folder, tmp_pa
               if isinstance(m, torch.nn.Linear) and name.endswith("mlp.fc1")}
     # every Mix-FFN's hidden width halved (4 x the stage width before); the residual stream keeps its widths
     assert hidden == {f"net.segformer.stages.{i}.blocks.0.mlp.fc1": 2 * w for i, w in enumerate([8, 16, 24, 32])}
+    residual = {name: m.out_features for name, m in loaded.model.named_modules()
+                if isinstance(m, torch.nn.Linear) and name.endswith(("mlp.fc2", "attention.o_proj", "output.dense"))}
+    assert sorted(set(residual.values())) == [8, 16, 24, 32] and len(residual) >= 4
     assert sidecar["model"]["params"] < sidecar["prune"]["params_before"]
     assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_CLASSES, 64, 64)
 
