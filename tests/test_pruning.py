@@ -195,11 +195,12 @@ def test_prune_with_taylor_on_data(tiny_student, tiny_data, tmp_path):
 
 def test_sparsity_phase_shrinks_batchnorm_scales(tiny_student, tiny_data):
     from edgeseg.pruning.importance import bn_l1_penalty
+    from edgeseg.data.dataset import ClassCount
     from edgeseg.pruning.training import load_prune_data, sparsity_phase
 
     def l1_after(strength):
         loaded = load_model(tiny_student)
-        data = load_prune_data(str(tiny_data), loaded.input_spec, loaded.num_classes)
+        data = load_prune_data(str(tiny_data), loaded.input_spec, ClassCount(loaded.num_classes, "the model"))
         history = sparsity_phase(loaded.model, data, loaded.num_classes, epochs=2, strength=strength, batch_size=2,
                                  lr=5e-2, seed=0, threads=None)
         assert "bn_l1" in history[-1]

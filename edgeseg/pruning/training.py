@@ -7,6 +7,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from edgeseg.data.dataset import ClassCount
 from edgeseg.spec import DatasetInfo, InputSpec
 
 
@@ -20,7 +21,7 @@ class PruneData:
     info: DatasetInfo
 
 
-def load_prune_data(data: str, spec: InputSpec, model_classes, ignore_index: int = 255) -> PruneData:
+def load_prune_data(data: str, spec: InputSpec, model_classes: ClassCount, ignore_index: int = 255) -> PruneData:
     """``data``'s splits; ``model_classes`` (a ClassCount: the model's) decides the class count where no
     dataset.yaml does, and is refused where one says another."""
     from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
