@@ -289,3 +289,27 @@ def test_a_folder_calibrates_to_int8_that_tensorrt_parses(hf_folder, tiny_data, 
     run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (onnx_path, int8)]
     fp32, quantised = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in run)
     assert (fp32.argmax(1) == quantised.argmax(1)).mean() > 0.8  # INT8 of a random tiny model: most pixels agree
+
+
+def test_a_users_builder_returning_a_transformers_model_prunes(tmp_path):
+    from edgeseg.checkpoint import load_model
+    from edgeseg.pruning.api import prune
+
+    builder = tmp_path / "my_segformer.py"
+    builder.write_text(
+        "import transformers\n\n\n"
+        "def build(num_classes):\n"
+        "    config = transformers.SegformerConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],\n"
+        "        num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=32, num_labels=num_classes)\n"
+        "    return transformers.SegformerForSemanticSegmentation(config)\n")
+    model = tiny_segformer(num_labels=3, seed=2)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    facts = ModelFacts(arch=f"{builder}:build", input_size=(64, 64))
+    loaded = load_model(tmp_path / "weights.pth", facts=facts)
+    x = torch.randn(1, 3, 64, 64)
+    expected = torch.nn.functional.interpolate(model(x).logits, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(loaded.model(x), expected)
+    out = tmp_path / "pruned.pt"
+    prune(str(tmp_path / "weights.pth"), str(out), ratio=0.5, facts=facts)
+    pruned = load_model(out, trust_checkpoint=True)  # rebuilding runs the user's file again: trusted
+    assert pruned.model(x).shape == (1, 3, 64, 64)

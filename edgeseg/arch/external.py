@@ -100,4 +100,8 @@ def _user_file(name: str, num_classes: int, trust_code: bool, **arch_args) -> nn
     model = build(num_classes=num_classes, **arch_args)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--arch {name}: {function_name}() returned {type(model).__name__}, not a torch nn.Module.")
+    from edgeseg.huggingface import SUPPORTED, PixelLogits
+
+    if type(model).__name__ in SUPPORTED:  # a transformers model: full-size logits, its attention kept whole
+        return PixelLogits(model)
     return MainOutput(model)
