@@ -166,7 +166,7 @@ def _count_source(name: str, constants, producer, counted: Dict[str, int], minim
     dtype, elements = constants[name]
     if name in counted or elements < minimum:
         return
-    if dtype in _FLOAT_TYPES or (dequantized and dtype != "int64"):
+    if dtype in _FLOAT_TYPES or dequantized:
         counted[name] = elements
 
 

@@ -83,6 +83,7 @@ def test_an_edgeseg_checkpoint_whose_sidecar_was_lost_describes_itself(lraspp, t
 @pytest.mark.parametrize("version, method, header, calibrator", [
     ("8.5.2", "entropy", "TRT-8502-EntropyCalibration2", "EntropyCalibration2 (read by IInt8EntropyCalibrator2)"),
     ("10.3.0", "minmax", "TRT-100300-MinMaxCalibration", "MinMaxCalibration (read by IInt8MinMaxCalibrator)"),
+    ("10.13.3", "entropy", "TRT-101303-EntropyCalibration2", "EntropyCalibration2 (read by IInt8EntropyCalibrator2)"),
     ("8.6.1", "entropy", "TRT-8601-EntropyCalibration2", "EntropyCalibration2 (read by IInt8EntropyCalibrator2)"),
 ])
 def test_a_calibration_cache_shows_its_header_calibrator_version_and_tensors(version, method, header, calibrator,

@@ -39,7 +39,7 @@ def _hand_graph(batch="n", height="h", width="w"):
         _init("w2", (8, 1, 3, 3)),
         _init("w3", (8, 2, 2, 2)), _init("b3", (4,)),
         _init("half", (), value=0.5), _init("shift", (1, 4, 1, 1)),
-        _init("shape", (2,), np.int64, [-1, 4]),
+        _init("shape", (2,), np.int64, [-1, 4]), _init("ones", (2,), np.int64, [1, 1]),
         _init("gemm_b", (5, 4)), _init("gemm_c", (5,)),
         _init("w5", (5, 6)), _init("b5", (6,)),
     ]
@@ -52,7 +52,8 @@ def _hand_graph(batch="n", height="h", width="w"):
         helper.make_node("Mul", ["ct", "half"], ["m"]),
         helper.make_node("Add", ["m", "shift"], ["a"]),
         helper.make_node("GlobalAveragePool", ["a"], ["p"]),
-        helper.make_node("Reshape", ["p", "shape"], ["flat"]),
+        helper.make_node("Mul", ["shape", "ones"], ["shape_computed"]),  # shape arithmetic, as exporters write
+        helper.make_node("Reshape", ["p", "shape_computed"], ["flat"]),
         helper.make_node("Gemm", ["flat", "gemm_b", "gemm_c"], ["g"], transB=1),
         helper.make_node("MatMul", ["g", "w5"], ["mm"]),
         helper.make_node("Add", ["mm", "b5"], ["lin"]),
@@ -65,7 +66,7 @@ def _hand_graph(batch="n", height="h", width="w"):
 
 # parameters, by hand: conv 8*3*3*3 + 8, BN scale and shift 8 + 8 (not its running mean and variance), depthwise
 # 8*1*3*3, ConvTranspose 8*2*2*2 + 4, the learned [1,4,1,1] shift 4 (not the scalars 0.5, 0 and 6, not the int64
-# shape), Gemm 5*4 + 5, MatMul 5*6 and its bias 6
+# shape and the int64 tensor it is multiplied by), Gemm 5*4 + 5, MatMul 5*6 and its bias 6
 HAND_PARAMS = (216 + 8) + (8 + 8) + 72 + (64 + 4) + 4 + (20 + 5) + (30 + 6)
 # MACs of one 16x20 image, by hand: conv out 8x8x10 x (3/1)*3*3; depthwise out 8x8x10 x (8/8)*3*3; ConvTranspose
 # input 8x8x10 x (4/2)*2*2; Gemm 5 outputs x 4; MatMul 6 outputs x 5; the activation x activation MatMul uncounted
@@ -198,6 +199,7 @@ def test_a_sidecars_figures_win_and_an_engine_gets_dashes(tmp_path):
     recorded = {"model": {"params": 7, "macs": 9}}
     assert model_size(recorded, onnx_path) == {"params": 7, "macs": 9}  # no "counted": the sidecar says them
     assert model_size({"model": {"params": 7}}, onnx_path) == {"params": 7, "macs": HAND_MACS, "counted": "onnx graph"}
+    assert model_size({"model": {"macs": 9}}, onnx_path) == {"params": HAND_PARAMS, "macs": 9, "counted": "onnx graph"}
     assert model_size({}, onnx_path) == {"params": HAND_PARAMS, "macs": HAND_MACS, "counted": "onnx graph"}
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not a graph")
