@@ -164,6 +164,18 @@ def test_an_edgeseg_export_counts_what_the_pytorch_counters_count(exported):
     assert size.macs == count_macs(model, 64, 96)
     assert size.params == count_params(model) - _folded_batchnorm(model)
     assert _folded_batchnorm(model) > 0
+    # what ONNX Runtime saves at the extended level (build-engine --backend onnxruntime): Conv+ReLU/HardSwish fused
+    # into com.microsoft FusedConv, which onnx's shape inference does not know; the same figures
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(path.with_suffix(".ort.onnx"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    fused = count_graph(options.optimized_model_filepath)
+    fused_ops = {n.op_type for n in __import__("onnx").load(options.optimized_model_filepath).graph.node}
+    assert ("FusedConv" in fused_ops) == (path.stem != "enet")  # ENet's PReLU does not fuse
+    assert (fused.params, fused.macs) == (size.params, size.macs)
 
 
 def test_info_and_bench_show_the_counted_figures_where_the_sidecar_has_none(exported, tmp_path):
