@@ -176,16 +176,17 @@ def _fixed(model, input_size: Optional[Sequence[int]]):
     inference reads for Reshape and Resize). Returns (copy, batch the graph is fixed to, (height, width) or None)."""
     import onnx
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    del copy.graph.initializer[:]
+    kept = []
     for tensor in model.graph.initializer:
-        kept = copy.graph.initializer.add()
         if _elements(tensor.dims) <= 64 and tensor.data_location != onnx.TensorProto.EXTERNAL:
-            kept.CopyFrom(tensor)
-        else:  # a weight's value changes no shape; leave it out (a model over 2 GB could not be serialised)
-            kept.name, kept.data_type = tensor.name, tensor.data_type
-            kept.dims.extend(tensor.dims)
+            kept.append(tensor)
+        else:  # a weight's value changes no shape: leave it out (no copy of the weights; nor a 2 GB limit)
+            kept.append(onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims))
+    graph = model.graph
+    copy = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.node, graph.name, graph.input, graph.output, initializer=kept,
+                               value_info=graph.value_info),
+        opset_imports=model.opset_import, ir_version=model.ir_version, functions=model.functions)
     initializers = {t.name for t in model.graph.initializer}
     images = [i for i in copy.graph.input if i.name not in initializers]
     batch, size = 1, None
