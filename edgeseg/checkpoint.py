@@ -272,6 +272,7 @@ def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
 def _from_hf_folder(folder: Path, facts: ModelFacts) -> LoadedModel:
     """A Hugging Face folder: its config names the architecture, classes and input; ``facts`` may set the input."""
     from edgeseg import huggingface
+    from edgeseg.arch.huggingface import load_folder, plain_config
     from edgeseg.console import say
 
     found = huggingface.read_folder(folder)
@@ -283,7 +284,7 @@ def _from_hf_folder(folder: Path, facts: ModelFacts) -> LoadedModel:
         raise ConfigError(f"{folder} predicts {found.num_classes} classes (id2label in its config.json), not "
                           f"{facts.num_classes}; drop {option('--num-classes', 'ModelFacts(num_classes=...)')}, or "
                           f"fine-tune it for your classes first.")
-    model = huggingface.load_folder(found)
+    model = load_folder(found)
     size = facts.input_size or found.input_size
     spec = InputSpec(int(size[0]), int(size[1]), mean=facts.mean or found.mean, std=facts.std or found.std,
                      color=found.color) if size else None
@@ -298,7 +299,7 @@ def _from_hf_folder(folder: Path, facts: ModelFacts) -> LoadedModel:
     meta = {"source": {"file": str(folder), "format": "Hugging Face folder", "architecture": found.architecture,
                        "given": facts.to_dict()}}
     return LoadedModel(model, name, found.num_classes, spec, info,
-                       arch_args={"config": huggingface.plain_config(model.net.config)}, meta=meta)
+                       arch_args={"config": plain_config(model.net.config)}, meta=meta)
 
 
 def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Optional[str] = None,
@@ -375,7 +376,7 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
 
 def _module_file(model: nn.Module, kind: str, spec, info, facts: ModelFacts) -> LoadedModel:
     """A file holding the whole module (TorchScript, torch.export, pickled): runnable, not rebuildable."""
-    from edgeseg.huggingface import PixelLogits, is_segmenter_output
+    from edgeseg.arch.huggingface import PixelLogits, is_segmenter_output
 
     if is_segmenter_output(_probe(model, spec)):  # a pickled transformers model: logits, upsampled to the input
         model, kind = PixelLogits(model).eval(), f"{kind} (Hugging Face)"

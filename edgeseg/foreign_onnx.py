@@ -44,6 +44,8 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
     import onnx
 
     facts = facts or ModelFacts()
+    from edgeseg.onnx_size import count_params
+
     path = Path(path)
     model = _load(path)
     graph = model.graph
@@ -106,8 +108,9 @@ def graph_summary(path: str | Path) -> Dict[str, Any]:
     """
     import collections
 
-    import numpy as np
     import onnx
+
+    from edgeseg.onnx_size import count_params
 
     path = Path(path)
     model = _load(path)
@@ -134,7 +137,7 @@ def graph_summary(path: str | Path) -> Dict[str, Any]:
         "producer": " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown",
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "inputs": inputs, "outputs": outputs,
-        "params": int(sum(int(np.prod(i.dims)) for i in graph.initializer)),
+        "params": count_params(model),  # learned weights only, as edgeseg counts them (not shape constants)
         "nodes": len(graph.node), "operators": dict(operators.most_common()),
         "quantized": bool(operators.get("QuantizeLinear") or operators.get("DequantizeLinear")),
         "class_map_output": bool(outputs) and _is_class_map(outputs[0]),

@@ -17,6 +17,9 @@ blocky label map.
 An edgeseg checkpoint of such a model (after prune or distill) records the architecture
 as ``hf:<transformers class>`` and the folder's config as a plain dict, so it rebuilds
 without the folder and loads with ``weights_only=True``.
+
+This module reads folders and is torch-free (the deploy side asks it whether a path is
+a Hugging Face folder); building the model is ``edgeseg.arch.huggingface``.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from edgeseg.errors import ConfigError, InputFileError, MissingDependencyError
+from edgeseg.errors import ConfigError, InputFileError
 
 # transformers classes whose output.logits are per-pixel class scores (N, classes, h, w)
 SUPPORTED = ("SegformerForSemanticSegmentation", "UperNetForSemanticSegmentation", "DPTForSemanticSegmentation",
@@ -155,145 +158,5 @@ def read_folder(folder: Path) -> FolderFacts:
                        color="BGR" if processor.get("do_flip_channel_order") else "RGB")
 
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependencyError("Hugging Face models need transformers; pip install 'edgeseg[hf]' (everything "
-                                     "else in edgeseg works without it).") from None
-    return transformers
-
-
-def _model_class(architecture: str):
-    if architecture not in SUPPORTED:
-        raise ConfigError(f"hf:{architecture} is not a Hugging Face class edgeseg runs; choose one of "
-                          f"{', '.join(SUPPORTED)}.")
-    transformers = _transformers()
-    model_class = getattr(transformers, architecture, None)
-    if model_class is None:
-        raise MissingDependencyError(f"transformers {transformers.__version__} has no {architecture}; upgrade it "
-                                     f"(pip install -U transformers).")
-    return model_class
-
-
-class _quiet_transformers:
-    """transformers' own warnings and progress bars off while it loads (edgeseg reports what it loaded)."""
-
-    def __enter__(self):
-        from transformers.utils import logging
-
-        self.level = logging.get_verbosity()
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging
-
-        logging.set_verbosity(self.level)
-        logging.enable_progress_bar()
-
-
-def plain_config(config) -> dict:
-    """A transformers config as JSON-able primitives (what an edgeseg checkpoint may hold under weights_only)."""
-    return json.loads(config.to_json_string(use_diff=False))
-
-
-def load_folder(facts: FolderFacts, num_classes: Optional[int] = None):
-    """The folder's model with its weights, wrapped to return full-resolution logits; local files only.
-
-    ``num_classes`` other than the folder's starts a new classifier (the rest keeps its
-    weights), as transformers' ``ignore_mismatched_sizes`` does when fine-tuning.
-    """
-    model_class = _model_class(facts.architecture)
-    options = {}
-    if num_classes is not None and num_classes != facts.num_classes:
-        options = dict(num_labels=num_classes, id2label={i: f"class{i}" for i in range(num_classes)},
-                       label2id={f"class{i}": i for i in range(num_classes)}, ignore_mismatched_sizes=True)
-    with _quiet_transformers():
-        try:
-            net = model_class.from_pretrained(str(facts.folder), local_files_only=True, **options)
-        except (OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputFileError(f"transformers could not load {facts.folder} ({first[:300]}); check that the "
-                                 f"folder is complete (config.json and its weights).") from exc
-    return PixelLogits(net.eval())
-
-
-def build(architecture: str, num_classes: int, config: Optional[dict] = None):
-    """``hf:<class>`` with fresh weights from a recorded config (a checkpoint rebuilding its model)."""
-    if not config:
-        raise ConfigError(f"hf:{architecture} is built from a model folder's config; give the folder itself as the "
-                          f"model instead of --arch.")
-    model_class = _model_class(architecture)
-    config = dict(config, num_labels=num_classes)
-    if len(config.get("id2label") or {}) != num_classes:
-        config["id2label"] = {str(i): f"class{i}" for i in range(num_classes)}
-        config["label2id"] = {f"class{i}": i for i in range(num_classes)}
-    config_object = model_class.config_class.from_dict(config)
-    return PixelLogits(model_class(config_object).eval())
-
-
-def _torch_module():
-    from torch import nn
-
-    return nn.Module
-
-
-class PixelLogits(_torch_module()):
-    """A transformers segmentation model as edgeseg expects every model: logits at the input's size.
-
-    transformers' models return a ``SemanticSegmenterOutput`` whose logits are at a
-    fraction of the input (1/4 for SegFormer); they are upsampled here, bilinearly, as
-    transformers' own post-processing does before its argmax.
-    """
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        import torch.nn.functional as F
-
-        out = self.net(x)
-        logits = out["logits"] if isinstance(out, dict) or hasattr(out, "keys") else out[0]
-        if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
-
-    def unprunable_layers(self):
-        """Layers whose widths attention heads, the residual stream or a norm fix (pruning keeps them whole).
-
-        What is left prunable is what edgeseg's own SegFormer prunes: the hidden width of
-        every Mix-FFN and the decoder's per-stage MLPs.
-        """
-        from torch import nn
-
-        keep = []
-        for module in self.net.modules():
-            kind = type(module).__name__
-            # the norms fix the residual stream's width (so the Mix-FFN's second linear keeps its output)
-            if isinstance(module, nn.LayerNorm) or "Attention" in kind or "Embeddings" in kind:
-                keep.append(module)
-        return keep
-
-
-def is_segmenter_output(out) -> bool:
-    """Whether a module's output is a transformers ModelOutput carrying ``logits`` (a pickled HF model)."""
-    return hasattr(out, "keys") and "logits" in out.keys()
-
-
 def model_name(facts: FolderFacts) -> str:
     return PREFIX + facts.architecture
-
-
-def student_from(name, num_classes: int):
-    """A distillation student named by a Hugging Face folder: (model, arch, arch_args), or None for any other name.
-
-    The student starts from the folder's weights; for another class count its classifier
-    starts anew (the encoder and decoder keep theirs), as fine-tuning in transformers does.
-    """
-    folder = find_folder(name)
-    if folder is None:
-        return None
-    model = load_folder(read_folder(folder), num_classes)
-    return model, PREFIX + type(model.net).__name__, {"config": plain_config(model.net.config)}

@@ -14,7 +14,7 @@ DEPLOY_MODULES = ["edgeseg/runtime", "edgeseg/benchmark", "edgeseg/data/dataset.
                   "edgeseg/spec.py", "edgeseg/fileio.py", "edgeseg/errors.py", "edgeseg/console.py",
                   "edgeseg/engine", "edgeseg/cli", "edgeseg/__init__.py", "edgeseg/device_info.py",
                   "edgeseg/foreign_onnx.py", "edgeseg/data/layouts.py", "edgeseg/data/resize.py", "edgeseg/predict",
-                  "edgeseg/report/figures.py"]
+                  "edgeseg/report/figures.py", "edgeseg/huggingface.py", "edgeseg/onnx_size.py"]
 
 NO_TORCH = """
 import sys

@@ -331,3 +331,19 @@ def test_segmenter_runs_a_state_dict_in_pytorch_with_its_facts(users_model, tiny
         expected = users_model(torch.from_numpy(preprocess(image, spec)))["out"].argmax(1)[0].numpy()
     np.testing.assert_array_equal(mask, resize_label(expected.astype(np.uint8), *image.shape[:2]))
     assert not list(tmp_path.glob("weights.pth.*"))  # nothing written beside the user's file
+
+
+def test_class_count_from_a_sorted_safetensors_file(users_model, tmp_path):
+    """safetensors stores names sorted: LR-ASPP's classifier.scale.1 (128 channels) then comes last."""
+    from safetensors.torch import load_file, save_file
+
+    from edgeseg.arch.torchvision_models import classes_in_state_dict
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in users_model.state_dict().items()}, path)
+    stored = load_file(path)
+    assert [v for v in stored.values() if v.ndim == 4][-1].shape[0] == 128
+    classes = users_model.classifier.high_classifier.out_channels
+    assert classes_in_state_dict(stored) == classes
+    loaded = load_model(path, facts=ModelFacts(arch=ARCH, input_size=(64, 64)))  # no --num-classes
+    assert loaded.num_classes == classes and loaded.meta["source"]["format"] == "safetensors file"

@@ -51,7 +51,7 @@ def build_external(name: str, num_classes: int, *, trust_code: bool = True, **ar
     if name.startswith("smp:"):
         return _smp(name, num_classes, **arch_args)
     if name.startswith("hf:"):
-        from edgeseg import huggingface
+        from edgeseg.arch import huggingface
 
         return huggingface.build(name.split(":", 1)[1], num_classes, **arch_args)
     return _user_file(name, num_classes, trust_code, **arch_args)
@@ -100,7 +100,8 @@ def _user_file(name: str, num_classes: int, trust_code: bool, **arch_args) -> nn
     model = build(num_classes=num_classes, **arch_args)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--arch {name}: {function_name}() returned {type(model).__name__}, not a torch nn.Module.")
-    from edgeseg.huggingface import SUPPORTED, PixelLogits
+    from edgeseg.arch.huggingface import PixelLogits
+    from edgeseg.huggingface import SUPPORTED
 
     if type(model).__name__ in SUPPORTED:  # a transformers model: full-size logits, its attention kept whole
         return PixelLogits(model)

@@ -72,8 +72,9 @@ def classes_in_state_dict(state_dict: dict) -> int:
     """The class count a segmentation state_dict predicts: the out-channels of its last 4-D weight (not aux)."""
     weights = [(k, v) for k, v in state_dict.items()
                if k.endswith("weight") and getattr(v, "ndim", 0) == 4 and "aux" not in k]
-    # a layer named classifier wins over file order: safetensors stores names sorted, not in model order
-    named = [v for k, v in weights if "classifier" in k or k.endswith(("cls_seg.weight", "head.weight"))]
+    # a layer whose own name says classifier wins over file order: safetensors stores names sorted, not in model
+    # order (LR-ASPP's classifier.scale.1 then sorts last); MMSeg calls it conv_seg
+    named = [v for k, v in weights if "classifier" in k.split(".")[-2] or k.split(".")[-2] in ("conv_seg", "cls_seg")]
     if named:
         return int(named[-1].shape[0])
     return int(weights[-1][1].shape[0]) if weights else -1

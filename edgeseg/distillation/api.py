@@ -95,7 +95,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
                          warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
-    from edgeseg.huggingface import find_folder, model_name, read_folder, student_from
+    from edgeseg.arch.huggingface import student_from
+    from edgeseg.huggingface import find_folder, model_name, read_folder
 
     hf_student = find_folder(student)  # a Hugging Face folder as the student: checked before the data is read
     student_arch = model_name(read_folder(hf_student)) if hf_student else canonical_name(student)
