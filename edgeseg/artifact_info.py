@@ -34,8 +34,13 @@ def info(artifact: str, as_json: bool = False, facts: Optional[ModelFacts] = Non
     >>> edgeseg.info("pruned.int8.onnx")  # doctest: +SKIP
     >>> edgeseg.info("model_29.pth", facts=ModelFacts(arch="torchvision:lraspp_mobilenet_v3_large"))  # doctest: +SKIP
     """
-    path = require_file(artifact, "Artifact")
     facts = facts or ModelFacts()
+    from edgeseg.huggingface import find_folder
+
+    folder = find_folder(artifact)
+    if folder is not None:
+        return _huggingface_folder(folder, as_json, facts)
+    path = require_file(artifact, "Artifact")
     meta = read_sidecar(path)
     suffix = path.suffix.lower()
     if not meta and suffix == ".onnx":
@@ -206,6 +211,52 @@ def _checkpoint(path: Path, as_json: bool, facts: ModelFacts, trust_checkpoint: 
     if loaded.foreign:
         lines.append(f"  next          edgeseg export {escape(path.name)} with the same options: the ONNX's sidecar "
                      f"then records them")
+    for line in lines:
+        out.print(line)
+    return summary
+
+
+def _huggingface_folder(folder: Path, as_json: bool, facts: ModelFacts) -> dict:
+    """A Hugging Face folder: what its config and image processor say, and, where torch and transformers are
+    installed, its parameters and MACs counted on the model as train counts them."""
+    from edgeseg.huggingface import read_folder, model_name
+    from edgeseg.runtime.loader import size_bytes
+
+    found = read_folder(folder)
+    size = facts.input_size or found.input_size
+    summary = {"artifact": str(folder), "kind": "Hugging Face folder", "arch": model_name(found),
+               "num_classes": found.num_classes, "classes": list(found.classes), "ignore_index": found.ignore_index,
+               "input": {"height": size[0], "width": size[1], "mean": list(found.mean), "std": list(found.std),
+                         "color": found.color} if size else None,
+               "params": None, "macs": None, "size_mb": round(size_bytes(folder) / 1e6, 3)}
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        counted = "not counted: torch and transformers are needed to build the model (pip install 'edgeseg[hf]')"
+    else:
+        from edgeseg.arch.profile import count_macs, count_params
+        from edgeseg.checkpoint import load_model
+
+        model = load_model(folder, facts=facts).model
+        summary["params"] = count_params(model)
+        summary["macs"] = count_macs(model, size[0], size[1]) if size else None
+        summary["macs_input"] = list(size) if size else None
+        counted = "pytorch model"
+    summary["counted"] = counted
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return summary
+    shown = ", ".join(found.classes[:8]) + (f", ... ({found.num_classes - 8} more)" if found.num_classes > 8 else "")
+    lines = [f"[bold]{escape(folder.name)}[/bold]  (Hugging Face folder: {found.architecture})",
+             f"  architecture  {model_name(found)}  " + (_size_text(summary) if summary["params"] is not None
+                                                         else counted),
+             "  input         " + (f"{size[0]}x{size[1]} {found.color}  mean {[round(v, 3) for v in found.mean]}  "
+                                   f"std {[round(v, 3) for v in found.std]}" if size else
+                                   "not in preprocessor_config.json: give --input-size HEIGHTxWIDTH"),
+             f"  classes       {found.num_classes} ({escape(shown)}), ignore {found.ignore_index}",
+             f"  files         {summary['size_mb']} MB in {escape(str(folder))}",
+             f"  next          edgeseg export {escape(folder.name)}/ (no --arch: the config says it)"]
     for line in lines:
         out.print(line)
     return summary

@@ -313,3 +313,19 @@ def test_a_users_builder_returning_a_transformers_model_prunes(tmp_path):
     prune(str(tmp_path / "weights.pth"), str(out), ratio=0.5, facts=facts)
     pruned = load_model(out, trust_checkpoint=True)  # rebuilding runs the user's file again: trusted
     assert pruned.model(x).shape == (1, 3, 64, 64)
+
+
+def test_info_on_a_folder_says_what_its_config_says_and_counts_the_model(hf_folder, hf_model):
+    from edgeseg.arch.profile import count_macs
+    from edgeseg.artifact_info import info
+    from edgeseg.checkpoint import load_model
+
+    summary = info(str(hf_folder), as_json=True)
+    assert summary["arch"] == "hf:SegformerForSemanticSegmentation" and summary["classes"] == list(CLASSES)
+    assert summary["input"]["height"] == 64 and summary["input"]["mean"] == pytest.approx([m * 255 for m in MEAN])
+    assert summary["params"] == sum(p.numel() for p in hf_model.parameters())
+    assert summary["macs"] == count_macs(load_model(hf_folder).model, 64, 64) > 0
+    files = sum(f.stat().st_size for f in hf_folder.iterdir())
+    assert summary["size_mb"] == round(files / 1e6, 3)
+    result = CliRunner().invoke(cli, ["info", str(hf_folder)])
+    assert result.exit_code == 0 and "Hugging Face folder: SegformerForSemanticSegmentation" in result.output
