@@ -24,8 +24,12 @@ def palette_table(info: Optional[DatasetInfo], num_classes: int) -> np.ndarray:
 
 
 def colorize(mask: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """HxW class indices -> HxWx3 RGB (indices past the palette are clipped to its last colour)."""
-    return table[np.minimum(mask, len(table) - 1)]
+    """HxW class indices -> HxWx3 RGB (indices past the palette are clipped to its last colour).
+
+    The clip is done in a wide integer type: a uint8 mask against a palette of more than 256
+    colours would overflow numpy 2's uint8 arithmetic.
+    """
+    return table[np.minimum(mask.astype(np.int64, copy=False), len(table) - 1)]
 
 
 def mask_image(mask: np.ndarray, table: np.ndarray):
