@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edgeseg.errors import ConfigError, InputFileError
+from edgeseg.errors import ConfigError, InputFileError, option
 from edgeseg.spec import ModelFacts
 
 
@@ -59,15 +59,16 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
         raise InputFileError(f"{path} takes {channels}-channel images; edgeseg feeds RGB (3 channels).")
     if height is not None and width is not None:
         if facts.input_size and tuple(facts.input_size) != (height, width):
-            raise ConfigError(f"{path} is fixed to {height}x{width} input but --input-size "
-                              f"{facts.input_size[0]}x{facts.input_size[1]} was given; drop --input-size or "
+            given = option(f"--input-size {facts.input_size[0]}x{facts.input_size[1]}",
+                           f"input_size={tuple(facts.input_size)}")
+            raise ConfigError(f"{path} is fixed to {height}x{width} input but {given} was given; drop it or "
                               f"re-export the model at that size.")
         spec = facts.input_spec(height, width)
     else:
         spec = facts.input_spec()
         if spec is None:
             raise ConfigError(f"{path} has a dynamic input size and no sidecar saying which to use; give it with "
-                              f"--input-size HEIGHTxWIDTH.")
+                              f"{option('--input-size HEIGHTxWIDTH', 'facts=ModelFacts(input_size=(H, W))')}.")
     output = graph.output[0]
     output_dims = _dims(output)
     # an integer output is a class map (NxHxW, or Nx1xHxW from ArgMax keepdims=1): it does not show the class count
@@ -79,10 +80,12 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
         read = _classes_by_running(path, inputs[0].name, spec)
     num_classes = facts.num_classes or read or (facts.dataset.num_classes if facts.dataset else None)
     if num_classes is None:
-        raise ConfigError(f"The class count of {path} cannot be read from its output; give --num-classes.")
+        raise ConfigError(f"The class count of {path} cannot be read from its output; give "
+                          f"{option('--num-classes', 'facts=ModelFacts(num_classes=N)')}.")
     if logits_dims and logits_dims[1] not in (None, num_classes):
-        raise ConfigError(f"{path} outputs {output_dims[1]} classes but --num-classes {num_classes} was given; "
-                          f"drop --num-classes or check the model.")
+        given = option(f"--num-classes {num_classes}", f"num_classes={num_classes}")
+        raise ConfigError(f"{path} outputs {output_dims[1]} classes but {given} was given; drop it or check the "
+                          f"model.")
     quantized = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
     info = facts.dataset_info(int(num_classes))
     return {

@@ -234,6 +234,6 @@ def test_a_foreign_keepdims_class_map_asks_for_the_class_count(tmp_path):
                    [helper.make_node("ArgMax", ["x"], ["c"], axis=1, keepdims=1)])
     path = tmp_path / "keepdims.onnx"
     onnx.save(model, str(path))
-    with pytest.raises(ConfigError, match="give --num-classes"):
+    with pytest.raises(ConfigError, match=r"give facts=ModelFacts\(num_classes=N\)"):  # Python's argument
         describe_onnx(path)
     assert describe_onnx(path, ModelFacts(num_classes=3))["model"]["num_classes"] == 3

@@ -111,7 +111,7 @@ def test_trtexec_command_for_tensorrt_11_has_no_removed_flags():
     assert not {"--int8", "--fp16", "--best"} & set(words) and not any(w.startswith("--calib") for w in words)
 
 
-def test_print_trtexec_builds_nothing(tiny_onnx, tmp_path):
+def test_print_trtexec_builds_nothing(tiny_onnx, tiny_int8, tmp_path):  # --int8 reads the calibrated model
     from click.testing import CliRunner
 
     from edgeseg.cli.main import cli
@@ -192,7 +192,8 @@ def test_an_engine_built_elsewhere_runs_on_what_the_user_says(tmp_path, monkeypa
 
     engine = tmp_path / "trtexec.engine"
     engine.write_bytes(b"serialized by trtexec")
-    with pytest.raises(InputFileError, match="--input-size HEIGHTxWIDTH .* and --trust-engine if you built it"):
+    with pytest.raises(InputFileError, match=r"facts=ModelFacts\(input_size=\(H, W\)\) .* and trust_engine=True if you "
+                                             r"built it"):
         describe(engine)
     artifact = describe(engine, facts=ModelFacts(input_size=(64, 96), num_classes=5))
     assert (artifact.input_spec.height, artifact.input_spec.width) == (64, 96) and artifact.dataset.num_classes == 5
