@@ -383,3 +383,617 @@ def test_a_headless_opencv_turns_the_window_off_with_one_line(monkeypatch):
                     "a window. Continuing without one[/yellow]"]
     window.close()
     assert fake.destroyed == 0
+
+
+# --- writers: Outputs ---------------------------------------------------------------------------------------------
+
+PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
+                    (128, 0, 0), (0, 128, 0)], np.uint8)
+
+
+def _images_source(tmp_path, names):
+    paths = [tmp_path / "in" / f"{n}.png" for n in names]
+    return sources.Source("images", "in", str(tmp_path / "in"), paths, list(names))
+
+
+def _quantization(image: np.ndarray, quality: int):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return Image.open(buffer).quantization
+
+
+def test_outputs_write_each_images_mask_overlay_and_record(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(writers, "say", said)
+    out = tmp_path / "out"
+    outputs = writers.Outputs(out, None, PALETTE, 0.25, show=False)
+    source = _images_source(tmp_path, ["a", "sub/b"])
+    outputs.begin(source)
+    assert outputs.current == {"masks", "overlays"} and (out / "masks").is_dir() and (out / "overlays").is_dir()
+    images = {"a": _bands([0, 3, 5, 7]), "sub/b": _bands([6, 1])}
+    for name, image in images.items():
+        outputs.write(name, image, _expected(image).astype(np.uint8))
+    assert outputs.end() is None and said == []
+    assert outputs.written == {"masks": 2, "overlays": 2, "videos": 0} and outputs.videos == []
+    assert outputs.files == [
+        {"input": str(tmp_path / "in" / "a.png"), "mask": "masks/a.png", "overlay": "overlays/a.jpg"},
+        {"input": str(tmp_path / "in" / "sub/b.png"), "mask": "masks/sub/b.png", "overlay": "overlays/sub/b.jpg"}]
+    for name, image in images.items():
+        with Image.open(out / "masks" / f"{name}.png") as mask:
+            assert mask.mode == "P"
+            np.testing.assert_array_equal(np.asarray(mask), _expected(image))
+            assert mask.getpalette()[:24] == PALETTE.reshape(-1).tolist()
+        with Image.open(out / "overlays" / f"{name}.jpg") as overlay:
+            assert overlay.format == "JPEG"
+            assert overlay.quantization == _quantization(image, 90)  # quality 90
+            got = np.asarray(overlay.convert("RGB"))
+            errors = [np.abs(got - _reference_blend(image, _expected(image), PALETTE, a)).mean() for a in (0.25, 0.5)]
+            assert errors[0] < 8 and errors[0] < errors[1] / 2  # JPEG-coded: close to alpha 0.25, not to 0.5
+    outputs.close()
+
+
+def test_outputs_write_only_what_save_asks_for(tmp_path):
+    image = _bands([2, 5])
+    mask = _expected(image).astype(np.uint8)
+    out = tmp_path / "masks-only"
+    outputs = writers.Outputs(out, {"masks"}, PALETTE, 0.5, show=False)
+    outputs.begin(_images_source(tmp_path, ["a"]))
+    outputs.write("a", image, mask)
+    assert sorted(p.name for p in out.iterdir()) == ["masks"]
+    assert outputs.files == [{"input": str(tmp_path / "in" / "a.png"), "mask": "masks/a.png"}]
+    assert outputs.written == {"masks": 1, "overlays": 0, "videos": 0}
+
+    out = tmp_path / "overlays-only"
+    outputs = writers.Outputs(out, {"overlays"}, PALETTE, 0.5, show=False)
+    outputs.begin(_images_source(tmp_path, ["sub/a"]))
+    outputs.write("sub/a", image, mask)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["overlays", "overlays/sub",
+                                                                             "overlays/sub/a.jpg"]
+    assert outputs.files == [{"input": str(tmp_path / "in" / "sub/a.png"), "overlay": "overlays/sub/a.jpg"}]
+    assert outputs.written == {"masks": 0, "overlays": 1, "videos": 0}
+
+    out = tmp_path / "nothing"
+    outputs = writers.Outputs(out, set(), PALETTE, 0.5, show=False)
+    outputs.begin(_images_source(tmp_path, ["a"]))
+    outputs.write("a", image, mask)
+    assert not out.exists() and outputs.files == [] and outputs.written == {"masks": 0, "overlays": 0, "videos": 0}
+
+
+def test_outputs_number_a_name_given_twice_and_say_so(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(writers, "say", said)
+    image = _bands([1])
+    outputs = writers.Outputs(tmp_path / "out", {"masks"}, PALETTE, 0.5, show=False)
+    outputs.begin(_images_source(tmp_path, ["a"]))
+    for name in ("a", "A", "a", "b"):
+        outputs.write(name, image, _expected(image).astype(np.uint8))
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["A-2.png", "a-3.png", "a.png", "b.png"]
+    # only the input the source named gets a record (not "A", "b"); each mask under the name it got
+    assert outputs.files == [{"input": str(tmp_path / "in" / "a.png"), "mask": "masks/a.png"},
+                             {"input": str(tmp_path / "in" / "a.png"), "mask": "masks/a-3.png"}]
+    outputs.end()
+    assert said == ["[yellow]2 output name(s) were taken already, so they got a number: A -> A-2, a -> a-3[/yellow]"]
+    said.clear()
+    outputs.end()
+    assert said == []  # said once
+    for _ in range(4):
+        outputs.write("b", image, _expected(image).astype(np.uint8))
+    outputs.end()
+    assert said == ["[yellow]4 output name(s) were taken already, so they got a number: b -> b-2, b -> b-3, "
+                    "b -> b-4, b -> b-5[/yellow]"]
+    said.clear()
+    for _ in range(6):
+        outputs.write("c", image, _expected(image).astype(np.uint8))
+    outputs.end()
+    assert said == ["[yellow]5 output name(s) were taken already, so they got a number: c -> c-2, c -> c-3, "
+                    "c -> c-4, c -> c-5, ...[/yellow]"]
+
+
+class _Capture:
+    """A capture Source without a file: ``kind`` and ``fps`` as given."""
+
+    def __init__(self, kind="video", name="clip", spec="clip.mp4", fps=12.0):
+        self.kind, self.name, self.spec, self.fps = kind, name, spec, fps
+        self.names, self.paths = [], []
+
+    def leave_out(self, folder):
+        return 0
+
+
+def test_outputs_write_a_captures_video_and_its_record(tmp_path):
+    cv2 = _cv2()
+    out = tmp_path / "out"
+    outputs = writers.Outputs(out, {"video", "masks"}, PALETTE, 1.0, show=False)
+    outputs.begin(_Capture())
+    frames = [_bands([i, 7 - i]) for i in range(3)]
+    for index, frame in enumerate(frames):
+        outputs.write(f"clip_{index:06d}", frame, _expected(frame).astype(np.uint8))
+    assert outputs.end() == out / "clip.mp4"
+    assert outputs.written == {"masks": 3, "overlays": 0, "videos": 1} and outputs.videos == [str(out / "clip.mp4")]
+    assert outputs.files == [{"input": "clip.mp4", "video": "clip.mp4", "masks": "masks/clip_*.png"}]
+    assert outputs.video is None
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    ok, bgr = capture.read()
+    capture.release()
+    # alpha 1: the frame is the class colours themselves
+    assert ok and np.abs(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.int64) - PALETTE[_expected(frames[0])]).mean() < 8
+
+    # a second capture of the same name gets a number; only the video asked for: no masks in its record
+    outputs = writers.Outputs(out, {"video"}, PALETTE, 1.0, show=False)
+    outputs.video_names = {"clip"}
+    outputs.begin(_Capture(name="clip"))
+    outputs.write("clip_000000", frames[0], _expected(frames[0]).astype(np.uint8))
+    assert outputs.end() == out / "clip-2.mp4"
+    assert outputs.files == [{"input": "clip.mp4", "video": "clip-2.mp4"}]
+
+    # a capture that gave no frame: no video, no record
+    outputs = writers.Outputs(out, {"video"}, PALETTE, 1.0, show=False)
+    outputs.begin(_Capture(name="empty", spec="empty.mp4"))
+    assert outputs.end() is None and outputs.files == [] and outputs.written["videos"] == 0
+    assert not (out / "empty.mp4").exists()
+
+
+def test_outputs_abort_discards_the_unfinished_video(tmp_path):
+    _cv2()
+    outputs = writers.Outputs(tmp_path, None, PALETTE, 0.5, show=False)
+    outputs.begin(_Capture(kind="camera", name="camera0", spec="0"))
+    assert outputs.current == {"video"}
+    frame = _bands([3])
+    outputs.write("camera0_000000", frame, _expected(frame).astype(np.uint8))
+    outputs.abort()
+    assert outputs.video is None and list(tmp_path.iterdir()) == []
+    outputs.abort()
+
+
+def test_outputs_show_frames_in_the_window_and_stop_when_closed(tmp_path, monkeypatch):
+    fake = _FakeCv2(key=ord("q"))
+    monkeypatch.setattr(writers, "require_cv2", lambda what: fake)
+    monkeypatch.setenv("DISPLAY", ":1")
+    outputs = writers.Outputs(tmp_path / "out", set(), PALETTE, 1.0, show=True)
+    outputs.begin(_images_source(tmp_path, ["a"]))
+    frame = _bands([2, 4])
+    outputs.write("a", frame, _expected(frame).astype(np.uint8))
+    assert outputs.stopped is True
+    np.testing.assert_array_equal(fake.shown[0][1][:, :, ::-1], PALETTE[_expected(frame)])
+    outputs.close()
+    assert fake.destroyed == 1
+
+
+# --- sources ------------------------------------------------------------------------------------------------------
+
+def _png(path: Path, cls: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_bands([cls])).save(path)
+    return path
+
+
+def test_classify_names_each_kind_of_source(tmp_path):
+    stream = sources.classify("RTSP://10.0.0.2:554/cam one/")
+    assert (stream.kind, stream.name, stream.spec) == ("stream", "10.0.0.2_554_cam_one", "RTSP://10.0.0.2:554/cam one/")
+    for scheme in ("rtsps://", "rtmp://", "http://", "https://"):
+        assert sources.classify(scheme + "h/x").kind == "stream"
+    assert sources.classify("http://???").name == "source"
+    csi = sources.classify("csi://2")
+    assert (csi.kind, csi.name, csi.spec) == ("csi", "csi2", "csi://2")
+    assert sources.classify("CSI://3").name == "csi3"
+    with pytest.raises(sources.SourceError) as error:
+        sources.classify("csi://front")
+    assert str(error.value) == "csi://front is not a CSI camera; write csi://0 (the sensor id)."
+    camera = sources.classify("3")
+    assert (camera.kind, camera.name, camera.spec) == ("camera", "camera3", "3")
+    device = sources.classify("/dev/video1")
+    assert (device.kind, device.name, device.spec) == ("camera", "video1", "/dev/video1")
+    image = _png(tmp_path / "Street.PNG")
+    single = sources.classify(str(image))
+    assert (single.kind, single.name, single.spec, single.paths, single.names) == (
+        "images", "Street", str(image), [image], ["Street"])
+    assert single.total == 1
+    (tmp_path / "drive.MKV").write_bytes(b"x")
+    video = sources.classify(str(tmp_path / "drive.MKV"))
+    assert (video.kind, video.name, video.spec, video.paths) == ("video", "drive", str(tmp_path / "drive.MKV"),
+                                                                [tmp_path / "drive.MKV"])
+    assert video.total is None
+    (tmp_path / "notes.pdf").write_bytes(b"x")
+    with pytest.raises(InputFileError) as error:
+        sources.classify(str(tmp_path / "notes.pdf"))
+    assert str(error.value) == (
+        f"{tmp_path / 'notes.pdf'} is neither an image ({', '.join(sources.PHOTO_SUFFIXES)}), a video "
+        f"({', '.join(sources.VIDEO_SUFFIXES)}) nor a list of paths (.txt); give one of those.")
+    with pytest.raises(InputFileError) as error:
+        sources.classify(str(tmp_path / "gone.png"))
+    assert str(error.value) == (f"Source {tmp_path / 'gone.png'} does not exist; give an image, a folder, a glob, a "
+                                f"list file, a video, a camera (0, /dev/video0), csi://0 or an rtsp:// address.")
+
+
+def test_a_list_file_reads_paths_relative_to_itself_without_comments(tmp_path):
+    a = _png(tmp_path / "imgs" / "a.png")
+    b = _png(tmp_path / "elsewhere" / "b.png")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "val.LST").write_text(f"# the val split\n\n  ../imgs/a.png  \n{b}\n   # indented comment\n")
+    listed = sources.classify(str(tmp_path / "lists" / "val.LST"))
+    assert (listed.kind, listed.name, listed.names) == ("images", "val", ["a", "b"])
+    assert listed.paths == [tmp_path / "lists" / "../imgs/a.png", b]
+    assert a.exists()
+
+
+def test_a_folder_is_walked_in_order_without_hidden_files_and_says_what_it_left_out(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    root = tmp_path / "street"
+    for name in ("b.png", "a.JPG", "sub/c.png", "sub/deeper/d.png", "a_dir/e.png", ".hidden/f.png", ".g.png"):
+        _png(root / name)
+    for name in ("notes.txt", "x.TXT", "README", "clip.mp4", "sub/y.csv", "z.json"):
+        (root / name).write_bytes(b"x")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a link back up: followed once, no loop
+    source = sources.classify(str(root))
+    assert (source.kind, source.name, source.spec) == ("images", "street", str(root))
+    assert source.names == ["a", "b", "a_dir/e", "sub/c", "sub/deeper/d"]
+    assert source.paths == [root / "a.JPG", root / "b.png", root / "a_dir/e.png", root / "sub/c.png",
+                            root / "sub/deeper/d.png"]
+    assert said == [f"[yellow]Leaving out 6 file(s) in {root} that are not images (2 .txt, 1 without suffix, 1 .mp4, "
+                    f"1 .json, ...); give a video or a list file on its own[/yellow]"]
+
+
+def test_the_not_images_line_names_up_to_four_suffixes_and_hints_only_for_videos_and_lists(monkeypatch):
+    from collections import Counter
+
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    sources._not_images_line(3, Counter({".csv": 2, "": 1}), "in [data]")
+    sources._not_images_line(4, Counter({".a": 1, ".b": 1, ".c": 1, ".d": 1}), "x")
+    sources._not_images_line(1, Counter({".lst": 1}), "y")
+    assert said == ["[yellow]Leaving out 3 file(s) in \\[data] that are not images (2 .csv, 1 without "
+                    "suffix)[/yellow]",
+                    "[yellow]Leaving out 4 file(s) x that are not images (1 .a, 1 .b, 1 .c, 1 .d)[/yellow]",
+                    "[yellow]Leaving out 1 file(s) y that are not images (1 .lst); give a video or a list file on "
+                    "its own[/yellow]"]
+
+
+def test_heic_photos_are_left_out_with_one_line_without_pillow_heif(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    _png(tmp_path / "a.png")
+    (tmp_path / "b.HEIC").write_bytes(b"x")
+    (tmp_path / "c.heif").write_bytes(b"x")
+    monkeypatch.setattr(sources, "heif_readable", lambda: False)
+    assert sources._photos(tmp_path) == [tmp_path / "a.png"]
+    assert said == [f"[yellow]Leaving out 2 HEIC photo(s) in {tmp_path}: {sources.HEIF_HINT}[/yellow]"]
+    said.clear()
+    monkeypatch.setattr(sources, "heif_readable", lambda: True)
+    assert sources._photos(tmp_path) == [tmp_path / "a.png", tmp_path / "b.HEIC", tmp_path / "c.heif"]
+    assert said == []
+
+
+def test_a_glob_is_named_under_its_fixed_folders(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    for name in ("seq1/001.png", "seq1/002.PNG", "seq2/001.png", "seq2/notes.txt", "seq1/a.TXT", "seq2/clip.mp4"):
+        (_png(tmp_path / name) if name.lower().endswith(".png") else (tmp_path / name).write_bytes(b"x"))
+    spec = str(tmp_path / "seq*" / "*")
+    source = sources.classify(spec)
+    assert (source.kind, source.name, source.spec) == ("images", "glob", spec)
+    assert source.names == ["seq1/001", "seq1/002", "seq2/001"]
+    assert said == [f"[yellow]Leaving out 3 file(s) matching {spec} that are not images (2 .txt, 1 .mp4); give a "
+                    f"video or a list file on its own[/yellow]"]
+    recursive = sources.classify(str(tmp_path / "**" / "*.png"))
+    assert recursive.names == ["seq1/001", "seq2/001"]
+    with pytest.raises(DataError) as error:
+        sources.classify(str(tmp_path / "*.jpg"))
+    assert str(error.value) == (f"No image matches {tmp_path / '*.jpg'}; check the pattern (quote it so the shell "
+                                f"leaves it alone).")
+    assert sources._glob_root(Path("a/b/*/c.png")) == Path("a/b")
+    assert sources._glob_root(Path("a/b?/c.png")) == Path("a")
+    assert sources._glob_root(Path("a/[bc]/d.png")) == Path("a")
+    assert sources._glob_root(Path("*.png")) == Path(".")
+
+
+def test_a_folder_without_images_is_one_sentence(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError) as error:
+        sources.classify(str(tmp_path / "empty"))
+    assert str(error.value) == (f"Folder {tmp_path / 'empty'} holds no images ({', '.join(sources.PHOTO_SUFFIXES)}), "
+                                f"nor do its subfolders; give a folder of images or a video.")
+
+
+def test_settle_names_renames_every_input_sharing_a_name(tmp_path):
+    paths = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "c" / "Y.png", tmp_path / "y.jpg",
+             tmp_path / "z.png"]
+    settled, renamed = sources.settle_names(paths)
+    assert settled == ["a/x", "b/x", "Y.png", "y.jpg", "z"]
+    assert renamed == [(paths[0], "a/x"), (paths[1], "b/x"), (paths[2], "Y.png"), (paths[3], "y.jpg")]
+    # three alike where even the mirrored stems repeat (a/x.jpg, a/X.png): the mirrored paths with suffixes
+    three = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "X.png"]
+    assert sources.settle_names(three)[0] == ["a/x.jpg", "b/x.jpg", "a/X.png"]
+    # names given in full are used; a wrong count falls back to the stems
+    assert sources.settle_names(paths[:2], ["p", "q"]) == (["p", "q"], [])
+    assert sources.settle_names(paths[:2], ["p"])[0] == ["a/x", "b/x"]
+    # where even the mirrored paths repeat, the suffix stays; a rename meeting a kept name is numbered
+    same = [tmp_path / "f.jpg", tmp_path / "f.jpg"]
+    assert sources.settle_names(same)[0] == ["f.jpg", "f.jpg-2"]
+    clash = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "a.jpg.png"]
+    assert sources.settle_names(clash)[0] == ["a.jpg-2", "a.png", "a.jpg"]
+    assert sources.settle_names(clash, ["a", "a", "A.jpg"])[0] == ["a.jpg-2", "a.png", "A.jpg"]
+
+
+def test_image_frames_decode_in_order_and_report_unreadable_files(tmp_path):
+    good = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    paths = [good[0], tmp_path / "bad.png", good[1], good[2]]
+    source = sources.Source("images", "in", "in", paths, ["g0", "bad", "g1", "g2"])
+    frames = list(source.frames())
+    assert [(f.name, f.index) for f in frames] == [("g0", 0), ("bad", 1), ("g1", 2), ("g2", 3)]
+    assert frames[1].image is None and "bad.png" in frames[1].error
+    for frame, cls in zip([frames[0], frames[2], frames[3]], range(3)):
+        assert frame.error is None and frame.decode_s > 0
+        np.testing.assert_array_equal(frame.image, _bands([cls]))
+    assert [f.name for f in source.frames(max_frames=2)] == ["g0", "bad"]
+    stop = threading.Event()
+    stop.set()
+    assert list(source.frames(stop=stop)) == []
+    # names that do not match the paths are settled from the paths
+    assert [f.name for f in sources.Source("images", "in", "in", good[:2], ["only-one"]).frames()] == ["0", "1"]
+
+
+def test_leave_out_drops_the_images_under_out_and_says_how_many(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    paths = [_png(tmp_path / "a.png"), _png(tmp_path / "out" / "masks" / "a.png"), _png(tmp_path / "outer" / "b.png")]
+    source = sources.Source("images", "in", str(tmp_path), list(paths), ["a", "out/masks/a", "outer/b"])
+    assert source.leave_out(tmp_path / "out") == 1
+    assert source.paths == [paths[0], paths[2]] and source.names == ["a", "outer/b"]  # "outer" is not under "out"
+    assert said == [f"[yellow]Leaving out 1 image(s) under {tmp_path / 'out'}: it is where this run writes (--out), "
+                    f"so they are a previous run's masks and overlays[/yellow]"]
+    assert source.leave_out(tmp_path / "elsewhere") == 0 and len(said) == 1
+    unnamed = sources.Source("images", "in", str(tmp_path), list(paths))
+    assert unnamed.leave_out(tmp_path / "out") == 1 and unnamed.names == ["a", "b"]
+    assert sources.Source("images", "in", "in").leave_out(tmp_path) == 0
+    video = sources.Source("video", "v", "v.mp4", [tmp_path / "out" / "v.mp4"])
+    assert video.leave_out(tmp_path / "out") == 0 and video.paths == [tmp_path / "out" / "v.mp4"]
+
+
+def test_resolve_sources_merges_images_settles_names_and_says_each_rename(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    one = _png(tmp_path / "one.png")
+    merged = sources.resolve_sources([str(one)])
+    assert [(s.kind, s.name, s.spec, s.names) for s in merged] == [("images", "one", str(one), ["one"])]
+    for name in ("a", "b", "c"):
+        _png(tmp_path / "x" / f"{name}.png")
+        _png(tmp_path / "y" / f"{name}.jpg")
+    for folder in ("v1", "v2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "drive.mp4").write_bytes(b"x")
+    specs = [str(tmp_path / "x"), str(tmp_path / "y"), str(tmp_path / "v1" / "drive.mp4"),
+             str(tmp_path / "v2" / "drive.mp4")]
+    said.clear()
+    merged = sources.resolve_sources(specs)
+    assert [(s.kind, s.name) for s in merged] == [("images", "images"), ("video", "v1/drive"), ("video", "v2/drive")]
+    assert merged[0].spec == f"{tmp_path / 'x'}, {tmp_path / 'y'}"
+    assert merged[0].names == ["a.png", "b.png", "c.png", "a.jpg", "b.jpg", "c.jpg"]
+    shown = [f"{tmp_path / 'x' / n}.png -> masks/{n}.png.png" for n in "abc"]
+    assert said == [f"[yellow]Renamed the outputs of 8 input(s) that share a name, so none overwrites another: "
+                    f"{', '.join(shown + [str(tmp_path / 'y' / 'a.jpg') + ' -> masks/a.jpg.png'])}, and 4 more"
+                    f"[/yellow]"]
+    said.clear()
+    merged = sources.resolve_sources([str(tmp_path / "x" / "a.png"), str(tmp_path / "y" / "a.jpg")])
+    assert said == [f"[yellow]Renamed the outputs of 2 input(s) that share a name, so none overwrites another: "
+                    f"{tmp_path / 'x' / 'a.png'} -> masks/a.png.png, {tmp_path / 'y' / 'a.jpg'} -> "
+                    f"masks/a.jpg.png[/yellow]"]
+    said.clear()
+    sources.resolve_sources([str(tmp_path / "v1" / "drive.mp4"), "0"])
+    assert said == []
+
+
+def test_a_file_given_twice_is_read_once_and_said(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    a, b = _png(tmp_path / "a.png"), _png(tmp_path / "b.png")
+    paths, names = sources._once([a, b, tmp_path / "." / "b.png", a], ["a", "b", "b2", "a2"])
+    assert (paths, names) == ([a, b], ["a", "b"])
+    assert said == [f"[yellow]Leaving out 2 image(s) given more than once (e.g. {tmp_path / 'b.png'}): each is "
+                    f"segmented once[/yellow]"]
+    said.clear()
+    assert sources._once([a, b], ["a", "b"]) == ([a, b], ["a", "b"]) and said == []
+
+
+class _FakeCapture:
+    """A cv2.VideoCapture double: ``frames`` (BGR or grey) then nothing; properties as given."""
+
+    def __init__(self, frames=(), opened=True, props=None):
+        self.frames, self.opened, self.props = list(frames), opened, dict(props or {})
+        self.released, self.set_calls = 0, []
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def get(self, prop):
+        return self.props.get(prop, 0.0)
+
+    def set(self, prop, value):
+        self.set_calls.append((prop, value))
+
+    def release(self):
+        self.released += 1
+
+
+class _SourceCv2:
+    """The OpenCV calls sources makes, with distinct constants; VideoCapture returns ``capture``."""
+
+    CAP_ANY, CAP_GSTREAMER, CAP_FFMPEG = 0, 1800, 1900
+    CAP_PROP_OPEN_TIMEOUT_MSEC, CAP_PROP_READ_TIMEOUT_MSEC = 53, 54
+    CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_ORIENTATION_AUTO = 5, 7, 49
+    COLOR_BGR2RGB, COLOR_GRAY2RGB = 4, 8
+    __version__ = "4.99.0"
+
+    def __init__(self, capture=None, gstreamer=True, log=True):
+        self.capture, self.opened_with, self.levels = capture or _FakeCapture(), [], []
+        self.gstreamer = gstreamer
+        if log:
+            fake = self
+
+            class Logging:
+                LOG_LEVEL_SILENT = 0
+
+                @staticmethod
+                def getLogLevel():
+                    return 3
+
+                @staticmethod
+                def setLogLevel(level):
+                    fake.levels.append((level, len(fake.opened_with)))
+
+            self.utils = SimpleNamespace(logging=Logging)
+
+    def getBuildInformation(self):
+        return "  GStreamer:                   YES (1.20)" if self.gstreamer else "  GStreamer:                   NO"
+
+    def VideoCapture(self, *args):
+        self.opened_with.append(args)
+        return self.capture
+
+    def cvtColor(self, image, code):
+        if code == self.COLOR_BGR2RGB:
+            return image[:, :, ::-1]
+        assert code == self.COLOR_GRAY2RGB
+        return np.repeat(image[:, :, None], 3, axis=2)
+
+
+def _use(monkeypatch, fake):
+    monkeypatch.setattr(sources, "require_cv2", lambda what: fake)
+    return fake
+
+
+def test_captures_open_with_the_right_target_api_and_timeouts(monkeypatch):
+    fake = _use(monkeypatch, _SourceCv2())
+    assert sources._capture_target(sources.classify("2"), fake) == (2, fake.CAP_ANY, [])
+    assert sources._capture_target(sources.classify("/dev/video0"), fake) == ("/dev/video0", fake.CAP_ANY, [])
+    assert sources._capture_target(sources.classify("csi://1"), fake) == (sources.csi_pipeline(1), fake.CAP_GSTREAMER,
+                                                                           [])
+    assert sources._capture_target(sources.Source("csi", "csi", "csi://"), fake)[0] == sources.csi_pipeline(0)
+    assert sources._capture_target(sources.classify("rtsp://h/s"), fake) == (
+        "rtsp://h/s", fake.CAP_FFMPEG, [53, 5000, 54, 5000])
+    assert sources._capture_target(sources.Source("video", "v", "v.mp4"), fake) == ("v.mp4", fake.CAP_ANY, [])
+    assert sources.csi_pipeline(3) == (
+        "nvarguscamerasrc sensor-id=3 ! video/x-raw(memory:NVMM), width=1280, height=720, framerate=30/1 ! "
+        "nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=1 max-buffers=2")
+    assert "width=640, height=480, framerate=60/1" in sources.csi_pipeline(0, 640, 480, 60)
+
+
+def test_opening_a_video_reads_its_fps_and_frame_count_quietly(monkeypatch):
+    capture = _FakeCapture(props={5: 24.0, 7: 48.0})
+    fake = _use(monkeypatch, _SourceCv2(capture))
+    source = sources.Source("video", "v", "v.mp4")
+    assert source.open() is source and source._capture is capture
+    assert fake.opened_with == [("v.mp4", fake.CAP_ANY)]  # no parameters: the two-argument call
+    assert (source.fps, source.expected_frames, source.total) == (24.0, 48, 48)
+    assert capture.set_calls == [(49, 1)]  # portrait videos upright
+    assert fake.levels == [(0, 0), (3, 1)]  # silent while opening, then as it was
+    source.open()
+    assert len(fake.opened_with) == 1  # opened once
+    source.close()
+    assert capture.released == 1 and source._capture is None
+    source.close()
+    assert capture.released == 1
+
+    fake = _use(monkeypatch, _SourceCv2(_FakeCapture(props={7: -1.0}), log=False))
+    source = sources.Source("video", "v", "v.mp4").open()
+    assert (source.fps, source.expected_frames) == (0.0, None)
+
+    stream_capture = _FakeCapture(props={5: 15.0, 7: 99.0})
+    fake = _use(monkeypatch, _SourceCv2(stream_capture))
+    stream = sources.classify("rtsp://h/s").open()
+    assert fake.opened_with == [("rtsp://h/s", fake.CAP_FFMPEG, [53, 5000, 54, 5000])]
+    assert (stream.fps, stream.expected_frames) == (15.0, None) and stream_capture.set_calls == [(49, 1)]
+
+    camera_capture = _FakeCapture()
+    _use(monkeypatch, _SourceCv2(camera_capture))
+    sources.classify("0").open()
+    assert camera_capture.set_calls == []  # a camera is not rotated
+
+
+def test_captures_that_do_not_open_are_one_sentence(monkeypatch):
+    for spec, kind, message in [
+            ("v.mp4", "video", "v.mp4 is not a video OpenCV can read; check the file or convert it to mp4 (H.264)."),
+            ("0", "camera", "Camera 0 cannot be opened: check that it is plugged in and not used by another program, "
+                            "or list cameras with `v4l2-ctl --list-devices`."),
+            ("csi://1", "csi", "CSI camera csi://1 cannot be opened: check that it is plugged in and not used by "
+                               "another program, or list cameras with `v4l2-ctl --list-devices`."),
+            ("rtsp://h/s", "stream", "Stream rtsp://h/s cannot be opened: it refused or did not answer within 5 s; "
+                                     "check the address and the network.")]:
+        capture = _FakeCapture(opened=False)
+        _use(monkeypatch, _SourceCv2(capture))
+        source = sources.Source(kind, "x", spec)
+        with pytest.raises(InputFileError if kind == "video" else sources.SourceError) as error:
+            source.open()
+        assert str(error.value) == message and capture.released == 1
+    _use(monkeypatch, _SourceCv2(gstreamer=False))
+    with pytest.raises(sources.SourceError) as error:
+        sources.classify("csi://0").open()
+    assert str(error.value) == ("csi://0 needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV "
+                                "4.99.0 has none.")
+
+
+def test_capture_frames_are_rgb_named_by_index_and_an_early_end_is_said(monkeypatch):
+    bgr = [np.full((4, 6, 3), (i, 100, 200), np.uint8) for i in range(3)]
+    grey = np.full((4, 6), 77, np.uint8)
+    capture = _FakeCapture(bgr + [grey], props={7: 10.0})
+    _use(monkeypatch, _SourceCv2(capture))
+    source = sources.Source("video", "drive", "drive.mp4")
+    frames = list(source.frames())
+    assert [(f.name, f.index, f.error) for f in frames] == [(f"drive_{i:06d}", i, None) for i in range(4)]
+    for frame, original in zip(frames, bgr):
+        np.testing.assert_array_equal(frame.image, original[:, :, ::-1])
+    np.testing.assert_array_equal(frames[3].image, np.full((4, 6, 3), 77, np.uint8))
+    assert all(f.decode_s >= 0 for f in frames)
+    assert source.ended_early == "drive.mp4 ended after 4 of its 10 frames (the file is damaged or cut short)"
+
+    _use(monkeypatch, _SourceCv2(_FakeCapture(bgr, props={7: 3.0})))
+    whole = sources.Source("video", "drive", "drive.mp4")
+    assert len(list(whole.frames())) == 3 and whole.ended_early is None
+    _use(monkeypatch, _SourceCv2(_FakeCapture(bgr, props={7: 0.0})))
+    unknown = sources.Source("video", "drive", "drive.mp4")
+    assert len(list(unknown.frames())) == 3 and unknown.ended_early is None
+
+    _use(monkeypatch, _SourceCv2(_FakeCapture(bgr)))
+    stream = sources.Source("stream", "cam", "rtsp://h/cam")
+    assert len(list(stream.frames())) == 3
+    assert stream.ended_early == "rtsp://h/cam stopped sending frames after 3"
+    # a bound reached is not an early end, even for a stream
+    _use(monkeypatch, _SourceCv2(_FakeCapture(bgr)))
+    bounded = sources.Source("stream", "cam", "rtsp://h/cam")
+    assert [f.index for f in bounded.frames(max_frames=3)] == [0, 1, 2] and bounded.ended_early is None
+    _use(monkeypatch, _SourceCv2(_FakeCapture(bgr)))
+    stop = threading.Event()
+    stop.set()
+    stopped = sources.Source("stream", "cam", "rtsp://h/cam")
+    assert list(stopped.frames(stop=stop)) == []
+
+
+def test_require_cv2_quiets_ffmpeg_and_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingDependencyError) as error:
+        sources.require_cv2("Reading videos")
+    assert str(error.value) == ("Reading videos needs OpenCV: pip install 'edgeseg[video]' (opencv-python-headless; on "
+                                "Jetson use JetPack's python3-opencv). Images need only Pillow.")
+    assert os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "-8"
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "24")
+    with pytest.raises(MissingDependencyError):
+        sources.require_cv2("x")
+    assert os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "24"
+
+
+def test_stem_of_a_stream_address():
+    assert sources._stem("h/a b//c") == "h_a_b_c"
+    assert sources._stem("__x-1.2__") == "x-1.2"
+    assert sources._stem("///") == "source"
