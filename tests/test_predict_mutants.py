@@ -997,3 +997,307 @@ def test_stem_of_a_stream_address():
     assert sources._stem("h/a b//c") == "h_a_b_c"
     assert sources._stem("__x-1.2__") == "x-1.2"
     assert sources._stem("///") == "source"
+
+
+# --- api: the tally, the stream count, the summary and what is said ------------------------------------------------
+
+class _Clock:
+    def __init__(self, now=100.0):
+        self.now = now
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_tally_counts_pixels_per_class_and_grows_when_the_count_is_unknown(monkeypatch):
+    tally = predict_api._Tally(None)
+    assert tally.class_pixels.tolist() == [] and tally.class_pixels.dtype == np.int64
+    tally.count(np.array([[0, 2], [2, 2]], np.uint8))
+    assert tally.class_pixels.tolist() == [1, 0, 3]
+    tally.count(np.array([[1, 1]], np.uint8))
+    assert tally.class_pixels.tolist() == [1, 2, 3]
+    tally.count(np.array([[4]], np.uint8))
+    assert tally.class_pixels.tolist() == [1, 2, 3, 0, 1]
+    known = predict_api._Tally(4)
+    known.count(np.array([1, 1, 0], np.uint16))
+    assert known.class_pixels.tolist() == [1, 2, 0, 0]
+    assert known.seconds == {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "encode": 0.0}
+    assert known.frames == 0 and known.skipped == []
+
+
+def test_tally_fps_and_status_line(monkeypatch):
+    clock = _Clock(100.0)
+    monkeypatch.setattr(predict_api, "time", clock)
+    tally = predict_api._Tally(2)
+    assert tally.status() == "0.0 FPS, ms: dec 0.0 pre 0.0 inf 0.0 post 0.0 enc 0.0"
+    tally.frames = 4
+    tally.seconds.update(decode=0.004, preprocess=0.008, inference=0.02, postprocess=0.012, encode=0.04)
+    clock.now = 102.0
+    assert tally.fps() == 2.0
+    assert tally.status() == "2.0 FPS, ms: dec 1.0 pre 2.0 inf 5.0 post 3.0 enc 10.0"
+    clock.now = 100.0
+    assert tally.fps() == pytest.approx(4e9)  # no time passed: no division by zero
+
+
+def test_stream_count_by_backend_device_cores_and_source(monkeypatch):
+    files = [sources.Source("images", "in", "in")]
+    monkeypatch.setattr(predict_api, "_cores", lambda: 2)
+    assert predict_api.stream_count(None, "onnxruntime", "cpu", files) == 2
+    assert predict_api.stream_count(3, "tensorrt", "cuda", files) == 3
+    assert predict_api.stream_count(1, "onnxruntime", "cpu", files) == 1
+    assert predict_api.stream_count(None, "tensorrt", "cpu", files) == 1
+    assert predict_api.stream_count(None, "onnxruntime", "cuda", files) == 1
+    for kind in ("camera", "csi", "stream"):
+        assert predict_api.stream_count(None, "onnxruntime", "cpu", files + [sources.Source(kind, "c", "0")]) == 1
+    assert predict_api.stream_count(None, "onnxruntime", "cpu", files + [sources.Source("video", "v", "v")]) == 2
+    monkeypatch.setattr(predict_api, "_cores", lambda: 1)
+    assert predict_api.stream_count(None, "onnxruntime", "cpu", files) == 1
+
+
+def test_threads_per_stream_share_the_cores(monkeypatch):
+    monkeypatch.setattr(predict_api, "_cores", lambda: 5)
+    assert predict_api._threads_per_stream(1) is None
+    assert predict_api._threads_per_stream(2) == 2
+    assert predict_api._threads_per_stream(5) == 1
+    monkeypatch.setattr(predict_api, "_cores", lambda: 1)
+    assert predict_api._threads_per_stream(2) == 1
+
+
+def test_cores_are_the_ones_this_process_may_use(monkeypatch):
+    assert predict_api._cores() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert predict_api._cores() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert predict_api._cores() == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sources=[]), "Give at least one SOURCE: an image, a folder, a video, a camera (0) or a stream address."),
+    (dict(alpha=1.5), "--alpha must be between 0 and 1, got 1.5."),
+    (dict(alpha=-0.1), "--alpha must be between 0 and 1, got -0.1."),
+    (dict(max_frames=0), "--max-frames must be at least 1, got 0."),
+    (dict(streams=0), "--streams must be at least 1, got 0."),
+])
+def test_predict_refuses_bad_options_in_one_sentence(ramp, tmp_path, kwargs, message):
+    _png(tmp_path / "a.png")
+    args = dict(sources=[str(tmp_path / "a.png")])
+    args.update(kwargs)
+    with pytest.raises(ConfigError) as error:
+        predict_api.predict(str(ramp), args.pop("sources"), tmp_path / "out", **args)
+    assert str(error.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_accepts_the_bounds_of_its_options(ramp, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    image = _png(tmp_path / "a.png", 3)
+    for alpha in (0.0, 1.0):
+        summary = predict_api.predict(str(ramp), str(image), tmp_path / f"out{alpha}", alpha=alpha, max_frames=1,
+                                      streams=1, save=["overlays"])
+        assert summary["frames"] == 1
+    overlay = np.asarray(Image.open(tmp_path / "out1.0" / "overlays" / "a.jpg").convert("RGB")).astype(np.int64)
+    golden = np.asarray(_golden(CLASSES))
+    assert np.abs(overlay - golden[_expected(_bands([3]))]).mean() < 4  # alpha 1: the class colour itself
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError) as error:
+        predict_api.predict(str(ramp), str(image), tmp_path / "file")
+    assert str(error.value) == f"--out {tmp_path / 'file'} is a file; give a folder for the masks and overlays."
+
+
+def test_the_summary_counts_and_names_what_was_done(ramp, tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(predict_api, "say", said)
+    monkeypatch.setattr(predict_api, "_cores", lambda: 4)
+    for name, classes in {"a": [0, 0, 0, 5], "b": [7, 7]}.items():
+        Image.fromarray(_bands(classes)).save(_png(tmp_path / "in" / f"{name}.png"))
+    (tmp_path / "in" / "c.png").write_bytes(b"broken")
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out", json_out=str(tmp_path / "s.json"))
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert summary["model"] == str(ramp) and summary["backend"] == "onnxruntime" and summary["output"] == "logits"
+    assert summary["streams"] == 2  # onnxruntime on a 4-core CPU reading files
+    assert summary["sources"] == [{"source": str(tmp_path / "in"), "kind": "images"}]
+    assert summary["out"] == str(tmp_path / "out") and summary["frames"] == 2 and summary["skipped"] == 1
+    assert len(summary["skipped_files"]) == 1 and summary["skipped_files"][0].startswith("c: ")
+    assert summary["interrupted"] is False
+    assert summary["written"] == {"masks": 2, "overlays": 2, "videos": 0} and summary["videos"] == []
+    assert [f["input"] for f in summary["files"]] == [str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "b.png")]
+    assert set(summary["phases_ms"]) == set(predict_api.PHASES) and all(v > 0 for v in summary["phases_ms"].values())
+    assert summary["fps"] == round(2 / summary["wall_s"], 3) or abs(summary["fps"] - 2 / summary["wall_s"]) < 0.01 * \
+        summary["fps"]
+    # a: 3/4 class 0, 1/4 class 5; b: all class 7; of 512 pixels (json_out turns the count on)
+    assert summary["class_share_percent"] == {"class0": 37.5, "class1": 0.0, "class2": 0.0, "class3": 0.0,
+                                              "class4": 0.0, "class5": 12.5, "class6": 0.0, "class7": 50.0}
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in summary["phases_ms"].items())
+    assert said == [f"2 frame(s) at {summary['fps']:.1f} FPS (ms/frame: {phases}); wrote 2 masks, 2 overlays in "
+                    f"{tmp_path / 'out'}", "[yellow]1 unreadable image(s) skipped[/yellow]"]
+
+
+def test_shares_are_rounded_to_4_decimals_and_named_past_the_known_classes(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    model = _ramp_onnx(tmp_path / "cm.onnx", class_map=True)
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    image[:, :, 0] = _red(6)
+    image[0, :3, 0] = _red(1)  # 3 of 256 pixels in class 1
+    Image.fromarray(image).save(tmp_path / "x.png")
+    summary = predict_api.predict(str(model), [str(tmp_path / "x.png")], tmp_path / "out", save=["masks"], stats=True,
+                                  facts=ModelFacts(num_classes=2))
+    # the facts say 2 classes, the map holds 6 too: counted and named all the same
+    assert summary["class_share_percent"] == {"class0": 0.0, "class1": round(100 * 3 / 256, 4), "class2": 0.0,
+                                              "class3": 0.0, "class4": 0.0, "class5": 0.0,
+                                              "class6": round(100 * 253 / 256, 4)}
+
+
+def test_the_stats_table_and_a_run_with_nothing_written(ramp, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import edgeseg.console
+
+    said = _Said()
+    monkeypatch.setattr(predict_api, "say", said)
+    recorded = Console(record=True, width=120, file=open(os.devnull, "w"))
+    monkeypatch.setattr(edgeseg.console, "out", recorded)
+    _png(tmp_path / "in" / "a.png", 2)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out", save=["none"], stats=True)
+    table = recorded.export_text()
+    assert "Shareofpixelsperclass" in "".join(table.split()) and "% of pixels" in table
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in table.splitlines()
+            if line.count("│") == 3 and "class" in line.split("│")[1] and "%" not in line}
+    assert rows == {f"class{i}": ("100.00" if i == 2 else "0.00") for i in range(CLASSES)}
+    assert said[0].endswith(f"wrote nothing in {tmp_path / 'out'}") and len(said) == 1
+    assert summary["written"] == {"masks": 0, "overlays": 0, "videos": 0}
+    # without --stats nothing is counted and no table printed
+    recorded = Console(record=True, width=120, file=open(os.devnull, "w"))
+    monkeypatch.setattr(edgeseg.console, "out", recorded)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out2", save=["none"])
+    assert summary["class_share_percent"] == {} and recorded.export_text() == ""
+
+
+# --- the Segmenter ------------------------------------------------------------------------------------------------
+
+def test_as_rgb_takes_arrays_pil_images_and_paths(tmp_path):
+    from edgeseg.predict.segmenter import as_rgb
+
+    rgb = _bands([1, 4])
+    assert as_rgb(rgb) is not None
+    np.testing.assert_array_equal(as_rgb(rgb), rgb)
+    grey = rgb[:, :, 0]
+    np.testing.assert_array_equal(as_rgb(grey), np.repeat(grey[:, :, None], 3, axis=2))
+    rgba = np.concatenate([rgb, np.full((SIZE, SIZE, 1), 9, np.uint8)], axis=2)
+    got = as_rgb(rgba)
+    np.testing.assert_array_equal(got, rgb)
+    assert got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(as_rgb(Image.fromarray(rgba)), rgb)
+    np.testing.assert_array_equal(as_rgb(Image.fromarray(grey)), np.repeat(grey[:, :, None], 3, axis=2))
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    np.testing.assert_array_equal(as_rgb(tmp_path / "x.png"), rgb)
+    np.testing.assert_array_equal(as_rgb(str(tmp_path / "x.png")), rgb)
+    for image, message in [
+            (3, "Segmenter takes an HxWx3 uint8 RGB array, a PIL image or a path, not int."),
+            (rgb.astype(np.float32), "Segmenter takes uint8 images (0-255), got float32; convert with "
+                                     "(image * 255).astype(np.uint8) if yours is 0-1 floats."),
+            (rgb[:, :, :2], "Segmenter takes an HxWx3 RGB array, got shape (16, 16, 2)."),
+            (rgb[None], "Segmenter takes an HxWx3 RGB array, got shape (1, 16, 16, 3).")]:
+        with pytest.raises(ConfigError) as error:
+            as_rgb(image)
+        assert str(error.value) == message
+
+
+def test_segmenter_masks_overlay_palette_and_names(ramp):
+    import edgeseg
+
+    images = [_bands([0, 3, 5, 7]), _bands([6], size=32), _bands([2], size=8)]  # resized: each its own size
+    with edgeseg.Segmenter(ramp) as seg:
+        assert seg.num_classes == CLASSES and seg.max_batch == 8 and seg.device == "cpu"
+        assert seg.runner.spin_wait is True
+        for image in images:
+            mask = seg(image)
+            assert mask.dtype == np.uint8
+            np.testing.assert_array_equal(mask, _expected(image))
+        assert seg.class_names() == [f"class{i}" for i in range(CLASSES)]
+        assert seg.palette.tolist() == [list(c) for c in _golden(CLASSES)]
+        assert seg.palette is seg.palette  # made once
+        got = seg.overlay(images[0], seg(images[0]), alpha=0.3).astype(np.float64)
+        assert np.abs(got - _reference_blend(images[0], _expected(images[0]), _golden(CLASSES), 0.3)).max() <= 1
+        half = seg.overlay(images[0], seg(images[0])).astype(np.float64)
+        assert np.abs(half - _reference_blend(images[0], _expected(images[0]), _golden(CLASSES), 0.5)).max() <= 1
+
+
+def test_segmenter_batches_max_batch_at_a_time(ramp):
+    import edgeseg
+
+    images = [_bands([i % 8, (i + 3) % 8]) for i in range(5)] + [_bands([2, 6], size=24)]
+    with edgeseg.Segmenter(ramp, max_batch=2) as seg:
+        sizes = []
+        infer = seg.runner.infer
+        seg.runner.infer = lambda batch: sizes.append(len(batch)) or infer(batch)
+        masks = seg.batch(images)
+    assert sizes == [2, 2, 2]
+    assert len(masks) == 6
+    for mask, image in zip(masks, images):
+        np.testing.assert_array_equal(mask, _expected(image))
+    with pytest.raises(ConfigError) as error:
+        edgeseg.Segmenter(ramp, max_batch=0)
+    assert str(error.value) == "max_batch must be at least 1, got 0."
+
+
+def test_segmenter_opens_more_streams_and_closes_them_all(ramp):
+    import edgeseg
+
+    seg = edgeseg.Segmenter(ramp, spin_wait=False, threads=1)
+    assert seg.runner.spin_wait is False
+    more = seg.add_streams(2)
+    assert len(more) == 2 and seg.more_runners is more and all(r is not seg.runner for r in more)
+    assert all(r.spin_wait is False for r in more)
+    image = _bands([1, 6])
+    for runner in more:
+        np.testing.assert_array_equal(seg.finish(runner.infer(seg.prepare(image)), (SIZE, SIZE)), _expected(image))
+    closed = []
+    for runner in [seg.runner, *more]:
+        runner.deactivate = (lambda r: lambda: closed.append(r))(runner)
+    with seg:
+        pass
+    assert closed == [seg.runner, *more] and seg.more_runners == []
+
+
+def test_finish_refuses_logits_of_another_class_count_and_learns_an_unknown_one(ramp):
+    import edgeseg
+
+    with edgeseg.Segmenter(ramp) as seg:
+        logits = np.zeros((1, 5, 4, 4), np.float32)
+        logits[:, 3] = 1.0
+        with pytest.raises(ConfigError) as error:
+            seg.finish(logits, (4, 4))
+        assert str(error.value) == ("ramp.onnx outputs 5 classes, not the 8 it was described with; give the matching "
+                                    "ModelFacts(num_classes=...)/dataset.")
+        seg.num_classes = None
+        np.testing.assert_array_equal(seg.finish(logits, (8, 6)), np.full((8, 6), 3))
+        assert seg.num_classes == 5
+        # a class map is resized nearest to the size asked for
+        classes = np.array([[[0, 1], [2, 3]]], np.int64)
+        np.testing.assert_array_equal(seg.finish(classes, (4, 4)), np.kron([[0, 1], [2, 3]], np.ones((2, 2), int)))
+
+
+def test_segmenter_with_a_dataset_takes_its_names_and_palette(ramp):
+    import edgeseg
+
+    info = DatasetInfo(num_classes=CLASSES, classes=tuple(f"c{i}" for i in range(CLASSES)), palette=tuple(
+        tuple(int(v) for v in c) for c in PALETTE[:3]), name="mine")
+    with edgeseg.Segmenter(ramp, facts=ModelFacts(dataset=info)) as seg:
+        assert seg.class_names() == [f"c{i}" for i in range(CLASSES)]
+        assert seg.palette.tolist() == PALETTE[:3].tolist() + [list(c) for c in _golden(CLASSES)[3:]]
+
+
+def test_stream_skips_unreadable_images_and_closes_the_source(ramp, tmp_path):
+    import edgeseg
+
+    for index in range(3):
+        _png(tmp_path / "in" / f"{index}.png", index + 2)
+    (tmp_path / "in" / "0b.png").write_bytes(b"broken")
+    with edgeseg.Segmenter(ramp) as seg:
+        got = list(seg.stream(tmp_path / "in"))
+        assert len(got) == 3
+        for (frame, mask), cls in zip(got, (2, 3, 4)):
+            np.testing.assert_array_equal(frame, _bands([cls]))
+            np.testing.assert_array_equal(mask, _expected(_bands([cls])))
+        assert [m[0, 0] for _, m in seg.stream(str(tmp_path / "in"), max_frames=2)] == [2]  # the broken one counts
