@@ -277,3 +277,35 @@ def test_a_transformer_reaches_tensorrt_8_5_through_opset_16(tiny_data, tmp_path
     export(str(checkpoint), str(tmp_path / "s16.onnx"), data=str(tiny_data), opset=16)
     for version in ALL_TARGETS:
         assert check_for_tensorrt(str(tmp_path / "s16.onnx"), version) == []
+
+
+# sha256 of "Operator: types" lines (sorted; None where the doc says N) of onnx-tensorrt's docs/operators.md,
+# computed from the upstream files named in edgeseg/engine/trt_operators.py, with that module's stated deviations
+# applied: 8.5 ConstantOfShape widened to what its importer takes; 10.1's "INF64" read as INT64 and Selu's trailing
+# comma dropped. 11.1's is the table as transcribed (its operators.md was not in the store at the check).
+UPSTREAM_DIGESTS = {
+    "8.5": "44f0e2b6fe3c8be7102b57a5943acc9ed67c43da70c2c7a3ad30284afb0b7423",  # fd119fe, release/8.5-GA
+    "10.3": "82abf78ad56863f5b381951e21a717db6a054d294bcf5e3f9450652eab7b433f",  # 96e7811, release/10.1-GA
+    "11.1": "d3eef0c9bfd11cbe33b9e82de06dc7de2455f3824f2c49fef69a2634b5ffc668",  # 7c51a63, as transcribed
+}
+
+
+@pytest.mark.parametrize("version", sorted(UPSTREAM_DIGESTS))
+def test_each_operator_table_is_its_operators_md(version):
+    """Every row of the copied support matrix, not a sample: one wrong type list or a row lost changes the digest."""
+    import hashlib
+
+    from edgeseg.engine.trt_operators import TABLES
+
+    rows = TABLES[version].operators
+    text = "\n".join(f"{op}: {types}" for op, types in sorted(rows.items()))
+    assert hashlib.sha256(text.encode()).hexdigest() == UPSTREAM_DIGESTS[version]
+
+
+def test_each_tables_opsets_and_narrowed_types_are_the_docs():
+    from edgeseg.engine.trt_operators import TABLES
+
+    stated = {version: (table.min_opset, table.max_opset, dict(table.cast_down)) for version, table in TABLES.items()}
+    assert stated == {"8.5": (None, 17, {"DOUBLE": "FP32", "INT64": "INT32"}),  # "up to Opset 17"
+                      "10.3": (9, 20, {"DOUBLE": "FP32"}),  # "opset 9 to opset 20"
+                      "11.1": (9, 24, {"DOUBLE": "FP32"})}  # "opset 9 to opset 24"
