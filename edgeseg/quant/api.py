@@ -263,7 +263,7 @@ def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, da
     which images each figure is on. ``model_classes`` (the model's ClassCount) and
     ``ignore_index`` apply where ``data`` has no dataset.yaml saying them.
     """
-    from edgeseg.quant.qdq import logits_nodes
+    from edgeseg.quant.qdq import ensure_node_names, logits_nodes
     from edgeseg.quant.sensitivity import Quantizer, fit_budget, load_eval_set, onnx_miou, quantized_layers, rank_layers
 
     import onnx
@@ -301,7 +301,9 @@ def _accuracy_budget(model_path, ranges, symmetric, shifts, quantize_outputs, da
         fallback: List[str] = []
         int8_pick_final = int8_pick
         if over_budget or report:
-            layers = quantized_layers(model_path, logits_nodes(onnx.load(str(model_path))))
+            named = onnx.load(str(model_path))
+            ensure_node_names(named)  # the names quantized_layers and write_qdq give an unnamed graph's nodes
+            layers = quantized_layers(model_path, logits_nodes(named))
             subset = pick.subset(sensitivity_images)
             with progress_bar("layer sensitivity", len(layers)) as advance:
                 ranking = rank_layers(quantizer, layers, subset, advance)
