@@ -1301,3 +1301,108 @@ def test_stream_skips_unreadable_images_and_closes_the_source(ramp, tmp_path):
             np.testing.assert_array_equal(frame, _bands([cls]))
             np.testing.assert_array_equal(mask, _expected(_bands([cls])))
         assert [m[0, 0] for _, m in seg.stream(str(tmp_path / "in"), max_frames=2)] == [2]  # the broken one counts
+
+
+# --- api: captures that end early, Ctrl-C, refusals before the model loads -----------------------------------------
+
+def _fake_video(monkeypatch, tmp_path, frames, count, fail_at=None, name="drive.mp4"):
+    """A .mp4 path whose capture is an OpenCV double giving ``frames`` (RGB) and saying ``count`` frames;
+    ``fail_at``: Ctrl-C at that read."""
+    (tmp_path / name).write_bytes(b"x")
+    bgr = [f[:, :, ::-1].copy() for f in frames]
+
+    class Capture(_FakeCapture):
+        def read(self):
+            self.reads = getattr(self, "reads", 0) + 1
+            if fail_at is not None and self.reads == fail_at:
+                raise KeyboardInterrupt
+            return super().read()
+
+    capture = Capture(bgr, props={5: 10.0, 7: float(count)})
+    _use(monkeypatch, _SourceCv2(capture))
+    return tmp_path / name, capture
+
+
+def test_a_video_that_ends_early_says_so_and_keeps_what_was_read(ramp, tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(predict_api, "say", said)
+    frames = [_bands([i, 7 - i]) for i in range(3)]
+    path, capture = _fake_video(monkeypatch, tmp_path, frames, 10)
+    summary = predict_api.predict(str(ramp), [str(path)], tmp_path / "out", save=["masks"])
+    assert summary["frames"] == 3 and capture.released >= 1
+    early = f"{path} ended after 3 of its 10 frames (the file is damaged or cut short)"
+    assert summary["sources"] == [{"source": str(path), "kind": "video", "ended_early": early}]
+    assert f"[yellow]{early}; the output holds every frame read[/yellow]" in said
+    for index, frame in enumerate(frames):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "masks" / f"drive_{index:06d}.png")),
+                                      _expected(frame))
+    said.clear()
+    path, _ = _fake_video(monkeypatch, tmp_path, frames, 10)
+    summary = predict_api.predict(str(ramp), [str(path)], tmp_path / "out2")
+    assert f"[yellow]{early}; drive.mp4 holds every frame read[/yellow]" in said
+    assert summary["videos"] == [str(tmp_path / "out2" / "drive.mp4")] and summary["written"]["videos"] == 1
+    said.clear()
+    path, _ = _fake_video(monkeypatch, tmp_path, frames, 3)
+    summary = predict_api.predict(str(ramp), [str(path)], tmp_path / "out3", save=["masks"])
+    assert summary["sources"] == [{"source": str(path), "kind": "video"}]
+    assert not any("holds every frame" in s for s in said)
+
+
+def test_ctrl_c_ends_the_run_with_complete_files_and_says_so(ramp, tmp_path, monkeypatch):
+    cv2 = _cv2()
+    said = _Said()
+    monkeypatch.setattr(predict_api, "say", said)
+    frames = [_bands([i, 7 - i]) for i in range(5)]
+    path, capture = _fake_video(monkeypatch, tmp_path, frames, 5, fail_at=4)
+    summary = predict_api.predict(str(ramp), [str(path)], tmp_path / "out", save=["video"])
+    assert summary["interrupted"] is True and summary["frames"] == 3
+    assert "[yellow]Interrupted: every file written so far is complete[/yellow]" in said
+    capture_out = cv2.VideoCapture(str(tmp_path / "out" / "drive.mp4"))
+    assert int(capture_out.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and capture_out.get(cv2.CAP_PROP_FPS) == 10.0
+    capture_out.release()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["drive.mp4"]
+
+
+def test_a_camera_that_does_not_open_fails_before_the_model_loads(ramp, tmp_path, monkeypatch):
+    capture = _FakeCapture(opened=False)
+    _use(monkeypatch, _SourceCv2(capture))
+    opened = []
+    monkeypatch.setattr(predict_api, "Segmenter", lambda *a, **k: opened.append(a))
+    with pytest.raises(sources.SourceError, match="Camera 0 cannot be opened"):
+        predict_api.predict(str(ramp), ["0"], tmp_path / "out")
+    assert opened == [] and not (tmp_path / "out").exists()
+
+
+def test_a_dataset_with_another_class_count_is_refused(ramp, tmp_path):
+    info = DatasetInfo(num_classes=5, name="mine")
+    _png(tmp_path / "a.png")
+    with pytest.raises(ConfigError) as error:
+        predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", facts=ModelFacts(dataset=info))
+    message = str(error.value)
+    assert " says 8 classes but the dataset given for class names (--data, mine) says 5; give the dataset the model " \
+           "was trained on (or fix num_classes in its dataset.yaml), or " in message
+    assert not (tmp_path / "out").exists()
+    # the same count is welcome, and names the classes
+    info = DatasetInfo(num_classes=8, classes=tuple("abcdefgh"), name="mine")
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", facts=ModelFacts(dataset=info),
+                                  stats=True)
+    assert list(summary["class_share_percent"]) == list("abcdefgh")
+
+
+def test_streams_share_the_cores_between_their_sessions(ramp, tmp_path, monkeypatch):
+    made = []
+    real = predict_api.Segmenter
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_api, "Segmenter", spy)
+    monkeypatch.setattr(predict_api, "_cores", lambda: 6)
+    _png(tmp_path / "a.png")
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", streams=3)
+    assert summary["streams"] == 3 and made[0]["threads"] == 2 and made[0]["spin_wait"] is False
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", streams=3, threads=5)
+    assert made[1]["threads"] == 5
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", streams=1)
+    assert summary["streams"] == 1 and made[2]["threads"] is None
