@@ -96,11 +96,12 @@ def run(tmp_path_factory):
     folder.mkdir()
     _ramp_onnx(folder / "red.onnx", 0)
     _ramp_onnx(folder / "green.onnx", 1)
-    write_manifest(folder, "bands run", [Stage("red", "red.onnx"), Stage("green", "green.onnx")], data=str(data),
-                   notes=["made by a test"])
+    _ramp_onnx(folder / "blue.onnx", 2)
+    write_manifest(folder, "bands run", [Stage("red", "red.onnx"), Stage("green", "green.onnx"),
+                                         Stage("blue", "blue.onnx")], data=str(data), notes=["made by a test"])
     images = [_scene(i) for i in range(5)]
-    expected = {"red": _iou([_by_channel(i, 0) for i in images], labels),
-                "green": _iou([_by_channel(i, 1) for i in images], labels)}
+    expected = {name: _iou([_by_channel(i, c) for i in images], labels) for c, name in enumerate(("red", "green",
+                                                                                                 "blue"))}
     return folder, data, labels, expected
 
 
@@ -111,7 +112,7 @@ class _Timer:
         self.calls = []
 
     def __call__(self, runner, batch, warmup=10, iters=50):
-        self.calls.append((runner, batch.shape, warmup, iters))
+        self.calls.append((runner, batch.shape, warmup, iters, np.array(batch)))
         round_index = sum(1 for c in self.calls if c[0] is runner) - 1
         base = 10.0 if self.calls[0][0] is runner else 20.0  # the first stage timed: 10 ms a round, the others 20
         host = [base * (round_index + 1) + i for i in range(iters)]
@@ -172,12 +173,34 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     import edgeseg.benchmark.table
 
     monkeypatch.setattr(edgeseg.benchmark.table, "print_table", lambda rows, title=None: shown.append((rows, title)))
-    out = tmp_path / "out"
-    document = report_api.report(str(folder), out=str(out), rounds=3, iters_per_round=4, warmup=5, mask_images=3)
+    import contextlib
+
+    import edgeseg.runtime.loader
+
+    progress = []
+
+    @contextlib.contextmanager
+    def progress_bar(description, total):
+        counted = [0]
+        yield lambda n=1, **fields: counted.__setitem__(0, counted[0] + n)
+        progress.append((description, total, counted[0]))
+
+    monkeypatch.setattr(measure, "progress_bar", progress_bar)
+    described, opened_with, evaluated = [], [], []
+    real_describe, real_open, real_accuracy = measure.describe, measure.open_runner, measure.accuracy_pass
+    monkeypatch.setattr(measure, "describe", lambda path, trust: described.append((Path(path), trust))
+                        or real_describe(path, trust))
+    monkeypatch.setattr(measure, "open_runner", lambda *args: opened_with.append(args) or real_open(*args))
+    monkeypatch.setattr(measure, "accuracy_pass", lambda runner, artifact, split, description: evaluated.append(
+        description) or real_accuracy(runner, artifact, split, description))
+    out = tmp_path / "out" / "nested"
+    document = report_api.report(str(folder), out=str(out), rounds=3, iters_per_round=4, warmup=5, mask_images=2,
+                                 threads=3)
 
     rows = document["stages"]
-    assert [r["stage"] for r in rows] == ["red", "green"]
-    assert [r["artifact"] for r in rows] == ["red.onnx", "green.onnx"] and all(r["num_images"] == 5 for r in rows)
+    assert [r["stage"] for r in rows] == ["red", "green", "blue"]
+    assert [r["artifact"] for r in rows] == ["red.onnx", "green.onnx", "blue.onnx"]
+    assert all(r["num_images"] == 5 for r in rows)
     for row in rows:
         counted = expected[row["stage"]]
         assert set(row["per_class_iou"]) == set(NAMES)
@@ -192,11 +215,20 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     assert rows[0]["miou"] == pytest.approx(100.0) and rows[1]["miou"] < 50
 
     # latency: the stages take turns, round after round; the first round warms up fully, later ones once
-    red_runner, green_runner = timer.calls[0][0], timer.calls[1][0]
-    assert [(c[0] is red_runner, c[2], c[3]) for c in timer.calls] == [
-        (True, 5, 4), (False, 5, 4), (True, 1, 4), (False, 1, 4), (True, 1, 4), (False, 1, 4)]
-    assert all(c[1] == (1, 3, SIZE, SIZE) for c in timer.calls)
-    for row, base in zip(rows, (10.0, 20.0)):
+    runners = [c[0] for c in timer.calls[:3]]
+    assert len({id(r) for r in runners}) == 3
+    assert [(runners.index(c[0]), c[2], c[3]) for c in timer.calls] == [
+        (0, 5, 4), (1, 5, 4), (2, 5, 4), (0, 1, 4), (1, 1, 4), (2, 1, 4), (0, 1, 4), (1, 1, 4), (2, 1, 4)]
+    # every call times the first image, normalised with ImageNet's mean and std
+    reference = ((_scene(0).astype(np.float64) - MEAN) / STD).transpose(2, 0, 1)[None]
+    for call in timer.calls:
+        np.testing.assert_allclose(call[4], reference, atol=1e-4)
+    assert progress == [("latency, stages interleaved", 9, 9)]
+    assert [d for d in described if d[0].suffix == ".onnx"][-3:] == [(folder / n, False) for n in
+                                                                     ("red.onnx", "green.onnx", "blue.onnx")]
+    assert [o[1:] for o in opened_with] == [("cpu", 3, False, False, False)] * 3
+    assert evaluated == ["eval red", "eval green", "eval blue"]
+    for row, base in zip(rows, (10.0, 20.0, 20.0)):
         host = [base * (r + 1) + i for r in range(3) for i in range(4)]
         assert row["iterations"] == 12
         assert row["round_p50_ms"] == [round(float(np.median(host[i:i + 4])), 4) for i in (0, 4, 8)]
@@ -232,28 +264,27 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
 
     # the figures: what each was given, and their pixels
     assert pareto.calls[0][0] == out / "latency_vs_miou.png"
-    assert pareto.calls[0][1][0] == {"red": [{"x": rows[0]["latency_ms"]["p50"], "y": rows[0]["miou"]}],
-                                     "green": [{"x": rows[1]["latency_ms"]["p50"], "y": rows[1]["miou"]}]}
+    assert pareto.calls[0][1][0] == {r["stage"]: [{"x": r["latency_ms"]["p50"], "y": r["miou"]}] for r in rows}
     assert pareto.calls[0][2] == {"title": "bands run: mIoU vs latency per stage (cpu, batch 1)"}
     assert per_class.calls[0][0] == out / "per_class_iou.png"
     assert per_class.calls[0][2] == {"title": "bands run: per-class IoU"}
     assert grid.calls[0][0] == out / "masks.png"
-    assert grid.calls[0][2] == {"palette": PALETTE, "class_names": NAMES, "title": "red vs green vs ground truth"}
+    assert grid.calls[0][2] == {"palette": PALETTE, "class_names": NAMES, "title": "red vs blue vs ground truth"}
     masks = grid.calls[0][1][0]
-    assert masks["indices"] == [0, 2, 4] and list(masks["predictions"]) == ["red", "green"]
-    for position, index in enumerate((0, 2, 4)):
+    assert masks["indices"] == [0, 4] and list(masks["predictions"]) == ["red", "blue"]
+    for position, index in enumerate((0, 4)):
         np.testing.assert_array_equal(masks["images"][position], _scene(index))
         np.testing.assert_array_equal(masks["labels"][position], labels[index])
         np.testing.assert_array_equal(masks["predictions"]["red"][position], _by_channel(_scene(index), 0))
-        np.testing.assert_array_equal(masks["predictions"]["green"][position], _by_channel(_scene(index), 1))
+        np.testing.assert_array_equal(masks["predictions"]["blue"][position], _by_channel(_scene(index), 2))
     for name in written["figures"].values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for colour in PALETTE:  # each class is in some label and prediction: its colour is painted in the grid
         assert _colour_pixels(out / "masks.png", colour) > 50, colour
 
-    assert said == [f"Measuring 2 stages on 5 images of {root}",
+    assert said == [f"Measuring 3 stages on 5 images of {root}",
                     f"Wrote {out / 'report.md'}, {out / 'report.json'} and 3 figures"]
-    assert [([r["stage"] for r in table], title) for table, title in shown] == [(["red", "green"], "bands run")]
+    assert [([r["stage"] for r in table], title) for table, title in shown] == [(["red", "green", "blue"], "bands run")]
     assert not (folder / "report.md").exists()
 
 
@@ -499,3 +530,86 @@ def test_mask_grid_shows_images_labels_and_predictions_in_the_palette(tmp_path):
     one = {"images": [image], "labels": [np.zeros((8, 8), np.int64)], "predictions": {"a": [np.ones((8, 8), np.int64)]}}
     with Image.open(figures.mask_grid_png(tmp_path / "one.png", one, palette=palette)) as grid:
         assert grid.size == _size(2.6 * 3, 2.1 + 0.9)
+
+
+def _capture_figures(monkeypatch):
+    """Keep each figure figures._save is given (its artists read before it is closed)."""
+    kept = []
+    real = figures._save
+
+    def save(figure, path):
+        kept.append(figure)
+        return real(figure, path)
+
+    monkeypatch.setattr(figures, "_save", save)
+    return kept
+
+
+def test_per_class_bars_group_by_class_one_bar_per_stage(tmp_path, monkeypatch):
+    kept = _capture_figures(monkeypatch)
+    rows = [{"stage": "a", "per_class_iou": {"sky": 90.0, "road": None, "car": 20.0}},
+            {"stage": "b", "per_class_iou": {"sky": 60.0, "road": 50.0, "car": 10.0}},
+            {"stage": "c", "per_class_iou": {"sky": 30.0, "road": 40.0}}]
+    figures.per_class_iou_png(tmp_path / "c.png", rows, title="The title")
+    axes = kept[0].axes[0]
+    height = 0.8 / 3
+    # barh centres each bar on its position
+    bars = [(round(p.get_y() + p.get_height() / 2, 6), round(p.get_width(), 6), round(p.get_height(), 6))
+            for p in axes.patches]
+    assert bars == [(round(position + index * height, 6), value, round(height, 6))
+                    for index, values in enumerate([(90, 0, 20), (60, 50, 10), (30, 40, 0)])
+                    for position, value in enumerate(values)]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["sky", "road", "car"]
+    np.testing.assert_allclose(axes.get_yticks(), np.arange(3) + height)
+    assert axes.yaxis_inverted() and axes.get_xlim() == (0, 100)
+    assert axes.get_xlabel() == "IoU (%)" and axes.get_title() == "The title" and axes.title.get_fontsize() == 10
+    legend = axes.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"] and legend.get_texts()[0].get_fontsize() == 7
+    assert legend._loc == 4  # lower right
+    assert all(line.get_visible() for line in axes.get_xgridlines()) and not any(
+        line.get_visible() for line in axes.get_ygridlines())
+    assert axes.get_xgridlines()[0].get_alpha() == 0.3
+    assert kept[0].get_size_inches().tolist() == pytest.approx([8, 0.45 * 3 * 1.0 + 1.5])
+    assert kept[0].dpi == 110
+
+
+def test_mask_grid_panels_are_the_palette_colours_with_names_and_titles(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgb
+
+    kept = _capture_figures(monkeypatch)
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[:, :, 2] = 99
+    labels = [np.array([[0, 1, 255, 2, 2, 2]] * 4), np.full((4, 6), 1)]
+    predictions = {"first": [np.full((4, 6), 2), np.zeros((4, 6), np.int64)], "last": [np.ones((4, 6), np.int64)] * 2}
+    palette = [(250, 10, 10), (10, 250, 10), (10, 10, 250)]
+    figures.mask_grid_png(tmp_path / "m.png", {"images": [image, image], "labels": labels, "predictions": predictions},
+                          palette=palette, class_names=["x", "y", "z", "beyond"], title="Grid")
+    figure = kept[0]
+    axes = figure.axes
+    assert len(axes) == 8
+    table = np.zeros((256, 3), np.uint8)
+    table[:3] = palette
+    panels = [image, table[labels[0]], table[predictions["first"][0]], table[predictions["last"][0]],
+              image, table[labels[1]], table[predictions["first"][1]], table[predictions["last"][1]]]
+    for axis, panel in zip(axes, panels):
+        np.testing.assert_array_equal(np.asarray(axis.images[0].get_array()), panel)
+        assert list(axis.get_xticks()) == [] and list(axis.get_yticks()) == []
+    assert [a.get_title() for a in axes] == ["image", "ground truth", "first", "last", "", "", "", ""]
+    assert axes[0].title.get_fontsize() == 8
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["x", "y", "z"]  # a name past the palette has no colour
+    assert [tuple(round(v, 4) for v in to_rgb(h.get_facecolor())) for h in legend.legend_handles] == [
+        tuple(round(c / 255, 4) for c in colour) for colour in palette]
+    assert legend._ncols == 3 and legend.get_texts()[0].get_fontsize() == 7 and not legend.get_frame_on()
+    assert figure._suptitle.get_text() == "Grid" and figure._suptitle.get_fontsize() == 10
+    assert figure.get_size_inches().tolist() == pytest.approx([2.6 * 4, 2.1 * 2 + 0.9]) and figure.dpi == 110
+    assert min(a.get_position().y0 for a in axes) >= 0.06  # room for the legend below
+    # no names, no title: no legend
+    figures.mask_grid_png(tmp_path / "n.png", {"images": [image], "labels": labels[:1],
+                                               "predictions": {"only": predictions["last"][:1]}}, palette=palette)
+    plain = kept[1]
+    assert plain.legends == [] and plain._suptitle is None and len(plain.axes) == 3
+    many = ["n%d" % i for i in range(8)]
+    figures.mask_grid_png(tmp_path / "l.png", {"images": [image], "labels": labels[:1], "predictions": {}},
+                          palette=[(i, i, i) for i in range(8)], class_names=many)
+    assert kept[2].legends[0]._ncols == 6
