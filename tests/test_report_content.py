@@ -163,9 +163,10 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     monkeypatch.setattr(measure, "time_inference", timer)
     said = []
     monkeypatch.setattr(report_api, "say", said.append)
+    grid = _Spy(figures.mask_grid_png)  # drawn: its pixels are checked below
+    _stub_figures(monkeypatch)  # the other two are drawn in the tests of figures
     pareto = _Spy(edgeseg.plots.latency_accuracy_png)
     per_class = _Spy(figures.per_class_iou_png)
-    grid = _Spy(figures.mask_grid_png)
     monkeypatch.setattr(edgeseg.plots, "latency_accuracy_png", pareto)
     monkeypatch.setattr(figures, "per_class_iou_png", per_class)
     monkeypatch.setattr(figures, "mask_grid_png", grid)
