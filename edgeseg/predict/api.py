@@ -136,7 +136,8 @@ def predict(model: Union[str, Path], sources: Union[str, Sequence[str]], out: Un
             facts: Optional[ModelFacts] = None) -> dict:
     """Segment images, videos, cameras or streams with ``model``; write masks, overlays or videos under ``out``.
 
-    Masks are palette PNGs at each image's own size (``out/masks/<stem>.png``), overlays
+    Masks are palette PNGs at each image's own size (``out/masks/<stem>.png``; a folder's subfolders are mirrored,
+    ``out/masks/day/001.png``, and inputs sharing a name keep their extension, ``frame.jpg.png``), overlays
     JPEGs (``out/overlays/<stem>.jpg``), videos mp4s with the overlay on every frame
     (``out/<stem>.mp4``). Unreadable images are skipped and counted; Ctrl-C ends a
     camera or stream cleanly. ``streams`` runs that many inference sessions side by side
