@@ -1,6 +1,7 @@
 # Two entry points, both self-installing on a fresh machine (Python >= 3.8 with venv):
 #   make demo   - the whole pipeline on edgeseg's synthetic dataset (runs/demo/report.md)
 #   make test   - the test suite
+#   make docs   - serve the manual (docs/, mkdocs.yml) at http://127.0.0.1:8000 while you edit it
 # and one habit for whoever changes tests (not part of `make test`; needs Python >= 3.10 for mutmut 3):
 #   make mutate MODULE=edgeseg/quant/trt_cache.py   - mutation testing of one .py file or a package folder
 #       (MODULE=edgeseg/quant/): mutmut mutates it, runs for each mutant only the tests that call the mutated
@@ -14,7 +15,7 @@ BIN := $(VENV)/bin
 TRT_BINDINGS ?= 10.3.0 11.4.0.106
 TRT_WHEELS := .cache/trt-bindings/.downloaded
 
-.PHONY: demo test install clean mutate
+.PHONY: demo test install clean mutate docs
 
 $(BIN)/.edgeseg-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ demo: install
 
 test: install $(TRT_WHEELS)
 	$(BIN)/python -m pytest -q
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
