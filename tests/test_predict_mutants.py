@@ -1406,3 +1406,119 @@ def test_streams_share_the_cores_between_their_sessions(ramp, tmp_path, monkeypa
     assert made[1]["threads"] == 5
     summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", streams=1)
     assert summary["streams"] == 1 and made[2]["threads"] is None
+
+
+# --- api: each phase's time, the progress bar, the skipped line, the streams -------------------------------------
+
+class _ThreadClock:
+    """perf_counter per thread, advancing ``step`` s at each call: a phase timed by two consecutive calls in one
+    thread lasts exactly ``step``, whatever the other threads do."""
+
+    def __init__(self, step):
+        self.step, self.local = step, threading.local()
+
+    def perf_counter(self):
+        self.local.now = getattr(self.local, "now", 1000.0) + self.step
+        return self.local.now
+
+
+def test_each_phase_is_timed_per_frame(ramp, tmp_path, monkeypatch):
+    from edgeseg.data.images import read_image
+
+    monkeypatch.setattr(predict_api, "say", _Said())
+    clock = _ThreadClock(0.5)
+    monkeypatch.setattr(predict_api, "time", clock)
+    monkeypatch.setattr(sources, "time", clock)
+    printed = []
+    monkeypatch.setattr(predict_api, "console", SimpleNamespace(print=printed.append))
+    bars = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def progress_bar(label, total):
+        steps = []
+        bars.append((label, total, steps))
+        yield lambda n=1, status="": steps.append((n, status))
+
+    monkeypatch.setattr(predict_api, "progress_bar", progress_bar)
+    folder = tmp_path / "a_folder_named_longer_than_24_characters"
+    for index in range(4):
+        _png(folder / f"{index}.png", index)
+    (folder / "2b.png").write_bytes(b"broken")
+    try:
+        read_image(folder / "2b.png", upright=True)
+    except DataError as exc:
+        error = str(exc)
+    for streams in (1, 2):
+        bars.clear()
+        printed.clear()
+        summary = predict_api.predict(str(ramp), [str(folder)], tmp_path / f"out{streams}", save=["masks"],
+                                      streams=streams)
+        assert summary["frames"] == 4 and summary["skipped"] == 1
+        # 4 frames each 0.5 s per phase; 5 decoded (the broken one too)
+        assert summary["phases_ms"] == {"decode": 625.0, "preprocess": 500.0, "inference": 500.0,
+                                        "postprocess": 500.0, "encode": 500.0}
+        assert summary["skipped_files"] == [f"2b: {error}"]
+        assert printed == [f"[yellow]skipped {error.replace('[', chr(92) + '[')}[/yellow]"]
+        assert [(label, total) for label, total, _ in bars] == [("a_folder_named_longer_th", 5)]
+        steps = bars[0][2]
+        assert [n for n, _ in steps] == [1] * 5
+        assert [s == "" for _, s in steps] == [False, False, False, True, False]  # the skipped one has no status
+        assert all(s.endswith("FPS, ms: dec 625.0 pre 500.0 inf 500.0 post 500.0 enc 500.0") or "FPS, ms: dec" in s
+                   for _, s in steps if s)
+        assert steps[-1][1].endswith("FPS, ms: dec 625.0 pre 500.0 inf 500.0 post 500.0 enc 500.0")
+
+
+def test_two_streams_both_infer(ramp, tmp_path, monkeypatch):
+    import time as real_time
+
+    monkeypatch.setattr(predict_api, "say", _Said())
+    used = []
+    real = predict_api.Segmenter
+
+    def slow(runner, tag):
+        infer = runner.infer
+
+        def wrapped(batch):
+            used.append(tag)
+            real_time.sleep(0.02)
+            return infer(batch)
+
+        runner.infer = wrapped
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            slow(self.runner, "first")
+
+        def add_streams(self, count):
+            more = super().add_streams(count)
+            for runner in more:
+                slow(runner, "more")
+            return more
+
+    monkeypatch.setattr(predict_api, "Segmenter", Spy)
+    for index in range(8):
+        _png(tmp_path / "in" / f"{index}.png", index)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out", save=["masks"], streams=2)
+    assert summary["frames"] == 8 and sorted(set(used)) == ["first", "more"] and len(used) == 8
+    for index in range(8):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "masks" / f"{index}.png")),
+                                      _expected(_bands([index])))
+
+
+def test_closing_the_window_stops_decoding_too(ramp, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    fake = _FakeCv2(key=ord("q"))
+    monkeypatch.setattr(writers, "require_cv2", lambda what: fake)
+    monkeypatch.setenv("DISPLAY", ":1")
+    decoded = []
+    real = sources.read_image
+    monkeypatch.setattr(sources, "read_image", lambda path, upright: decoded.append(path) or real(path, upright))
+    for index in range(60):
+        _png(tmp_path / "in" / f"{index:02d}.png", index % 8)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out", save=["masks"], show=True,
+                                  streams=1)
+    assert summary["frames"] == 1 and len(fake.shown) == 1
+    assert len(decoded) < 30  # the producer stopped: not every image was decoded
