@@ -1522,3 +1522,125 @@ def test_closing_the_window_stops_decoding_too(ramp, tmp_path, monkeypatch):
                                   streams=1)
     assert summary["frames"] == 1 and len(fake.shown) == 1
     assert len(decoded) < 30  # the producer stopped: not every image was decoded
+
+
+# --- smaller edges: EXIF orientation, defaults, folders made, several videos ----------------------------------------
+
+def _portrait_jpeg(path: Path) -> np.ndarray:
+    """A JPEG stored 16 wide x 8 high with EXIF orientation 6 (turn 90 degrees clockwise to view): returns the
+    stored pixels; viewed upright it is 8 wide x 16 high."""
+    stored = np.zeros((8, 16, 3), np.uint8)
+    stored[:, :8, 0] = 255
+    image = Image.fromarray(stored)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, exif=exif, quality=95)
+    return stored
+
+
+def test_photos_are_read_upright_as_their_exif_says(tmp_path):
+    from edgeseg.predict.segmenter import as_rgb
+
+    _portrait_jpeg(tmp_path / "phone.jpg")
+    upright = as_rgb(tmp_path / "phone.jpg")
+    assert upright.shape == (16, 8, 3)
+    assert upright[1, 4, 0] > 200 and upright[14, 4, 0] < 50  # the red half went to the top
+    frame = next(sources.Source("images", "in", "in", [tmp_path / "phone.jpg"], ["phone"]).frames())
+    np.testing.assert_array_equal(frame.image, upright)
+    with pytest.raises(InputFileError) as error:
+        as_rgb(tmp_path / "gone.png")
+    assert str(error.value) == f"Image {tmp_path / 'gone.png'} does not exist; check the path."
+    with pytest.raises(ConfigError) as error:
+        as_rgb(np.zeros((2, 2, 3, 3), np.uint8))
+    assert str(error.value) == "Segmenter takes an HxWx3 RGB array, got shape (2, 2, 3, 3)."
+
+
+def test_predict_defaults_show_no_window_and_trust_nothing(ramp, tmp_path, monkeypatch):
+    window_said = _Said()
+    monkeypatch.setattr(writers, "say", window_said)
+    monkeypatch.setattr(predict_api, "say", _Said())
+    _no_display(monkeypatch)
+    made = []
+    real = predict_api.Segmenter
+    monkeypatch.setattr(predict_api, "Segmenter", lambda *a, **k: made.append((a, k)) or real(*a, **k))
+    _png(tmp_path / "a.png")
+    predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out")
+    assert window_said == []  # no --show, so no window (and no line about one)
+    assert made[0][0] == (str(ramp), "cpu")
+    assert {k: made[0][1][k] for k in ("trust_checkpoint", "trust_engine", "allow_engine_host_code", "facts")} == {
+        "trust_checkpoint": False, "trust_engine": False, "allow_engine_host_code": False, "facts": None}
+    facts = ModelFacts(num_classes=8)
+    predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", trust_checkpoint=True,
+                        trust_engine=True, allow_engine_host_code=True, facts=facts)
+    assert {k: made[1][1][k] for k in ("trust_checkpoint", "trust_engine", "allow_engine_host_code", "facts")} == {
+        "trust_checkpoint": True, "trust_engine": True, "allow_engine_host_code": True, "facts": facts}
+
+
+def test_video_out_edges(tmp_path, monkeypatch):
+    import sys
+
+    assert writers.VideoOut(tmp_path / "v.mp4", 0.5).fps == 0.5
+    fresh = writers.VideoOut(tmp_path / "v.mp4", 10)
+    fresh.discard()  # nothing written yet: nothing to remove
+    assert fresh.frames == 0 and fresh.tmp is None
+    if importlib_util_find("cv2"):
+        done = writers.VideoOut(tmp_path / "done.mp4", 10)
+        done.write(np.zeros((16, 16, 3), np.uint8))
+        assert done.close() == tmp_path / "done.mp4"
+        done.discard()  # after close: the finished file stays
+        assert (tmp_path / "done.mp4").is_file()
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingDependencyError) as error:
+        writers.VideoOut(tmp_path / "x.mp4", 10).write(np.zeros((4, 4, 3), np.uint8))
+    assert str(error.value).startswith("Writing a video needs OpenCV: pip install 'edgeseg[video]'")
+    window = writers.Window.__new__(writers.Window)
+    window.available = True
+    with pytest.raises(MissingDependencyError) as error:
+        window.show(np.zeros((2, 2, 3), np.uint8))
+    assert str(error.value).startswith("--show needs OpenCV")
+
+
+def importlib_util_find(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_outputs_make_the_folders_they_need_and_count_every_video(tmp_path, monkeypatch):
+    _cv2()
+    said = _Said()
+    monkeypatch.setattr(writers, "say", said)
+    _no_display(monkeypatch)
+    out = tmp_path / "not" / "there"
+    outputs = writers.Outputs(out, {"video"}, PALETTE, 0.5, show=False)
+    assert outputs.end() is None and outputs.files == []  # nothing begun: nothing to finish
+    frame = _bands([1, 5])
+    for name in ("v1/drive", "v2/drive"):
+        outputs.begin(_Capture(name=name, spec=f"{name}.mp4"))
+        outputs.write(f"{name}_000000", frame, _expected(frame).astype(np.uint8))
+        outputs.end()
+    assert outputs.written["videos"] == 2 and outputs.videos == [str(out / "v1/drive.mp4"), str(out / "v2/drive.mp4")]
+    assert outputs.files == [{"input": "v1/drive.mp4", "video": "v1/drive.mp4"},
+                             {"input": "v2/drive.mp4", "video": "v2/drive.mp4"}]
+    deep = tmp_path / "deep"
+    outputs = writers.Outputs(deep, {"masks", "overlays"}, PALETTE, 0.5, show=False)
+    outputs.begin(_images_source(tmp_path, ["x/y/z"]))
+    outputs.write("x/y/z", frame, _expected(frame).astype(np.uint8))
+    assert (deep / "masks" / "x" / "y" / "z.png").is_file() and (deep / "overlays" / "x" / "y" / "z.jpg").is_file()
+    assert said == []
+
+
+def test_walk_follows_a_linked_folder_once_and_goes_on_after_a_loop(tmp_path):
+    outside = tmp_path / "outside"
+    _png(outside / "o.png")
+    root = tmp_path / "root"
+    _png(root / "a.png")
+    _png(root / "sub" / "b.png")
+    _png(root / "zz" / "c.png")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    images, others = sources._walk(root)
+    assert [p.relative_to(root).as_posix() for p in images] == ["a.png", "linked/o.png", "sub/b.png", "zz/c.png"]
+    assert others == {}
+    assert sources._glob_root(Path("a/X/*.png")) == Path("a/X")
