@@ -57,10 +57,14 @@ def test_info_shows_the_sidecar_and_detects_tampering(tiny_onnx, tmp_path):
 
 
 def _readme_tour():
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- tour -->\s*```(?:bash|sh)\n(.*?)```", text, re.S)
-    assert block, "README.md must hold the tour block that this test runs"
-    return [line for line in block.group(1).splitlines() if line.startswith("edgeseg ")]
+    """The commands of every block tagged `<!-- tour -->` in the manual (docs/) and README.md, in order."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    lines = []
+    for page in pages:
+        for block in re.findall(r"<!-- tour -->\s*```(?:bash|sh)\n(.*?)```", page.read_text(), re.S):
+            lines += [line for line in block.splitlines() if line.startswith("edgeseg ")]
+    assert lines, "the manual (docs/index.md) must hold the tour block that this test runs"
+    return lines
 
 
 def test_readme_tour_runs_command_by_command(tmp_path, isolated_cache):
