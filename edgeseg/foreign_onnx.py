@@ -44,8 +44,6 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
     import onnx
 
     facts = facts or ModelFacts()
-    from edgeseg.onnx_size import count_params
-
     path = Path(path)
     model = _load(path)
     graph = model.graph
