@@ -1644,3 +1644,75 @@ def test_walk_follows_a_linked_folder_once_and_goes_on_after_a_loop(tmp_path):
     assert [p.relative_to(root).as_posix() for p in images] == ["a.png", "linked/o.png", "sub/b.png", "zz/c.png"]
     assert others == {}
     assert sources._glob_root(Path("a/X/*.png")) == Path("a/X")
+
+
+def test_cores_are_the_affinity_not_the_machine(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert predict_api._cores() == 1
+
+
+def test_tally_stays_integer_when_it_grows():
+    tally = predict_api._Tally(None)
+    tally.count(np.array([3, 3], np.uint8))
+    assert tally.class_pixels.dtype == np.int64 and tally.class_pixels.tolist() == [0, 0, 0, 2]
+
+
+def test_a_16_bit_mask_is_painted_from_the_table_even_when_it_is_short():
+    image = np.full((2, 2, 3), 10, np.uint8)
+    table = np.array([[200, 0, 0], [0, 200, 0], [0, 0, 200]], np.uint8)
+    mask = np.array([[0, 1], [2, 1]], np.uint16)
+    np.testing.assert_array_equal(np.asarray(colors.blend(Image.fromarray(image), mask, table, 1.0)), table[mask])
+
+
+def test_opencv_missing_is_said_wherever_a_capture_or_window_needs_it(monkeypatch):
+    import sys
+
+    source = sources.Source("video", "v", "v.mp4")
+    source._capture = _FakeCapture([np.zeros((2, 2, 3), np.uint8)])
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingDependencyError) as error:
+        list(source.frames())
+    assert str(error.value).startswith("Reading videos and cameras needs OpenCV: ")
+    with pytest.raises(MissingDependencyError) as error:
+        sources.Source("video", "w", "w.mp4").open()
+    assert str(error.value).startswith("Reading videos and cameras needs OpenCV: ")
+    window = writers.Window.__new__(writers.Window)
+    window.available = True
+    with pytest.raises(MissingDependencyError) as error:
+        window.close()
+    assert str(error.value).startswith("--show needs OpenCV: ")
+
+
+def test_capture_frames_time_each_decode_and_stop_on_an_empty_read(monkeypatch):
+    class Capture(_FakeCapture):
+        def read(self):
+            return (True, None) if not self.frames else super().read()  # a read that says ok but gives nothing
+
+    _use(monkeypatch, _SourceCv2(Capture([np.zeros((2, 2, 3), np.uint8)] * 2)))
+    monkeypatch.setattr(sources, "time", _ThreadClock(0.25))
+    frames = list(sources.Source("stream", "s", "rtsp://h/s").frames())
+    assert [f.decode_s for f in frames] == [0.25, 0.25]
+
+
+class _OldCv2(_SourceCv2):
+    """OpenCV 4.1 (JetPack 4): no CAP_PROP_ORIENTATION_AUTO."""
+
+    @property
+    def CAP_PROP_ORIENTATION_AUTO(self):
+        raise AttributeError("CAP_PROP_ORIENTATION_AUTO")
+
+
+def test_frame_counts_and_an_old_opencv_without_auto_rotation(monkeypatch):
+    capture = _FakeCapture(props={5: 25.0})
+    _use(monkeypatch, _OldCv2(capture))
+    source = sources.Source("video", "v", "v.mp4").open()
+    assert capture.set_calls == [] and (source.fps, source.expected_frames) == (25.0, None)  # no count: unknown
+    for count in (1, 2):
+        _use(monkeypatch, _SourceCv2(_FakeCapture(props={7: float(count)})))
+        assert sources.Source("video", "v", "v.mp4").open().expected_frames == count
+
+
+def test_stream_names_keep_capitals_and_strip_only_underscores():
+    assert sources.classify("rtsp://Cam/Front").name == "Cam_Front"
+    assert sources._stem("Xa_") == "Xa"
