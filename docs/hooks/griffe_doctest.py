@@ -2,7 +2,7 @@
 
 Why: edgeseg's docstrings end with a doctest line, not a Google "Examples:" section;
 Markdown would read ``>>>`` as three nested block quotes. This fences each run of
-``>>>``/``...`` lines (and the output lines that follow them) as ``pycon``.
+``>>>`` line with the lines after it, up to a blank line (continuations, output), as ``pycon``.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ def fence_doctests(text: str) -> str:
     out, block = [], []
     for line in text.splitlines() + [""]:
         stripped = line.strip()
-        if stripped.startswith((">>>", "...")) or (block and stripped):
-            block.append(re.sub(r"\s*# doctest:.*$", "", line))
+        if stripped.startswith(">>>") or (block and stripped):  # a session, up to the next blank line
+            cleaned = re.sub(r"\s*# doctest:.*$", "", line)
+            if cleaned.strip() != "...":  # a continuation line that held only a doctest flag
+                block.append(cleaned)
             continue
         if block:
             out += ["```pycon", *block, "```"]
