@@ -1,8 +1,8 @@
 """Griffe extension: show the docstrings' ``>>>`` examples as Python sessions.
 
 Why: edgeseg's docstrings end with a doctest line, not a Google "Examples:" section;
-Markdown would read ``>>>`` as three nested block quotes. This fences each run of
-``>>>`` line with the lines after it, up to a blank line (continuations, output), as ``pycon``.
+Markdown would read ``>>>`` as three nested block quotes. This fences each
+``>>>`` line and the lines after it, up to a blank line (continuations, output), as ``pycon``.
 """
 from __future__ import annotations
 
