@@ -1,6 +1,6 @@
 """A Hugging Face SegFormer-B0 folder through the whole pipeline, as a user types it.
 
-Why: the README's "Bringing your own model" shows these commands; this runs them, as
+Why: the manual's "Bring your own model" guide shows these commands; this runs them, as
 written, on a folder shaped like ``nvidia/segformer-b0-finetuned-ade-512-512`` (B0's
 exact configuration, ADE20K's 150 labels, its image processor at 512x512), and records
 what each verb printed, the files it wrote, and how far each artifact's masks stay from

@@ -1,11 +1,11 @@
-"""The architecture table of the README: every registered family through every stage, with its cost.
+"""The architecture table of the manual: every registered family through every stage, with its cost.
 
 For each registered architecture: the pipeline chain at 64x64 on a tiny synthetic set
 (train one epoch, distill as student and as teacher, prune 30%, export with the
 >= 99.9% argmax check, calibrate INT8, bench in ONNX Runtime), each stage marked
 pass/fail; then parameters, MACs and ONNX Runtime CPU latency (median of interleaved
-runs) at CamVid's 360x480. Writes results/zoo.{json,md} and replaces the table between
-the `zoo-table` markers in README.md.
+runs) at CamVid's 360x480. Writes results/zoo.{json,md}, which the manual's architectures
+guide includes as it is.
 
 Run: python benchmarks/zoo_table.py [--rounds 5]
 """
@@ -125,14 +125,9 @@ def main() -> None:
 
 
 def publish(document: dict) -> None:
-    """results/zoo.{json,md}, and the same table between the README's zoo-table markers."""
+    """results/zoo.{json,md} (docs/guides/architectures.md includes the Markdown)."""
     table = markdown_table(document["rows"])
     write_results("zoo", document, f"# Architectures through every stage\n\n{table}\n")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    replaced = re.sub(r"(<!-- zoo-table -->\n).*?(<!-- /zoo-table -->)", lambda m: m.group(1) + table + m.group(2),
-                      text, flags=re.DOTALL)
-    readme.write_text(replaced)
 
 
 def markdown_table(rows: dict) -> str:

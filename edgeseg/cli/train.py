@@ -6,7 +6,7 @@ from edgeseg.cli.options import arch_args, data_num_classes, ignore_index, train
 
 
 @click.command("train")
-@click.option("--arch", required=True, help="Registered architecture (unet, mobilenetv3, segformer-b0, ...; see the README), "
+@click.option("--arch", required=True, help="Registered architecture (unet, mobilenetv3, segformer-b0, ...; see the manual's architectures guide), "
                    "torchvision:NAME, smp:ARCH:ENCODER, or your own path/file.py:function.")
 @click.option("--data", required=True, help="Dataset folder (train/ and val/ splits, or one split) or 'synthetic'; "
               "its dataset.yaml says the classes.")
