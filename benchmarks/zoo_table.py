@@ -19,7 +19,6 @@ from pathlib import Path
 
 from common import RESULTS, alternate, machine, median, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train", "distill (student)", "distill (teacher)", "prune 30%", "export", "calibrate INT8", "bench (ORT)")
 HEIGHT, WIDTH = 360, 480
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch  # noqa: F401  (bias correction measures in torch: imported once at collection, not in a test)
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.errors import ConfigError, DataError, InputFileError

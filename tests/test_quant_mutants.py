@@ -13,6 +13,7 @@ import math
 import numpy as np
 import onnx
 import pytest
+import torch  # noqa: F401  (conv_error's measurements run in torch: imported once at collection, not in a test)
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.quant import histogram
