@@ -150,8 +150,9 @@ def test_overlay_is_the_documented_blend_and_alpha_is_clamped():
     for alpha in (0.0, 0.3, 0.5, 1.0):
         got = colors.overlay(image, mask, table, alpha).astype(np.float64)
         assert np.abs(got - _reference_blend(image, mask, table, alpha)).max() <= 1, alpha
-    np.testing.assert_array_equal(colors.overlay(image, mask, table, 1.7), table[mask])
-    np.testing.assert_array_equal(colors.overlay(image, mask, table, -0.4), image)
+    mid = np.array([[128, 64, 200], [30, 90, 150], [220, 180, 40]], np.uint8)  # not 0/255: extrapolation shows
+    np.testing.assert_array_equal(colors.overlay(image, mask, mid, 1.7), mid[mask])
+    np.testing.assert_array_equal(colors.overlay(image, mask, mid, -0.4), image)
     # default alpha is one half
     half = colors.overlay(image, mask, table).astype(np.float64)
     assert np.abs(half - _reference_blend(image, mask, table, 0.5)).max() <= 1
@@ -1037,6 +1038,8 @@ def test_tally_fps_and_status_line(monkeypatch):
     assert tally.status() == "2.0 FPS, ms: dec 1.0 pre 2.0 inf 5.0 post 3.0 enc 10.0"
     clock.now = 100.0
     assert tally.fps() == pytest.approx(4e9)  # no time passed: no division by zero
+    tally.frames = 1  # per frame: one frame's seconds are its own
+    assert tally.status().endswith("ms: dec 4.0 pre 8.0 inf 20.0 post 12.0 enc 40.0")
 
 
 def test_stream_count_by_backend_device_cores_and_source(monkeypatch):
@@ -1160,10 +1163,14 @@ def test_the_stats_table_and_a_run_with_nothing_written(ramp, tmp_path, monkeypa
     _png(tmp_path / "in" / "a.png", 2)
     summary = predict_api.predict(str(ramp), [str(tmp_path / "in")], tmp_path / "out", save=["none"], stats=True)
     table = recorded.export_text()
-    assert "Shareofpixelsperclass" in "".join(table.split()) and "% of pixels" in table
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in table.splitlines()
-            if line.count("│") == 3 and "class" in line.split("│")[1] and "%" not in line}
-    assert rows == {f"class{i}": ("100.00" if i == 2 else "0.00") for i in range(CLASSES)}
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    assert "".join("".join(lines[:lines.index(header) - 1]).split()) == "Shareofpixelsperclass"
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["class", "% of pixels"]
+    body = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+    assert {name.strip(): value.strip() for name, value in body} == {
+        f"class{i}": ("100.00" if i == 2 else "0.00") for i in range(CLASSES)}
+    assert all(value.startswith("  ") and value.endswith("0 ") for _, value in body)  # numbers to the right
     assert said[0].endswith(f"wrote nothing in {tmp_path / 'out'}") and len(said) == 1
     assert summary["written"] == {"masks": 0, "overlays": 0, "videos": 0}
     # without --stats nothing is counted and no table printed
@@ -1716,3 +1723,74 @@ def test_frame_counts_and_an_old_opencv_without_auto_rotation(monkeypatch):
 def test_stream_names_keep_capitals_and_strip_only_underscores():
     assert sources.classify("rtsp://Cam/Front").name == "Cam_Front"
     assert sources._stem("Xa_") == "Xa"
+
+
+def test_max_frames_counts_skipped_images_and_stops_before_a_source_with_none_left(ramp, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    for index in range(2):
+        _png(tmp_path / "in" / f"{index}.png", index)
+    (tmp_path / "in" / "1b.png").write_bytes(b"broken")
+    frames = [_bands([i, 7 - i]) for i in range(5)]
+    path, _ = _fake_video(monkeypatch, tmp_path, frames, 5)
+    # 3 images (one unreadable) count towards 4: the video gives 1 frame
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "in"), str(path)], tmp_path / "out", save=["masks"],
+                                  max_frames=4)
+    assert summary["frames"] == 3 and summary["skipped"] == 1
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["0.png", "1.png", "drive_000000.png"]
+    # two videos (images always run first): the first gives the 3 frames asked for; the second is not started
+    begun = []
+    real_begin = writers.Outputs.begin
+    monkeypatch.setattr(writers.Outputs, "begin", lambda self, source: begun.append(source.name) or real_begin(
+        self, source))
+    path, _ = _fake_video(monkeypatch, tmp_path, frames, 5)
+    (tmp_path / "later.mp4").write_bytes(b"x")
+    summary = predict_api.predict(str(ramp), [str(path), str(tmp_path / "later.mp4")], tmp_path / "out2",
+                                  save=["masks"], max_frames=3)
+    assert summary["frames"] == 3 and begun == ["drive"]
+    assert sorted(p.name for p in (tmp_path / "out2" / "masks").iterdir()) == [f"drive_{i:06d}.png" for i in range(3)]
+
+
+def test_predict_makes_a_nested_out_and_writes_to_predictions_by_default(ramp, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    _png(tmp_path / "a.png")
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "x" / "y" / "z", save=["masks"])
+    assert (tmp_path / "x" / "y" / "z" / "masks" / "a.png").is_file() and summary["frames"] == 1
+    monkeypatch.chdir(tmp_path)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")])
+    assert summary["out"] == "predictions"
+    assert sorted(p.relative_to(tmp_path / "predictions").as_posix() for p in (tmp_path / "predictions").rglob("*")) \
+        == ["masks", "masks/a.png", "overlays", "overlays/a.jpg"]
+    # the default alpha is one half
+    overlay = np.asarray(Image.open(tmp_path / "predictions" / "overlays" / "a.jpg").convert("RGB")).astype(np.float64)
+    image = _bands([1])
+    errors = [np.abs(overlay - _reference_blend(image, _expected(image), _golden(CLASSES), a)).mean()
+              for a in (0.5, 0.4, 0.6)]
+    assert errors[0] < min(errors[1:])
+
+
+def test_the_summary_rounds_its_times(ramp, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_api, "say", _Said())
+    clock = _ThreadClock(0.000123457)
+    monkeypatch.setattr(predict_api, "time", clock)
+    monkeypatch.setattr(sources, "time", clock)
+    _png(tmp_path / "a.png")
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", streams=1)
+    # one frame: each phase is one step, 0.123457 ms, kept to 4 decimals
+    assert summary["phases_ms"] == dict.fromkeys(predict_api.PHASES, 0.1235)
+    assert 0 < summary["wall_s"] < 1 and round(summary["wall_s"], 4) == summary["wall_s"]
+    assert summary["wall_s"] != round(summary["wall_s"], 3)
+    fps = summary["fps"]
+    assert round(fps, 3) == fps and fps != round(fps, 2) and abs(fps * summary["wall_s"] - 1) < 0.2
+
+
+def test_json_out_counts_classes_without_printing_the_table(ramp, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import edgeseg.console
+
+    monkeypatch.setattr(predict_api, "say", _Said())
+    recorded = Console(record=True, width=120, file=open(os.devnull, "w"))
+    monkeypatch.setattr(edgeseg.console, "out", recorded)
+    _png(tmp_path / "a.png", 4)
+    summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", json_out=str(tmp_path / "s.json"))
+    assert summary["class_share_percent"]["class4"] == 100.0 and recorded.export_text() == ""
