@@ -1794,3 +1794,37 @@ def test_json_out_counts_classes_without_printing_the_table(ramp, tmp_path, monk
     _png(tmp_path / "a.png", 4)
     summary = predict_api.predict(str(ramp), [str(tmp_path / "a.png")], tmp_path / "out", json_out=str(tmp_path / "s.json"))
     assert summary["class_share_percent"]["class4"] == 100.0 and recorded.export_text() == ""
+
+
+def test_resolve_sources_keeps_mirrored_names_and_names_each_capture(tmp_path, monkeypatch):
+    said = _Said()
+    monkeypatch.setattr(sources, "say", said)
+    _png(tmp_path / "street" / "top.png")
+    _png(tmp_path / "street" / "sub" / "c.png")
+    merged = sources.resolve_sources([str(tmp_path / "street"), "rtsp://h/cam"])
+    assert merged[0].names == ["top", "sub/c"] and merged[1].name == "h_cam" and said == []
+    for folder in ("v1", "v2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "drive.mp4").write_bytes(b"x")
+    sources.resolve_sources([str(tmp_path / "v1" / "drive.mp4"), str(tmp_path / "v2" / "drive.mp4")])
+    assert said == [f"[yellow]Renamed the outputs of 2 input(s) that share a name, so none overwrites another: "
+                    f"{tmp_path / 'v1' / 'drive.mp4'} -> v1/drive.mp4, {tmp_path / 'v2' / 'drive.mp4'} -> "
+                    f"v2/drive.mp4[/yellow]"]
+    said.clear()
+    for name in ("a", "b"):
+        _png(tmp_path / "x4" / f"{name}.png")
+        _png(tmp_path / "y4" / f"{name}.jpg")
+    sources.resolve_sources([str(tmp_path / "x4"), str(tmp_path / "y4")])
+    assert len(said) == 1 and said[0].startswith("[yellow]Renamed the outputs of 4 input(s)")
+    assert said[0].endswith("masks/b.jpg.png[/yellow]")  # exactly four: all shown, no "and 0 more"
+
+
+def test_class_names_without_a_dataset_are_numbered(ramp):
+    import edgeseg
+
+    with edgeseg.Segmenter(ramp) as seg:
+        seg.info = None
+        seg.num_classes = 3
+        assert seg.class_names() == ["class0", "class1", "class2"]
+        seg.num_classes = None
+        assert seg.class_names() == []
