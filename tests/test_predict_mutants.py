@@ -579,6 +579,9 @@ def test_classify_names_each_kind_of_source(tmp_path):
     for scheme in ("rtsps://", "rtmp://", "http://", "https://"):
         assert sources.classify(scheme + "h/x").kind == "stream"
     assert sources.classify("http://???").name == "source"
+    assert sources.classify("http://proxy/get?u=rtsp://cam").name == "proxy_get_u_rtsp_cam"  # split at the first ://
+    with pytest.raises(InputFileError, match="does not exist"):
+        sources.classify(str(tmp_path / "MissingX.png"))  # an X is not a wildcard
     csi = sources.classify("csi://2")
     assert (csi.kind, csi.name, csi.spec) == ("csi", "csi2", "csi://2")
     assert sources.classify("CSI://3").name == "csi3"
@@ -617,7 +620,8 @@ def test_a_list_file_reads_paths_relative_to_itself_without_comments(tmp_path):
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "val.LST").write_text(f"# the val split\n\n  ../imgs/a.png  \n{b}\n   # indented comment\n")
     listed = sources.classify(str(tmp_path / "lists" / "val.LST"))
-    assert (listed.kind, listed.name, listed.names) == ("images", "val", ["a", "b"])
+    assert (listed.kind, listed.name, listed.spec, listed.names) == ("images", "val", str(tmp_path / "lists" / "val.LST"),
+                                                                     ["a", "b"])
     assert listed.paths == [tmp_path / "lists" / "../imgs/a.png", b]
     assert a.exists()
 
@@ -681,8 +685,10 @@ def test_a_glob_is_named_under_its_fixed_folders(tmp_path, monkeypatch):
     assert source.names == ["seq1/001", "seq1/002", "seq2/001"]
     assert said == [f"[yellow]Leaving out 3 file(s) matching {spec} that are not images (2 .txt, 1 .mp4); give a "
                     f"video or a list file on its own[/yellow]"]
-    recursive = sources.classify(str(tmp_path / "**" / "*.png"))
-    assert recursive.names == ["seq1/001", "seq2/001"]
+    assert source.paths == [tmp_path / "seq1/001.png", tmp_path / "seq1/002.PNG", tmp_path / "seq2/001.png"]
+    _png(tmp_path / "seq1" / "deep" / "x.png")
+    recursive = sources.classify(str(tmp_path / "**" / "*.png"))  # ** reaches into every depth
+    assert recursive.names == ["seq1/001", "seq1/deep/x", "seq2/001"]
     with pytest.raises(DataError) as error:
         sources.classify(str(tmp_path / "*.jpg"))
     assert str(error.value) == (f"No image matches {tmp_path / '*.jpg'}; check the pattern (quote it so the shell "
