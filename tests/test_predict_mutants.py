@@ -1834,3 +1834,67 @@ def test_class_names_without_a_dataset_are_numbered(ramp):
         assert seg.class_names() == ["class0", "class1", "class2"]
         seg.num_classes = None
         assert seg.class_names() == []
+
+
+def test_segmenter_describes_and_opens_with_the_flags_given(ramp, monkeypatch):
+    import edgeseg
+    from edgeseg.predict import segmenter as segmenter_module
+
+    described, opened = [], []
+    real_describe, real_open = segmenter_module.describe, segmenter_module.open_runner
+    monkeypatch.setattr(segmenter_module, "describe", lambda *a: described.append(a[1:]) or real_describe(*a))
+    monkeypatch.setattr(segmenter_module, "open_runner", lambda *a: opened.append(a[1:]) or real_open(*a))
+    with edgeseg.Segmenter(ramp, max_batch=1) as seg:
+        image = _bands([3, 6])
+        assert [m.tolist() for m in seg.batch([image, image])] == [_expected(image).tolist()] * 2
+    assert described == [(False, None)] and opened == [("cpu", None, False, False, False)]
+    facts = ModelFacts(num_classes=8)
+    with edgeseg.Segmenter(ramp, threads=1, trust_checkpoint=True, trust_engine=True, allow_engine_host_code=True,
+                           facts=facts):
+        pass
+    assert described[1] == (True, facts) and opened[1] == ("cpu", 1, True, True, True)
+    with pytest.raises(ConfigError, match="max_batch must be at least 1, got 0"):
+        edgeseg.Segmenter(ramp, max_batch=0)
+
+
+def test_the_class_count_comes_from_the_dataset_else_the_models_facts(ramp, monkeypatch):
+    import dataclasses
+
+    import edgeseg
+    from edgeseg.predict import segmenter as segmenter_module
+
+    real_describe = segmenter_module.describe
+    change = {}
+
+    def describe(*args):
+        artifact = real_describe(*args)
+        return dataclasses.replace(artifact, **change)
+
+    monkeypatch.setattr(segmenter_module, "describe", describe)
+    with edgeseg.Segmenter(ramp) as seg:
+        meta = dict(seg.artifact.meta)
+    change.update(meta=dict(meta, model={"num_classes": 5}))
+    with edgeseg.Segmenter(ramp) as seg:
+        assert seg.num_classes == 8  # the dataset's
+    change.update(dataset=None)
+    with edgeseg.Segmenter(ramp) as seg:
+        assert seg.info is None and seg.num_classes == 5
+    change.update(meta={k: v for k, v in meta.items() if k != "model"})
+    with edgeseg.Segmenter(ramp) as seg:
+        assert seg.num_classes is None
+
+
+def test_finish_keeps_16_bit_maps_for_many_classes_and_names_the_cli_options(ramp, monkeypatch):
+    import edgeseg
+    import edgeseg.errors
+
+    with edgeseg.Segmenter(ramp) as seg:
+        seg.num_classes = 300
+        mask = seg.finish(np.array([[[0, 7], [255, 3]]], np.int64), (2, 2))
+        assert mask.dtype == np.uint16 and mask.tolist() == [[0, 7], [255, 3]]
+        seg.num_classes = 5
+        monkeypatch.setattr(edgeseg.errors, "_speaking_to_cli", True)
+        with pytest.raises(ConfigError) as error:
+            seg.finish(np.zeros((1, 8, 2, 2), np.float32), (2, 2))
+        assert str(error.value) == ("ramp.onnx outputs 8 classes, not the 5 it was described with; give the matching "
+                                    "--num-classes/--data.")
