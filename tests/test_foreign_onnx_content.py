@@ -1,0 +1,156 @@
+"""edgeseg/foreign_onnx.py on graphs written here node by node: what a graph says, exactly.
+
+The reference is each graph as the test builds it (its producer, opsets, shapes, types,
+weights and operators). Written after ``make mutate`` found these untested
+(benchmarks/results/mutation/foreign_onnx.md). No model is trained: each test takes
+milliseconds.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseg.errors import ConfigError
+from edgeseg.foreign_onnx import adopt_onnx, describe_onnx, graph_summary
+from edgeseg.spec import ModelFacts
+
+
+def conv_model(input_dims, output_dims=None, *, producer=("mytool", "1.2"), opsets=(("", 13),),
+               output_type=TensorProto.FLOAT, classes=5, extra_nodes=(), extra_inits=()):
+    """x -> Conv(3 -> classes, 1x1) -> y, with the dims, producer and opsets given."""
+    weight = numpy_helper.from_array(np.arange(3 * classes, dtype=np.float32).reshape(classes, 3, 1, 1), "w")
+    bias = numpy_helper.from_array(np.zeros(classes, dtype=np.float32), "b")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)
+    y = helper.make_tensor_value_info("y", output_type, output_dims if output_dims is not None else
+                                      [input_dims[0], classes, *input_dims[2:]])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y" if not extra_nodes else "conv"])] + list(extra_nodes)
+    graph = helper.make_graph(nodes, "g", [x], [y], [weight, bias, *extra_inits])
+    model = helper.make_model(graph, producer_name=producer[0], producer_version=producer[1],
+                              opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets])
+    model.ir_version = 8
+    return model
+
+
+def save(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def test_graph_summary_says_what_the_graph_holds(tmp_path):
+    path = save(conv_model([1, 3, "h", 16], opsets=(("com.microsoft", 1), ("", 13), ("ai.onnx.ml", 3))), tmp_path / "m.onnx")
+    summary = graph_summary(path)
+    assert summary == {
+        "artifact": "m.onnx", "kind": "onnx, no sidecar: made by another tool", "producer": "mytool 1.2",
+        "opset": 13, "inputs": [{"name": "x", "dtype": "float32", "shape": [1, 3, "h", 16]}],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 5, "h", 16]}],
+        "params": 20, "nodes": 1, "operators": {"Conv": 1}, "quantized": False, "class_map_output": False,
+        "external_data": False, "cannot_run": None,
+        "verbs_need": ["--input-size HEIGHTxWIDTH (the input size is dynamic)",
+                       "--mean/--std if it was not trained on ImageNet's normalisation"]}
+
+
+def test_a_producerless_graph_in_the_ai_onnx_domain(tmp_path):
+    model = conv_model([1, 3, 8, 8], producer=("", ""), opsets=(("ai.onnx", 17),))
+    model.graph.output[0].type.tensor_type.elem_type = 0  # some exporters leave the output type undefined
+    model.graph.output[0].type.tensor_type.shape.dim[1].Clear()  # neither a value nor a name
+    summary = graph_summary(save(model, tmp_path / "m.onnx"))
+    assert summary["producer"] == "unknown" and summary["opset"] == 17
+    assert summary["outputs"] == [{"name": "y", "dtype": "?", "shape": [1, "?", 8, 8]}]
+    assert summary["verbs_need"] == ["--mean/--std if it was not trained on ImageNet's normalisation"]  # static size
+
+
+@pytest.mark.parametrize("dims", [[1, 3, 0, 8], [1, 3, "h", 8], [1, 3, 8, "w"]])
+def test_any_unsized_spatial_dimension_asks_for_the_input_size(tmp_path, dims):
+    summary = graph_summary(save(conv_model(dims, [1, 5, 8, 8]), tmp_path / "m.onnx"))
+    assert summary["verbs_need"][0] == "--input-size HEIGHTxWIDTH (the input size is dynamic)"
+
+
+def test_a_one_pixel_input_is_a_static_size(tmp_path):
+    summary = graph_summary(save(conv_model([1, 3, 1, 1]), tmp_path / "m.onnx"))
+    assert summary["verbs_need"] == ["--mean/--std if it was not trained on ImageNet's normalisation"]
+
+
+def test_a_zero_dimension_is_read_as_unknown_not_as_zero(tmp_path):
+    path = save(conv_model([1, 3, 0, 0], [1, 5, 0, 0]), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="dynamic input size"):
+        describe_onnx(path)
+    assert describe_onnx(path, ModelFacts(input_size=(8, 8)))["input"]["height"] == 8
+
+
+def _qdq(kind):
+    scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int8), "z")
+    node = helper.make_node(kind, ["conv", "s", "z"], ["y"])
+    return node, (scale, zero)
+
+
+@pytest.mark.parametrize("kind", ["QuantizeLinear", "DequantizeLinear"])
+def test_one_kind_of_qdq_node_is_enough_to_be_quantised(tmp_path, kind):
+    node, inits = _qdq(kind)
+    out_type = TensorProto.INT8 if kind == "QuantizeLinear" else TensorProto.FLOAT
+    model = conv_model([1, 3, 8, 8], [1, 5, 8, 8], output_type=out_type, extra_nodes=[node], extra_inits=inits)
+    assert graph_summary(save(model, tmp_path / "m.onnx"))["quantized"] is True
+
+
+def test_weights_stored_outside_the_file_are_reported(tmp_path):
+    model = conv_model([1, 3, 8, 8])
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights", size_threshold=0)
+    assert graph_summary(tmp_path / "m.onnx")["external_data"] is True
+
+
+def test_only_integer_maps_with_one_channel_or_none_are_class_maps(tmp_path):
+    four = graph_summary(save(conv_model([1, 3, 8, 8], [1, 5, 8, 8], output_type=TensorProto.INT64), tmp_path / "a.onnx"))
+    one = graph_summary(save(conv_model([1, 3, 8, 8], [1, 1, 8, 8], output_type=TensorProto.INT64), tmp_path / "b.onnx"))
+    assert four["class_map_output"] is False and one["class_map_output"] is True
+
+
+def test_why_a_graph_cannot_run_is_said_in_words(tmp_path):
+    model = conv_model([1, 3, 8, 8])
+    model.graph.input.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 8, 8]))
+    assert graph_summary(save(model, tmp_path / "two.onnx"))["cannot_run"] == \
+        "it takes 2 inputs (x, mask), not one image batch"
+    model = conv_model([1, 3, 8, 8])
+    del model.graph.output[:]
+    assert graph_summary(save(model, tmp_path / "none.onnx"))["cannot_run"] == "it has no outputs"
+
+
+def test_a_symbolic_class_count_is_read_by_one_inference_at_batch_one(tmp_path):
+    # batch fixed to 1 and every output dim symbolic: the count is read by running a 1-image batch
+    path = save(conv_model([1, 3, "h", "w"], ["n", "c", "h", "w"], classes=7), tmp_path / "m.onnx")
+    assert describe_onnx(path, ModelFacts(input_size=(8, 8)))["model"]["num_classes"] == 7
+
+
+def test_a_rank_three_float_output_gives_no_class_count(tmp_path):
+    squeeze_axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    reduce = helper.make_node("ReduceMax", ["conv"], ["y"], keepdims=0, axes=[1])
+    model = conv_model([1, 3, "h", "w"], ["n", "h", "w"], extra_nodes=[reduce], extra_inits=[squeeze_axes],
+                       opsets=(("", 13),))
+    path = save(model, tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match=r"class count .* cannot be read from its output"):
+        describe_onnx(path, ModelFacts(input_size=(8, 8)))
+
+
+def test_adopting_writes_the_sidecar_the_graph_and_facts_describe(tmp_path, monkeypatch):
+    import edgeseg.console
+
+    said = []
+    monkeypatch.setattr(edgeseg.console, "say", said.append)
+    path = save(conv_model([1, 3, 8, 8], classes=4), tmp_path / "m.onnx")
+    written = adopt_onnx(path, ModelFacts(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    on_disk = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert on_disk == written
+    assert {k: on_disk[k] for k in ("artifact", "kind", "stage", "precision")} == \
+        {"artifact": "m.onnx", "kind": "onnx", "stage": "adopt", "precision": "fp32"}
+    assert on_disk["input"] == {"height": 8, "width": 8, "mean": [127.5] * 3, "std": [63.75] * 3, "color": "RGB"}
+    assert on_disk["dataset"]["num_classes"] == 4 and on_disk["model"] == {"arch": "onnx", "num_classes": 4}
+    assert on_disk["onnx"] == {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False}
+    assert on_disk["source"]["format"] == "ONNX from mytool"
+    assert said == ["Recording what is known about m.onnx in m.onnx.json, so later verbs need not be told again"]
+    # a second adoption reads the sidecar it finds and writes nothing
+    (tmp_path / "m.onnx.json").write_text(json.dumps(dict(on_disk, note="kept")))
+    assert adopt_onnx(path, ModelFacts())["note"] == "kept" and len(said) == 1
