@@ -614,3 +614,13 @@ def test_mask_grid_panels_are_the_palette_colours_with_names_and_titles(tmp_path
     figures.mask_grid_png(tmp_path / "l.png", {"images": [image], "labels": labels[:1], "predictions": {}},
                           palette=[(i, i, i) for i in range(8)], class_names=many)
     assert kept[2].legends[0]._ncols == 6
+
+
+def test_one_stage_gets_full_height_bars_on_a_0_to_100_axis_even_with_no_iou(tmp_path, monkeypatch):
+    kept = _capture_figures(monkeypatch)
+    figures.per_class_iou_png(tmp_path / "one.png", [{"stage": "only", "per_class_iou": {"sky": None, "road": None}}],
+                              title="t")
+    axes = kept[0].axes[0]
+    assert [round(p.get_height(), 6) for p in axes.patches] == [0.8, 0.8]
+    assert [p.get_width() for p in axes.patches] == [0, 0]
+    assert axes.get_xlim() == (0, 100)
