@@ -214,6 +214,11 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
         assert row["miou"] == pytest.approx(sum(present) / len(present), abs=1e-3)
         assert "confusion" not in row
     assert rows[0]["miou"] == pytest.approx(100.0) and rows[1]["miou"] < 50
+    for row in rows:  # what the artifact itself is, as bench says it
+        assert (row["backend"], row["precision"], row["device"], row["input"], row["batch"], row["output"]) == (
+            "onnxruntime", "fp32", "cpu", [SIZE, SIZE], 1, "logits")
+        assert row["size_mb"] == round((folder / row["artifact"]).stat().st_size / 1e6, 4)
+        assert row["params"] == CLASSES * 3 + CLASSES  # the 1x1 convolution's weights and biases
 
     # latency: the stages take turns, round after round; the first round warms up fully, later ones once
     runners = [c[0] for c in timer.calls[:3]]
@@ -624,3 +629,42 @@ def test_one_stage_gets_full_height_bars_on_a_0_to_100_axis_even_with_no_iou(tmp
     assert [round(p.get_height(), 6) for p in axes.patches] == [0.8, 0.8]
     assert [p.get_width() for p in axes.patches] == [0, 0]
     assert axes.get_xlim() == (0, 100)
+
+
+def test_measure_stages_defaults(run, monkeypatch):
+    """Ten rounds of ten calls after ten warm-up calls, masks of four images, on the CPU, trusting nothing."""
+    from edgeseg.data.dataset import resolve_split
+
+    folder, data, labels, expected = run
+    timer = _Timer()
+    monkeypatch.setattr(measure, "time_inference", timer)
+    opened_with = []
+    real_open = measure.open_runner
+    monkeypatch.setattr(measure, "open_runner", lambda *args: opened_with.append(args[1:]) or real_open(*args))
+    measured = measure.measure_stages({"red": folder / "red.onnx"}, resolve_split(data, "val"))
+    assert [(c[2], c[3]) for c in timer.calls] == [(10, 10)] + [(1, 10)] * 9
+    assert measured["timing"] == {"rounds": 10, "iters_per_round": 10, "warmup": 10, "batch": 1, "device": "cpu"}
+    assert measured["masks"]["indices"] == [0, 1, 2, 4] and measured["rows"][0]["device"] == "cpu"
+    assert opened_with == [("cpu", None, False, False, False)]
+    assert len(measured["rows"][0]["round_p50_ms"]) == 10
+
+
+def test_masks_are_predicted_at_the_labels_own_size(run, tmp_path):
+    from edgeseg.data.dataset import resolve_split
+    from edgeseg.runtime.loader import describe, open_runner
+
+    folder = run[0]
+    data = tmp_path / "wide"
+    for sub in ("images", "labels"):
+        (data / "val" / sub).mkdir(parents=True)
+    image = np.zeros((16, 32, 3), np.uint8)
+    image[:, :, 0] = _level(5)
+    Image.fromarray(image).save(data / "val" / "images" / "w.png")
+    Image.fromarray(np.full((16, 32), 5, np.uint8)).save(data / "val" / "labels" / "w.png")
+    (data / "dataset.yaml").write_text(yaml.safe_dump({"name": "wide", "num_classes": CLASSES, "classes": NAMES}))
+    split = resolve_split(data, "val")
+    artifact = describe(folder / "red.onnx")
+    with open_runner(artifact, "cpu", None, False, False, False) as runner:
+        masks = measure._predict_masks({"red": (artifact, runner)}, split, 1)
+    prediction = masks["predictions"]["red"][0]
+    assert prediction.shape == (16, 32) and set(np.unique(prediction)) == {5}
