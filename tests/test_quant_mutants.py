@@ -102,6 +102,8 @@ def test_a_new_histogram_is_empty_with_2048_bins():
     assert h.amax("minmax") == 0.0 and h.amax("entropy") == 0.0  # nothing seen: no range
     h.update(np.zeros((0, 3), np.float32))  # an empty batch changes nothing
     assert h.min == math.inf and h.max == -math.inf and h.counts.sum() == 0 and h.range == 0.0
+    h.update(np.array([0.1, -0.3]))  # float64 in: the histogram works in float32, as the activations are
+    assert h.max == float(np.float32(0.1)) != 0.1 and h.min == float(np.float32(-0.3))
 
 
 def test_histogram_counts_by_hand_through_two_growths():
@@ -117,15 +119,21 @@ def test_histogram_counts_by_hand_through_two_growths():
     assert h.range == 8.0 and h.counts.tolist() == [2 + 1, 0, 1, 1, 0, 0, 0, 1]
     h.update(np.array([100.0]))  # 12.5x: 4 doublings, factor 16 >= 8 bins: every earlier count lands in bin 0
     assert h.range == 128.0 and h.counts.tolist() == [6, 0, 0, 0, 0, 0, 1, 0]
+    assert h.counts.dtype == np.int64  # counts stay exact integers through every merge
     assert h.min == -3.0 and h.max == 100.0 and h.amax("minmax") == 100.0
+    h.update(np.array([127.0]))  # a peak below the range: no growth
+    assert h.range == 128.0 and h.counts.tolist() == [6, 0, 0, 0, 0, 0, 1, 1]
+    h.update(np.array([300.0]))  # 2.3x: 2 doublings (factor 4 < 8 bins): 4 bins merge into each
+    assert h.range == 512.0 and h.counts.tolist() == [6, 2, 0, 0, 1, 0, 0, 0] and h.counts.dtype == np.int64
 
 
 def test_histogram_of_zeros_first_then_values():
     h = StreamingHistogram(num_bins=4)
     h.update(np.zeros(5))  # no range yet: the zeros are counted in bin 0
-    assert h.range == 0.0 and h.counts.tolist() == [5, 0, 0, 0] and h.min == 0.0 and h.max == 0.0
+    h.update(np.zeros(3))
+    assert h.range == 0.0 and h.counts.tolist() == [8, 0, 0, 0] and h.min == 0.0 and h.max == 0.0
     h.update(np.array([-2.0, 1.0]))  # the first non-zero peak sets the range
-    assert h.range == 2.0 and h.counts.tolist() == [5, 0, 1, 1]
+    assert h.range == 2.0 and h.counts.tolist() == [8, 0, 1, 1]
     assert h.amax("minmax") == 2.0 and h.min == -2.0 and h.max == 1.0
 
 
@@ -156,6 +164,8 @@ def test_percentile_is_the_smallest_threshold_holding_that_share(percentile):
     counts = np.array([0, 3, 1, 0, 4, 2, 0, 0], np.int64)
     assert percentile_amax(counts, 0.5, percentile) == pytest.approx(_percentile_reference(counts, 0.5, percentile))
     assert percentile_amax(counts, 0.5, 101.0) == 4.0  # past every count: the whole range, not beyond
+    top = np.array([1, 0, 0, 2], np.int64)  # the last bin holds the top of the data
+    assert percentile_amax(top, 0.5, percentile) == pytest.approx(_percentile_reference(top, 0.5, percentile))
 
 
 @pytest.mark.parametrize("seed, shape", [(0, "laplace"), (1, "relu"), (2, "bimodal")])
@@ -186,6 +196,20 @@ def test_entropy_coarse_then_fine_search_finds_the_brute_force_minimum():
     assert entropy_amax(counts, 0.01) != pytest.approx(entropy_amax(counts[:300], 0.01))
 
 
+def test_entropy_search_boundaries():
+    """The fine pass at a step of 2, the step at 512-513 candidates, the last bin as a candidate."""
+    rng = np.random.default_rng(9)
+    values = np.abs(rng.standard_normal(20_000))
+    counts = np.histogram(values, bins=700, range=(0, values.max()))[0].astype(np.int64)
+    assert entropy_amax(counts, 1.0) == pytest.approx(_entropy_reference(counts, 1.0)) == 635.5  # coarse alone: 634.5
+    values = np.abs(np.random.default_rng(0).standard_normal(20_000))
+    counts = np.histogram(values, bins=641, range=(0, values.max()))[0].astype(np.int64)
+    assert entropy_amax(counts, 1.0) == 558.5  # 513 candidates: a step of 2 (one step would find 641.5)
+    uniform = np.zeros(400, np.int64)
+    uniform[1:] = 10  # clipping uniform data always loses: the best threshold keeps the last bin
+    assert entropy_amax(uniform, 1.0) == pytest.approx(_entropy_reference(uniform, 1.0)) == 400.5
+
+
 def test_entropy_first_bin_takes_the_seconds_count():
     """A flood of exact zeros (after ReLU) must not pull the threshold down: bin 0 counts as bin 1."""
     rng = np.random.default_rng(5)
@@ -193,12 +217,19 @@ def test_entropy_first_bin_takes_the_seconds_count():
     flooded = counts.copy()
     flooded[0] = 10_000_000
     assert entropy_amax(flooded, 1.0) == entropy_amax(counts, 1.0) == pytest.approx(_entropy_reference(counts, 1.0))
+    gap = counts.copy()
+    gap[1] = 0  # bin 1 empty: bin 0 is then empty too, and the search starts 128 bins above bin 2
+    gap[0] = 10_000_000
+    assert entropy_amax(gap, 1.0) == pytest.approx(_entropy_reference(gap, 1.0))
 
 
 def test_entropy_of_histograms_too_short_to_search():
     counts = np.zeros(300, np.int64)
     counts[10:60] = 5  # 50 bins of data: fewer than 128 levels above the first non-zero bin
     assert entropy_amax(counts, 0.5) == 30.0  # everything kept: the last non-zero bin's edge
+    exact = np.zeros(300, np.int64)
+    exact[10:138] = 5  # exactly 128 bins of data: still nothing to search
+    assert entropy_amax(exact, 1.0) == 138.0
     assert entropy_amax(np.zeros(300, np.int64), 0.5) == 0.5  # nothing at all: one bin
     assert entropy_amax(np.array([7], np.int64), 2.0) == 2.0  # one bin of data
 
@@ -222,7 +253,9 @@ def test_best_candidate_takes_the_first_smallest_and_falls_back_to_the_last():
     best = min(kls, key=kls.get)
     assert histogram._best_candidate(counts, range(2, 7), 2) == (pytest.approx(kls[best]), best)
     # no finite KL at all: the last candidate
-    assert histogram._best_candidate(np.array([0.0, 0.0, 5.0, 5.0]), range(1, 3), 2) == (math.inf, 2)
+    assert histogram._best_candidate(np.array([0.0, 0.0, 0.0, 5.0]), range(1, 4), 2) == (math.inf, 3)
+    # equal KLs (0 for 4, 5 and 6 bins of flat data): the first, the lowest threshold
+    assert histogram._best_candidate(np.array([2.0, 2.0, 2.0, 2.0, 0.0, 0.0]), range(4, 7), 2) == (0.0, 4)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -657,11 +690,12 @@ def test_int8_per_channel_by_hand():
     assert int8_per_channel(w.astype(np.float64)).dtype == np.float64
 
 
-@pytest.mark.parametrize("low, high, symmetric", [(-1.0, 3.0, True), (-1.0, 3.0, False), (0.5, 2.0, False)])
+@pytest.mark.parametrize("low, high, symmetric", [(-1.0, 3.0, True), (-1.0, 3.0, False), (0.5, 2.0, False),
+                                                   (-127.0, 127.0, True)])
 def test_activation_quantizer_rounds_and_clips_as_onnx_runtime_does(low, high, symmetric):
     from edgeseg.quant.conv_error import activation_quantizer
 
-    values = np.array([-5.0, -1.0, -0.013, 0.0, 0.01, 0.7, 2.99, 3.0, 10.0], np.float32)
+    values = np.array([-5.0, -1.0, -0.013, 0.0, 0.01, 0.7, 2.99, 3.0, 10.0, 130.4], np.float32)
     got = activation_quantizer(low, high, symmetric)(values)
     assert got.dtype == np.float32
     if symmetric:  # int8 -127..127 over max(|low|, |high|)
@@ -704,7 +738,8 @@ def _ort_conv(x, w, **attrs):
 
 @pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1, 1, 1]}, {"pads": [0, 1, 2, 0]}, {"pads": [1, 2, 1, 2]},
                                    {"strides": [2, 1], "pads": [1, 1, 1, 1]}, {"dilations": [2, 1]},
-                                   {"group": 2, "pads": [1, 0, 1, 0]}])
+                                   {"group": 2, "pads": [1, 0, 1, 0]}, {"pads": [0, 1, 2, 1]},
+                                   {"pads": [0, 1, 1, 1]}, {"pads": [0, 0, 2, 0]}, {"pads": [1, 0, 1, 1]}])
 def test_torch_conv_of_an_onnx_conv_is_onnx_runtimes(attrs):
     import torch
 
@@ -934,7 +969,7 @@ def test_quantizer_writes_candidates_in_a_folder_that_lives_as_long_as_its_with_
     with pytest.raises(RuntimeError, match="use Quantizer inside a `with` block"):
         quantizer.folder
     with quantizer as q:
-        assert q is quantizer and q.folder.is_dir()
+        assert q is quantizer and q.folder.is_dir() and q.folder.name.startswith("edgeseg-sensitivity-")
         folder = q.folder
         path, used = q.miou(["c1"])
         assert used is evalset and path == folder / "candidate.onnx"
@@ -943,3 +978,85 @@ def test_quantizer_writes_candidates_in_a_folder_that_lives_as_long_as_its_with_
     assert seen[0] == (fp32, folder / "candidate.onnx", ranges, {
         "symmetric": False, "nodes_to_exclude": ["c1"], "bias_shifts": shifts, "quantize_outputs": True})
     assert seen[1][3]["nodes_to_exclude"] == []
+    with sensitivity.Quantizer(fp32, ranges, True, evalset) as plain:  # defaults: no shifts, inputs only
+        plain.miou([])
+    assert seen[2][3] == {"symmetric": True, "nodes_to_exclude": [], "bias_shifts": None, "quantize_outputs": False}
+
+
+def test_load_eval_set_without_dataset_yaml_takes_the_models_classes_and_the_ignore_index(tmp_path):
+    from edgeseg.data.dataset import ClassCount
+    from edgeseg.data.synthetic import SyntheticConfig, write_dataset
+    from edgeseg.quant.sensitivity import load_eval_set
+    from edgeseg.spec import InputSpec
+
+    root = write_dataset(tmp_path / "d", SyntheticConfig(seed=1, num_train=1, num_val=2, height=16, width=24))
+    from PIL import Image
+
+    (root / "dataset.yaml").unlink()  # a bare folder: nothing but the caller says what its labels mean
+    spec = InputSpec(height=8, width=12)
+    assert load_eval_set(str(root), spec, classes=ClassCount(9, "--num-classes")).info.ignore_index == 255
+    for path in (root / "val" / "labels").iterdir():  # unlabelled pixels marked 200 instead of 255
+        label = np.array(Image.open(path))
+        Image.fromarray(np.where(label == 255, 200, label).astype(np.uint8)).save(path)
+    evalset = load_eval_set(str(root), spec, classes=ClassCount(9, "--num-classes"), ignore_index=200)
+    assert evalset.info.num_classes == 9 and evalset.info.ignore_index == 200 and len(evalset.batches) == 2
+    assert (evalset.labels[0] == 200).any()
+
+
+def _qdq_pair(tensor, nodes, init, scale=0.1):
+    """Append Q -> DQ of ``tensor`` to ``nodes``; the dequantised tensor's name."""
+    init[f"{tensor}_s"] = np.array(scale, np.float32)
+    init[f"{tensor}_z"] = np.array(0, np.int8)
+    nodes.append(helper.make_node("QuantizeLinear", [tensor, f"{tensor}_s", f"{tensor}_z"], [f"{tensor}_q"]))
+    nodes.append(helper.make_node("DequantizeLinear", [f"{tensor}_q", f"{tensor}_s", f"{tensor}_z"], [f"{tensor}_dq"]))
+    return f"{tensor}_dq"
+
+
+def test_residual_rewiring_by_hand_only_takes_a_conv_or_convtranspose_behind_one_q_dq_pair():
+    from edgeseg.quant.qdq import read_residual_branches_in_float
+
+    w = np.ones((2, 2, 1, 1), np.float32)
+    init = {"w": w, "c": np.ones((1, 2, 2, 2), np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv"),
+             helper.make_node("ConvTranspose", ["x", "w"], ["t"], name="up"),
+             helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    a_dq, t_dq, r_dq = (_qdq_pair(name, nodes, init) for name in ("a", "t", "r"))
+    init["k_s"], init["k_z"] = np.array(0.1, np.float32), np.array(0, np.int8)
+    nodes += [helper.make_node("DequantizeLinear", ["k8", "k_s", "k_z"], ["k_dq"], name="dq_of_a_constant"),
+              helper.make_node("Identity", ["a_q"], ["a_q_copy"], name="copy"),
+              helper.make_node("DequantizeLinear", ["r", "k_s", "k_z"], ["r_raw_dq"], name="dq_of_relu"),
+              helper.make_node("Add", [r_dq, t_dq], ["s1"], name="add_up"),  # ConvTranspose branch
+              helper.make_node("Mul", [r_dq, a_dq], ["s2"], name="mul"),  # not an Add
+              helper.make_node("Add", ["x", "c"], ["s3"], name="add_input"),  # graph input and a constant
+              helper.make_node("Add", ["k_dq", r_dq], ["s4"], name="add_constant"),  # DQ of an initializer
+              helper.make_node("Add", ["a_q_copy", r_dq], ["s5"], name="add_copy"),  # no DQ between
+              helper.make_node("Add", ["r_raw_dq", r_dq], ["s6"], name="add_dq_of_relu")]  # DQ straight off a Relu
+    init["k8"] = np.ones((1, 2, 2, 2), np.int8)
+    outputs = [(f"s{k}", None) for k in range(1, 7)] + [("a_q", None)]
+    model = _model(nodes, [("x", [1, 2, 2, 2])], outputs, init)
+    assert read_residual_branches_in_float(model) == ["add_up"]
+    node = {n.name: n for n in model.graph.node}
+    assert list(node["add_up"].input) == [r_dq, "t"]
+    assert list(node["mul"].input) == [r_dq, a_dq] and list(node["add_input"].input) == ["x", "c"]
+    assert list(node["add_constant"].input) == ["k_dq", r_dq] and list(node["add_copy"].input) == ["a_q_copy", r_dq]
+    assert list(node["add_dq_of_relu"].input) == ["r_raw_dq", r_dq]
+    # the ConvTranspose's Q/DQ pair is read by nothing now: gone with its scale and zero point
+    assert not [n for n in model.graph.node if n.output[0] in ("t_q", "t_dq")]
+    assert "t_s" not in {i.name for i in model.graph.initializer} and "a_s" in {i.name for i in model.graph.initializer}
+
+
+def test_activations_run_on_the_device_asked_for(tmp_path, monkeypatch):
+    import edgeseg.runtime.onnxruntime_runner as runner
+    from edgeseg.quant.collect import collect_histograms, stream_activations
+
+    asked = []
+    monkeypatch.setattr(runner, "providers_for", lambda device: asked.append(device) or ["CPUExecutionProvider"])
+    path = _save(_two_output_model(), tmp_path / "m.onnx")
+    batch = np.ones((1, 1, 2, 3), np.float32)
+    list(stream_activations(path, [batch], ["a"], device="cuda"))
+    list(stream_activations(path, [batch], ["a"], device="cpu"))
+    list(stream_activations(path, [batch], ["a"], device="tensorrt"))  # what is not cuda runs on the CPU
+    list(stream_activations(path, [batch], ["a"]))
+    collect_histograms(path, [batch], device="cuda")
+    collect_histograms(path, [batch])
+    assert asked == ["cuda", "cpu", "cpu", "cpu", "cuda", "cpu"]
