@@ -194,6 +194,10 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     monkeypatch.setattr(measure, "open_runner", lambda *args: opened_with.append(args) or real_open(*args))
     monkeypatch.setattr(measure, "accuracy_pass", lambda runner, artifact, split, description: evaluated.append(
         description) or real_accuracy(runner, artifact, split, description))
+    measured_with = []
+    real_measure = measure.measure_stages
+    monkeypatch.setattr(measure, "measure_stages", lambda artifacts, split, **kwargs: measured_with.append(
+        (list(artifacts), kwargs)) or real_measure(artifacts, split, **kwargs))
     out = tmp_path / "out" / "nested"
     document = report_api.report(str(folder), out=str(out), rounds=3, iters_per_round=4, warmup=5, mask_images=2,
                                  threads=3)
@@ -274,6 +278,11 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     assert pareto.calls[0][2] == {"title": "bands run: mIoU vs latency per stage (cpu, batch 1)"}
     assert per_class.calls[0][0] == out / "per_class_iou.png"
     assert per_class.calls[0][2] == {"title": "bands run: per-class IoU"}
+    assert [r["stage"] for r in per_class.calls[0][1][0]] == ["red", "green", "blue"]
+    assert per_class.calls[0][1][0][1]["per_class_iou"] == rows[1]["per_class_iou"]
+    assert measured_with == [(["red", "green", "blue"], dict(
+        rounds=3, iters_per_round=4, warmup=5, mask_images=2, device="cpu", threads=3, trust_checkpoint=False,
+        trust_engine=False, allow_engine_host_code=False))]
     assert grid.calls[0][0] == out / "masks.png"
     assert grid.calls[0][2] == {"palette": PALETTE, "class_names": NAMES, "title": "red vs blue vs ground truth"}
     masks = grid.calls[0][1][0]
@@ -668,3 +677,52 @@ def test_masks_are_predicted_at_the_labels_own_size(run, tmp_path):
         masks = measure._predict_masks({"red": (artifact, runner)}, split, 1)
     prediction = masks["predictions"]["red"][0]
     assert prediction.shape == (16, 32) and set(np.unique(prediction)) == {5}
+
+
+def test_report_defaults_and_trust_reach_the_measurement(run, tmp_path, monkeypatch):
+    import edgeseg.runtime.loader
+
+    folder = run[0]
+    _stub_figures(monkeypatch)
+    grid = _Spy(figures.mask_grid_png)
+    monkeypatch.setattr(figures, "mask_grid_png", grid)
+    timer = _Timer()
+    monkeypatch.setattr(measure, "time_inference", timer)
+    described = []
+    real_describe = edgeseg.runtime.loader.describe
+    monkeypatch.setattr(edgeseg.runtime.loader, "describe", lambda path, *args: described.append(
+        (Path(path).name, *args)) or real_describe(path, *args))
+    document = report_api.report(str(folder), out=str(tmp_path / "out"), show=False)
+    # 10 rounds of 10 calls per stage after 10 warm-up calls; masks of 4 images
+    assert [(c[2], c[3]) for c in timer.calls[:4]] == [(10, 10)] * 3 + [(1, 10)] and len(timer.calls) == 30
+    assert document["timing"] == {"rounds": 10, "iters_per_round": 10, "warmup": 10, "batch": 1, "device": "cpu"}
+    assert grid.calls[0][1][0]["indices"] == [0, 1, 2, 4]
+    assert described[0] == ("red.onnx", False)  # the first stage, read for its class count, trusting nothing
+    described.clear()
+    with pytest.raises(Exception):
+        report_api.report(str(folder), out=str(tmp_path / "out2"), show=False, trust_checkpoint=True,
+                          trust_engine=True, allow_engine_host_code=True, device="nowhere")
+    assert described[0] == ("red.onnx", True)
+
+
+def test_data_without_a_dataset_yaml_takes_the_first_stages_class_count_and_the_ignore_index_given(run, tmp_path,
+                                                                                                    monkeypatch):
+    import shutil
+
+    folder, data, labels, expected = run
+    plain = tmp_path / "plain"
+    shutil.copytree(data / "val", plain / "val")
+    for index, label in enumerate(labels):  # the unlabelled strip marked 3 here, as is class 3
+        Image.fromarray(np.where(label == 255, 3, label).astype(np.uint8)).save(plain / "val" / "labels" / f"{index}.png")
+    _stub_figures(monkeypatch)
+    monkeypatch.setattr(measure, "time_inference", _Timer())
+    document = report_api.report(str(folder), data=str(plain), out=str(tmp_path / "out"), rounds=1, iters_per_round=1,
+                                 warmup=0, mask_images=0, show=False, ignore_index=3)
+    assert document["dataset"]["num_classes"] == CLASSES
+    # label 3 is now unlabelled: every class is counted without those pixels
+    relabelled = [np.where(label == 3, 255, label) for label in labels]
+    green = _iou([_by_channel(_scene(i), 1) for i in range(5)], relabelled)
+    assert green != _iou([_by_channel(_scene(i), 1) for i in range(5)], labels)  # the ignore index matters here
+    for index, name in enumerate(NAMES):  # no dataset.yaml: the classes are numbered
+        got = document["stages"][1]["per_class_iou"][f"class{index}"]
+        assert got is None if green[name] is None else got == pytest.approx(green[name], abs=1e-3), name
