@@ -726,3 +726,23 @@ def test_data_without_a_dataset_yaml_takes_the_first_stages_class_count_and_the_
     for index, name in enumerate(NAMES):  # no dataset.yaml: the classes are numbered
         got = document["stages"][1]["per_class_iou"][f"class{index}"]
         assert got is None if green[name] is None else got == pytest.approx(green[name], abs=1e-3), name
+
+
+def test_colourise_paints_labels_past_255_black_with_a_long_palette():
+    palette = [(i, 100, 200) for i in range(50)]
+    assert figures.colourise(np.array([[300, 44]]), palette).tolist() == [[[0, 0, 0], [44, 100, 200]]]
+
+
+def test_the_mask_grid_leaves_room_below_for_the_legend(tmp_path, monkeypatch):
+    kept = _capture_figures(monkeypatch)
+    image = np.zeros((4, 6, 3), np.uint8)
+    masks = {"images": [image], "labels": [np.zeros((4, 6), np.int64)], "predictions": {"a": [np.ones((4, 6), int)]}}
+    palette = [(250, 10, 10), (10, 250, 10)]
+    figures.mask_grid_png(tmp_path / "named.png", masks, palette=palette, class_names=["x", "y"])
+    figures.mask_grid_png(tmp_path / "plain.png", masks, palette=palette)
+    named, plain = ([a.get_position() for a in figure.axes] for figure in kept)
+    assert kept[0].legends[0]._loc == 8  # lower center
+    # the legend's strip (6% of the height) pushes the panels up; without names they use the whole figure
+    assert min(p.y0 for p in named) > min(p.y0 for p in plain) + 0.02
+    assert max(p.y1 for p in plain) < 1 and min(p.y0 for p in plain) < 0.5
+    assert min(p.x0 for p in named) < 0.1 and min(p.x0 for p in plain) < 0.1
