@@ -154,3 +154,129 @@ def test_adopting_writes_the_sidecar_the_graph_and_facts_describe(tmp_path, monk
     # a second adoption reads the sidecar it finds and writes nothing
     (tmp_path / "m.onnx.json").write_text(json.dumps(dict(on_disk, note="kept")))
     assert adopt_onnx(path, ModelFacts())["note"] == "kept" and len(said) == 1
+
+
+def test_describe_onnx_is_the_sidecar_a_user_would_have_written(tmp_path):
+    from edgeseg.spec import DatasetInfo
+
+    path = save(conv_model([1, 3, 8, 12], classes=3, producer=("", "")), tmp_path / "m.onnx")
+    dataset = DatasetInfo(num_classes=3, classes=("road", "car", "sky"), name="mine")
+    meta = describe_onnx(path, ModelFacts(arch="my-net", dataset=dataset))
+    assert meta == {
+        "artifact": "m.onnx", "kind": "onnx",
+        "input": {"height": 8, "width": 12, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+                  "color": "RGB"},
+        "dataset": dataset.to_dict(), "model": {"arch": "my-net", "num_classes": 3}, "precision": "fp32",
+        "onnx": {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False},
+        "source": {"file": "m.onnx", "format": "ONNX from another tool", "given": {"arch": "my-net"}}}
+
+
+@pytest.mark.parametrize("kind", ["QuantizeLinear", "DequantizeLinear"])
+def test_a_graph_with_qdq_is_described_as_int8(tmp_path, kind):
+    node, inits = _qdq(kind)
+    out_type = TensorProto.INT8 if kind == "QuantizeLinear" else TensorProto.FLOAT
+    model = conv_model([1, 3, 8, 8], [1, 5, 8, 8], output_type=out_type, extra_nodes=[node], extra_inits=inits,
+                       opsets=(("ai.onnx", 13),))
+    meta = describe_onnx(save(model, tmp_path / "m.onnx"), ModelFacts(num_classes=5))  # an INT8 output names none
+    assert meta["precision"] == "int8" and meta["onnx"]["opset"] == 13
+
+
+def test_a_class_map_output_takes_its_count_from_the_facts(tmp_path):
+    from edgeseg.errors import speak_to_cli
+    from edgeseg.spec import DatasetInfo
+
+    argmax = helper.make_node("ArgMax", ["conv"], ["y"], axis=1, keepdims=0)
+    path = save(conv_model([1, 3, 8, 8], [1, 8, 8], output_type=TensorProto.INT64, extra_nodes=[argmax]),
+                tmp_path / "m.onnx")
+    with pytest.raises(ConfigError) as python:
+        describe_onnx(path)
+    assert str(python.value) == (f"The class count of {path} cannot be read from its output; give "
+                                 f"facts=ModelFacts(num_classes=N).")
+    speak_to_cli(True)
+    try:
+        with pytest.raises(ConfigError) as cli:
+            describe_onnx(path)
+    finally:
+        speak_to_cli(False)
+    assert str(cli.value).endswith("cannot be read from its output; give --num-classes.")
+    assert describe_onnx(path, ModelFacts(dataset=DatasetInfo(num_classes=5)))["model"]["num_classes"] == 5
+
+
+def test_facts_that_contradict_the_graph_are_refused_in_one_sentence(tmp_path):
+    from edgeseg.errors import InputFileError, speak_to_cli
+
+    path = save(conv_model([1, 3, 8, 12], classes=5), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError) as size:
+        describe_onnx(path, ModelFacts(input_size=(16, 8)))
+    assert str(size.value) == (f"{path} is fixed to 8x12 input but input_size=(16, 8) was given; drop it or "
+                               f"re-export the model at that size.")
+    with pytest.raises(ConfigError) as classes:
+        describe_onnx(path, ModelFacts(num_classes=4))
+    assert str(classes.value) == f"{path} outputs 5 classes but num_classes=4 was given; drop it or check the model."
+    speak_to_cli(True)
+    try:
+        with pytest.raises(ConfigError) as size_cli:
+            describe_onnx(path, ModelFacts(input_size=(16, 8)))
+        with pytest.raises(ConfigError) as classes_cli:
+            describe_onnx(path, ModelFacts(num_classes=4))
+        with pytest.raises(ConfigError) as dynamic_cli:
+            describe_onnx(save(conv_model([1, 3, "h", "w"], [1, 5, "h", "w"]), tmp_path / "d.onnx"))
+    finally:
+        speak_to_cli(False)
+    assert "but --input-size 16x8 was given" in str(size_cli.value)
+    assert "but --num-classes 4 was given" in str(classes_cli.value)
+    assert str(dynamic_cli.value).endswith("no sidecar saying which to use; give it with --input-size HEIGHTxWIDTH.")
+    with pytest.raises(ConfigError) as dynamic:
+        describe_onnx(tmp_path / "d.onnx")
+    assert str(dynamic.value).endswith("give it with facts=ModelFacts(input_size=(H, W)).")
+    two = conv_model([1, 3, 8, 8])
+    two.graph.input.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 8, 8]))
+    with pytest.raises(InputFileError) as inputs:
+        describe_onnx(save(two, tmp_path / "two.onnx"))
+    assert str(inputs.value) == (f"{tmp_path / 'two.onnx'} does not take one NCHW image batch (its inputs: x, mask); "
+                                 f"edgeseg runs single-input segmentation models.")
+    flat = conv_model([1, 3, 8, 8])
+    flat.graph.input[0].type.tensor_type.shape.dim.pop()
+    with pytest.raises(InputFileError, match="does not take one NCHW image batch"):
+        describe_onnx(save(flat, tmp_path / "flat.onnx"))
+    grey = conv_model([1, 1, 8, 8])
+    with pytest.raises(InputFileError) as channels:
+        describe_onnx(save(grey, tmp_path / "grey.onnx"))
+    assert str(channels.value) == f"{tmp_path / 'grey.onnx'} takes 1-channel images; edgeseg feeds RGB (3 channels)."
+
+
+def test_a_file_that_is_not_onnx_is_one_sentence(tmp_path):
+    from edgeseg.errors import InputFileError
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x08\x07not a protobuf at all")
+    with pytest.raises(InputFileError) as error:
+        graph_summary(path)
+    assert str(error.value).startswith(f"{path} is not a readable ONNX model (")
+    assert str(error.value).endswith("); it may be truncated or another format, so re-export it.")
+    assert "(NoneType)" not in str(error.value)
+
+
+def test_weights_outside_the_file_are_not_read_to_describe_it(tmp_path):
+    model = conv_model([1, 3, 8, 8])
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights", size_threshold=0)
+    (tmp_path / "m.weights").unlink()  # a user copied the graph without its weights file
+    assert graph_summary(tmp_path / "m.onnx")["inputs"][0]["shape"] == [1, 3, 8, 8]
+
+
+def test_the_imagenet_default_is_said_unless_both_mean_and_std_are_given(tmp_path, monkeypatch):
+    import edgeseg.console
+    from edgeseg.foreign_onnx import onnx_meta
+
+    said = []
+    monkeypatch.setattr(edgeseg.console, "say", said.append)
+    path = save(conv_model([1, 3, 8, 8]), tmp_path / "m.onnx")
+    onnx_meta(path, {}, ModelFacts(mean=(0.5, 0.5, 0.5)))  # std missing: the default still applies to it
+    onnx_meta(path, {}, ModelFacts(std=(0.5, 0.5, 0.5)))
+    onnx_meta(path, {}, None)
+    assert said == ["m.onnx has no sidecar: normalising with ImageNet's mean/std (the default; give --mean and "
+                    "--std if the model was trained with others)"] * 3
+    onnx_meta(path, {}, ModelFacts(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    assert len(said) == 3
+    assert onnx_meta(path, {"kind": "onnx", "mine": 1}, None) == {"kind": "onnx", "mine": 1}  # a sidecar wins
