@@ -115,7 +115,7 @@ class _Timer:
         self.calls.append((runner, batch.shape, warmup, iters, np.array(batch)))
         round_index = sum(1 for c in self.calls if c[0] is runner) - 1
         base = 10.0 if self.calls[0][0] is runner else 20.0  # the first stage timed: 10 ms a round, the others 20
-        host = [base * (round_index + 1) + i for i in range(iters)]
+        host = [base * (round_index + 1) + i + 0.0000123 for i in range(iters)]  # past 4 decimals: rounding shows
         return host, [h / 2 for h in host]
 
 
@@ -239,13 +239,14 @@ def test_report_measures_each_stage_against_counted_iou_and_fed_latencies(run, t
     assert [o[1:] for o in opened_with] == [("cpu", 3, False, False, False)] * 3
     assert evaluated == ["eval red", "eval green", "eval blue"]
     for row, base in zip(rows, (10.0, 20.0, 20.0)):
-        host = [base * (r + 1) + i for r in range(3) for i in range(4)]
+        host = [base * (r + 1) + i + 0.0000123 for r in range(3) for i in range(4)]
         assert row["iterations"] == 12
         assert row["round_p50_ms"] == [round(float(np.median(host[i:i + 4])), 4) for i in (0, 4, 8)]
         assert row["latency_ms"]["p50"] == round(float(np.percentile(host, 50)), 4)
         assert row["compute_latency_ms"]["max"] == round(max(host) / 2, 4)
     # the paired speed-up of green over red is each round's ratio of p50s: 11.5/21.5, 21.5/41.5, 31.5/61.5
-    ratios = [11.5 / 21.5, 21.5 / 41.5, 31.5 / 61.5]
+    ratios = [(11.5 + 0.0000123) / (21.5 + 0.0000123), (21.5 + 0.0000123) / (41.5 + 0.0000123),
+              (31.5 + 0.0000123) / (61.5 + 0.0000123)]
     assert rows[1]["speedup_vs_first"] == round(float(np.median(ratios)), 3)
 
     written = json.loads((out / "report.json").read_text())
@@ -393,9 +394,17 @@ def test_a_stage_with_another_class_count_is_refused_before_anything_is_measured
     write_manifest(odd, "odd", [Stage("red", "red.onnx"), Stage("five", "five.onnx")], data=str(data))
     timer = _Timer()
     monkeypatch.setattr(measure, "time_inference", timer)
-    with pytest.raises(Exception, match="5"):
+    refusal = (f"five.onnx's output says 5 classes but {data / 'dataset.yaml'} says 8; fix num_classes in "
+               f"{data / 'dataset.yaml'}, or use a model trained for this data.")
+    with pytest.raises(Exception) as error:
         report_api.report(str(odd), out=str(tmp_path / "out"), show=False)
+    assert str(error.value) == refusal
     assert timer.calls == [] and not (tmp_path / "out" / "report.json").exists()
+    # the first stage is the one whose count the data is read with: refused before anything is made
+    write_manifest(odd, "odd", [Stage("five", "five.onnx"), Stage("red", "red.onnx")], data=str(data))
+    with pytest.raises(Exception) as error:
+        report_api.report(str(odd), out=str(tmp_path / "out2"), show=False)
+    assert str(error.value) == refusal and not (tmp_path / "out2").exists()
 
 
 # --- measure ------------------------------------------------------------------------------------------------------
