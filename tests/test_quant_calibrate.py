@@ -19,6 +19,11 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeseg.errors import ConfigError, DataError, InputFileError
 from edgeseg.spec import ModelFacts
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Each test runs in its own folder: a file written at a wrong relative path lands there, not in the next test's."""
+    monkeypatch.chdir(tmp_path)
+
 TENSORS = ["input", "h", "r", "h2", "r2", "logits"]
 
 

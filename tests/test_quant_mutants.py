@@ -20,6 +20,11 @@ from edgeseg.quant import histogram
 from edgeseg.quant.histogram import StreamingHistogram, entropy_amax, mse_amax, percentile_amax
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Each test runs in its own folder: a file written at a wrong relative path lands there, not in the next test's."""
+    monkeypatch.chdir(tmp_path)
+
 # ---------------------------------------------------------------- histogram.py: brute-force references
 
 def _kl_reference(counts, i, levels):
