@@ -39,7 +39,7 @@ def info(artifact: str, as_json: bool = False, facts: Optional[ModelFacts] = Non
 
     folder = find_folder(artifact)
     if folder is not None:
-        return _huggingface_folder(folder, as_json, facts)
+        return _huggingface_folder(folder, as_json, facts, given=str(artifact))
     path = require_file(artifact, "Artifact")
     meta = read_sidecar(path)
     suffix = path.suffix.lower()
@@ -216,7 +216,7 @@ def _checkpoint(path: Path, as_json: bool, facts: ModelFacts, trust_checkpoint: 
     return summary
 
 
-def _huggingface_folder(folder: Path, as_json: bool, facts: ModelFacts) -> dict:
+def _huggingface_folder(folder: Path, as_json: bool, facts: ModelFacts, given: str) -> dict:
     """A Hugging Face folder: what its config and image processor say, and, where torch and transformers are
     installed, its parameters and MACs counted on the model as train counts them."""
     from edgeseg.huggingface import read_folder, model_name
@@ -256,7 +256,7 @@ def _huggingface_folder(folder: Path, as_json: bool, facts: ModelFacts) -> dict:
                                    "not in preprocessor_config.json: give --input-size HEIGHTxWIDTH"),
              f"  classes       {found.num_classes} ({escape(shown)}), ignore {found.ignore_index}",
              f"  files         {summary['size_mb']} MB in {escape(str(folder))}",
-             f"  next          edgeseg export {escape(folder.name)}/ (no --arch: the config says it)"]
+             f"  next          edgeseg export {escape(given)} (no --arch: the config says it)"]
     for line in lines:
         out.print(line)
     return summary

@@ -249,8 +249,12 @@ def _infer_num_classes(model: nn.Module, input_spec: Optional[InputSpec]) -> int
 
 
 def _folder_of_weights(path: Path) -> Optional[Path]:
-    """A Hugging Face folder's weights file given instead of the folder: the folder (its config says the rest)."""
-    if path.suffix in (".safetensors", ".bin") and path.is_file() and (path.parent / "config.json").is_file():
+    """A Hugging Face folder's weights file given instead of the folder: the folder (its config says the rest).
+
+    Only a config transformers wrote counts (timm's and smp's save_pretrained write one too), and only when
+    no --arch says otherwise: then the file is a state_dict like any other.
+    """
+    if path.suffix in (".safetensors", ".bin") and path.is_file():
         from edgeseg.huggingface import find_folder
 
         return find_folder(path.parent)
@@ -319,7 +323,7 @@ def load_model(path: str | Path, *, trust_checkpoint: bool = False, arch: Option
                                               if v is not None})
     from edgeseg.huggingface import find_folder
 
-    folder = find_folder(path) or _folder_of_weights(Path(path))
+    folder = find_folder(path) or (None if facts.arch else _folder_of_weights(Path(path)))
     if folder is not None:
         return _from_hf_folder(folder, facts)
     path = require_file(path, "Model file")

@@ -71,12 +71,40 @@ def find_folder(path) -> Optional[Path]:
     if path.is_dir():
         if path.name.startswith("models--"):
             path = _snapshot(path) or path
-        return path if (path / "config.json").is_file() else None
-    if path.exists() or str(path).count("/") != 1 or path.suffix:
+        return path if is_transformers_config(path / "config.json") else None
+    if path.exists() or str(path).count("/") != 1:  # an id may hold dots: org/mobilevitv2-1.0-voc-deeplabv3
         return None
     cached = _hub_cache() / ("models--" + str(path).replace("/", "--"))
     snapshot = _snapshot(cached) if cached.is_dir() else None
-    return snapshot if snapshot is not None and (snapshot / "config.json").is_file() else None
+    return snapshot if snapshot is not None and is_transformers_config(snapshot / "config.json") else None
+
+
+def display_name(folder: Path) -> str:
+    """The model's own name: the folder's, or for a hub-cache snapshot its repository's (not the commit hash)."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.split("--")[-1]
+    return folder.name
+
+
+def default_output(folder: Path, suffix: str) -> Path:
+    """Where a verb writes what it makes from a folder when not told: beside the folder, keeping dots in its name
+    (mobilevitv2-1.0-voc), or in the working folder for a hub-cache snapshot (never inside the cache)."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots":
+        return Path.cwd() / (display_name(folder) + suffix)
+    return folder.parent / (folder.name + suffix)
+
+
+def is_transformers_config(path: Path) -> bool:
+    """A config.json transformers wrote (it names a model_type or architectures); timm's and smp's do not."""
+    if not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable: read_folder says so in one sentence
+    return isinstance(config, dict) and bool(config.get("model_type") or config.get("architectures"))
 
 
 @dataclass(frozen=True)
@@ -103,17 +131,36 @@ def _read_json(path: Path, what: str) -> dict:
             from exc
 
 
+# What an image processor class does for a key its saved config leaves out (or saves as null): transformers 5 writes
+# MobileViT's image_mean/std without do_normalize, and MobileViT only rescales, to BGR, after a centre crop.
+_GENERIC_DEFAULTS = {"do_rescale": True, "do_normalize": True, "do_center_crop": False,
+                     "do_flip_channel_order": False}
+_CLASS_DEFAULTS = {"MobileViT": {"do_normalize": False, "do_center_crop": True, "do_flip_channel_order": True}}
+
+
+def processor_settings(processor: dict) -> dict:
+    """The saved image processor config with its class's defaults filled in where it says nothing."""
+    kind = str(processor.get("image_processor_type") or processor.get("feature_extractor_type") or "")
+    defaults = dict(_GENERIC_DEFAULTS)
+    for prefix, own in _CLASS_DEFAULTS.items():
+        if kind.startswith(prefix):
+            defaults.update(own)
+    return {**defaults, **{k: v for k, v in processor.items() if v is not None}}
+
+
+def _size(value) -> Optional[Tuple[int, int]]:
+    if isinstance(value, dict) and "height" in value and "width" in value:
+        return int(value["height"]), int(value["width"])
+    if isinstance(value, int):  # older configs: one number for a square
+        return int(value), int(value)
+    return None  # e.g. {"shortest_edge": 288}: a rule, not a size
+
+
 def _input_size(processor: dict) -> Optional[Tuple[int, int]]:
-    """The size the image processor resizes (or crops) to; a shortest-edge rule names no fixed size."""
-    for key in ("crop_size", "size"):
-        size = processor.get(key)
-        if isinstance(size, dict) and "height" in size and "width" in size:
-            if key == "crop_size" and not processor.get("do_center_crop", True):
-                continue
-            return int(size["height"]), int(size["width"])
-        if isinstance(size, int) and key == "size":
-            return int(size), int(size)
-    return None
+    """The size the model sees: the centre crop where the processor crops, else the size it resizes to."""
+    if processor.get("do_center_crop") and _size(processor.get("crop_size")):
+        return _size(processor.get("crop_size"))
+    return _size(processor.get("size"))
 
 
 def _normalisation(processor: dict):
@@ -122,8 +169,8 @@ def _normalisation(processor: dict):
 
     if not processor:
         return IMAGENET_MEAN, IMAGENET_STD
-    scale = float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0
-    if processor.get("do_normalize", True) and processor.get("image_mean") is not None:
+    scale = float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale") else 1.0
+    if processor.get("do_normalize") and processor.get("image_mean") is not None:
         mean = tuple(float(m) / scale for m in processor["image_mean"])
         std = tuple(float(s) / scale for s in processor["image_std"])
     else:  # MobileViT: rescale only
@@ -150,7 +197,8 @@ def read_folder(folder: Path) -> FolderFacts:
                           f"with at least two classes.")
     classes = tuple(id2label.get(i, f"class{i}") for i in range(num_classes))
     processor_path = folder / "preprocessor_config.json"
-    processor = _read_json(processor_path, "preprocessor_config.json") if processor_path.is_file() else {}
+    saved = _read_json(processor_path, "preprocessor_config.json") if processor_path.is_file() else {}
+    processor = processor_settings(saved) if saved else {}
     mean, std = _normalisation(processor)
     return FolderFacts(folder=folder, architecture=architecture, config=config, num_classes=num_classes,
                        classes=classes, ignore_index=int(config.get("semantic_loss_ignore_index", 255)),

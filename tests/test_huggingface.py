@@ -329,3 +329,135 @@ def test_info_on_a_folder_says_what_its_config_says_and_counts_the_model(hf_fold
     assert summary["size_mb"] == round(files / 1e6, 3)
     result = CliRunner().invoke(cli, ["info", str(hf_folder)])
     assert result.exit_code == 0 and "Hugging Face folder: SegformerForSemanticSegmentation" in result.output
+
+
+def write_folder(folder: Path, config: dict, processor: dict = None, weights: str = "model.safetensors") -> Path:
+    """A folder as transformers writes it, from hand-written JSON (no model needed to read its facts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    (folder / weights).write_bytes(b"0")
+    return folder
+
+
+MOBILEVIT = {"architectures": ["MobileViTForSemanticSegmentation"], "model_type": "mobilevit",
+             "id2label": {"0": "background", "1": "person"}}
+
+
+@pytest.mark.parametrize("processor, size, mean, std, color", [
+    # transformers 5 writes MobileViT's image_mean/std but no do_normalize: MobileViT only rescales, to BGR, after
+    # a centre crop of crop_size
+    ({"image_processor_type": "MobileViTImageProcessor", "crop_size": {"height": 256, "width": 256},
+      "size": {"shortest_edge": 288}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3},
+     (256, 256), [0.0] * 3, [255.0] * 3, "BGR"),
+    # the older feature-extractor form: integers, and every switch spelled out
+    ({"feature_extractor_type": "MobileViTFeatureExtractor", "crop_size": 512, "size": 544, "do_center_crop": True,
+      "do_flip_channel_order": False}, (512, 512), [0.0] * 3, [255.0] * 3, "RGB"),
+    # BEiT: a crop size it does not use, and its own rescale factor and mean/std
+    ({"image_processor_type": "BeitImageProcessor", "size": {"height": 640, "width": 320},
+      "crop_size": {"height": 224, "width": 224}, "do_center_crop": False, "rescale_factor": 0.5,
+      "image_mean": [0.5, 0.25, 1.0], "image_std": [0.5, 0.5, 0.5]}, (640, 320), [1.0, 0.5, 2.0], [1.0] * 3, "RGB"),
+    # no processor at all: ImageNet's normalisation, the size from --input-size
+    (None, None, [123.675, 116.28, 103.53], [58.395, 57.12, 57.375], "RGB"),
+])
+def test_the_image_processor_says_size_normalisation_and_channel_order(tmp_path, processor, size, mean, std, color):
+    from edgeseg.huggingface import read_folder
+
+    facts = read_folder(write_folder(tmp_path / "m", MOBILEVIT, processor))
+    assert facts.input_size == size and facts.color == color
+    assert list(facts.mean) == pytest.approx(mean) and list(facts.std) == pytest.approx(std)
+    assert facts.classes == ("background", "person") and facts.num_classes == 2
+
+
+def test_the_hub_cache_picks_the_snapshot_refs_main_names_and_ids_may_hold_dots(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from edgeseg.huggingface import default_output, display_name, find_folder
+
+    repo = tmp_path / "hub" / "models--apple--mobilevitv2-1.0-voc-deeplabv3"
+    old = write_folder(repo / "snapshots" / "aaa", MOBILEVIT)
+    new = write_folder(repo / "snapshots" / "bbb", MOBILEVIT)
+    os.utime(old, (time.time() + 100, time.time() + 100))  # the newest folder is not the one refs/main names
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb\n")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    assert find_folder("apple/mobilevitv2-1.0-voc-deeplabv3") == new
+    assert find_folder(repo) == new and display_name(new) == "mobilevitv2-1.0-voc-deeplabv3"
+    assert default_output(new, ".onnx") == tmp_path / "mobilevitv2-1.0-voc-deeplabv3.onnx"  # not in the cache
+    assert default_output(tmp_path / "x-1.0-voc", ".onnx") == tmp_path / "x-1.0-voc.onnx"  # dots kept
+    assert find_folder("apple/not-cached") is None and find_folder("missing.pt") is None
+
+
+def test_only_a_config_transformers_wrote_makes_a_folder(tmp_path):
+    from edgeseg.huggingface import find_folder
+
+    timm_like = write_folder(tmp_path / "timm", {"architecture": "resnet18", "num_classes": 3})
+    assert find_folder(timm_like) is None
+    assert find_folder(write_folder(tmp_path / "bin", MOBILEVIT, weights="pytorch_model.bin")) == tmp_path / "bin"
+
+
+def test_a_weights_file_beside_another_tools_config_is_a_state_dict(tmp_path):
+    from safetensors.torch import save_file
+
+    from edgeseg.checkpoint import load_model
+
+    model = tiny_segformer(num_labels=3, seed=3)
+    folder = tmp_path / "smp-export"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"encoder_name": "resnet18", "classes": 3}))  # smp's, not HF's
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    builder = tmp_path / "build.py"
+    builder.write_text("import transformers\n\n\ndef build(num_classes):\n"
+                       "    return transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(\n"
+                       "        hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],\n"
+                       "        decoder_hidden_size=32, num_labels=num_classes))\n")
+    loaded = load_model(folder / "model.safetensors", facts=ModelFacts(arch=f"{builder}:build", input_size=(64, 64)))
+    assert loaded.meta["source"]["format"] == "safetensors file" and loaded.num_classes == 3
+
+
+def test_a_pickled_pytorch_model_bin_is_refused_before_transformers_reads_it(hf_folder, tmp_path):
+    import shutil
+
+    from edgeseg.checkpoint import load_model
+    from edgeseg.errors import UntrustedFileError
+
+    folder = shutil.copytree(hf_folder, tmp_path / "bin-only")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"weight": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(UntrustedFileError, match="pytorch_model.bin holds pickled Python objects"):
+        load_model(folder)
+    assert not marker.exists()
+
+
+def test_a_missing_model_path_is_one_sentence_in_every_verb(tmp_path):
+    for verb in (["bench", "missing.pt", "--iters", "1"], ["eval", "missing.pt", "--data", str(tmp_path)],
+                 ["export", "missing.pt"], ["info", "missing.pt"]):
+        result = CliRunner().invoke(cli, verb)
+        assert result.exit_code == 2 and "missing.pt does not exist" in result.output, (verb, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_an_architecture_torch_onnx_cannot_write_is_one_sentence(tmp_path, capfd):
+    config = transformers.BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                                     image_size=64, patch_size=16, out_indices=[0, 1, 2, 3], pool_scales=[1, 2],
+                                     auxiliary_channels=8, num_labels=3, use_auxiliary_head=False,
+                                     use_relative_position_bias=True)
+    transformers.BeitForSemanticSegmentation(config).save_pretrained(tmp_path / "beit")
+    transformers.BeitImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "beit")
+    capfd.readouterr()
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "beit"), "--out", str(tmp_path / "b.onnx")])
+    assert result.exit_code == 2 and "torch.onnx could not export this model at 64x64, opset 17" in result.output
+    assert "exports only with a fixed batch" in result.output and not (tmp_path / "b.onnx").exists()
+    native = capfd.readouterr()
+    assert native.out.count("\n") < 5  # the exporter's TorchScript dump is not printed
+    refused = CliRunner().invoke(cli, ["prune", str(tmp_path / "beit"), "--out", str(tmp_path / "p.pt")])
+    assert refused.exit_code == 2 and "edgeseg does not prune BeitForSemanticSegmentation" in refused.output

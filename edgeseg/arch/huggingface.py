@@ -13,8 +13,22 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.errors import ConfigError, InputFileError, MissingDependencyError
+from edgeseg.errors import ConfigError, InputFileError, MissingDependencyError, UntrustedFileError, option
 from edgeseg.huggingface import PREFIX, SUPPORTED, FolderFacts, find_folder, read_folder
+
+
+# Classes Torch-Pruning's dependency graph prunes into a working model (the attention, norms and residual stream
+# kept whole). BEiT/Data2VecVision came out broken (their relative position tables tie widths the graph does not
+# see) and DPT's graph took longer than ten minutes to build, in the review of 2026-12-03; MobileViTV2 is untried.
+PRUNABLE = ("SegformerForSemanticSegmentation", "MobileViTForSemanticSegmentation", "UperNetForSemanticSegmentation")
+
+
+def check_prunable(arch: str) -> None:
+    """One sentence where pruning a Hugging Face class is known to fail or is untried."""
+    name = arch[len(PREFIX):]
+    if arch.startswith(PREFIX) and name not in PRUNABLE:
+        raise ConfigError(f"edgeseg does not prune {name} (it prunes {', '.join(PRUNABLE)}); distil it "
+                          f"into a smaller student instead (edgeseg distill FOLDER --student ...).")
 
 
 def _transformers():
@@ -67,6 +81,7 @@ def load_folder(facts: FolderFacts, num_classes: Optional[int] = None):
     weights), as transformers' ``ignore_mismatched_sizes`` does when fine-tuning.
     """
     model_class = _model_class(facts.architecture)
+    _refuse_pickled_weights(facts.folder)
     options = {}
     if num_classes is not None and num_classes != facts.num_classes:
         options = dict(num_labels=num_classes, id2label={i: f"class{i}" for i in range(num_classes)},
@@ -81,11 +96,32 @@ def load_folder(facts: FolderFacts, num_classes: Optional[int] = None):
     return PixelLogits(net.eval())
 
 
+def _refuse_pickled_weights(folder) -> None:
+    """Weights only in pytorch_model.bin (a pickle): read with weights_only=True here first, so no transformers
+    release, old or new, can unpickle code from it; safetensors files hold tensors alone and need no check."""
+    import pickle
+
+    import torch
+
+    if any(folder.glob("*.safetensors")):
+        return  # transformers prefers them
+    for weights in sorted(folder.glob("pytorch_model*.bin")):
+        try:
+            torch.load(weights, map_location="meta", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UntrustedFileError(f"{weights} holds pickled Python objects besides tensors, which could run code "
+                                     f"when loaded; ask for the model in safetensors (save_pretrained's default) "
+                                     f"or convert it where you trust it.") from exc
+        except Exception as exc:  # truncated or not a torch file
+            raise InputFileError(f"{weights} is not a readable PyTorch weights file ({type(exc).__name__}); "
+                                 f"download the model again.") from exc
+
+
 def build(architecture: str, num_classes: int, config: Optional[dict] = None):
     """``hf:<class>`` with fresh weights from a recorded config (a checkpoint rebuilding its model)."""
     if not config:
         raise ConfigError(f"hf:{architecture} is built from a model folder's config; give the folder itself as the "
-                          f"model instead of --arch.")
+                          f"model instead of {option('--arch', 'ModelFacts(arch=...)')}.")
     model_class = _model_class(architecture)
     config = dict(config, num_labels=num_classes)
     if len(config.get("id2label") or {}) != num_classes:

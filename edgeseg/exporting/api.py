@@ -1,6 +1,10 @@
 """``edgeseg export``: PyTorch model -> ONNX, simplified, checked and verified against PyTorch."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -28,9 +32,45 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int, ops
     dummy = torch.zeros(1, 3, height, width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice is not the user's concern
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
+        try:  # on failure the exporter prints the whole TorchScript graph: kept out of the user's terminal
+            with _native_stdout_silenced():
+                torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                                  do_constant_folding=True)
+        except Exception as exc:  # the exporter's own error types; their text can hold the whole TorchScript graph
+            raise export_refusal(exc, height, width, opset) from exc
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """File descriptor 1 into a scratch file for the block: torch's C++ side prints there, not to sys.stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def export_refusal(exc: Exception, height: int, width: int, opset: int) -> ConfigError:
+    """One sentence for a model torch.onnx cannot write, with what may get it through."""
+    text = str(exc).strip()
+    first = (text.splitlines() or [type(exc).__name__])[0][:200]
+    if "input size not accessible" in text:  # BEiT/Data2VecVision: adaptive pooling under the dynamic batch
+        hint = ("its adaptive pooling exports only with a fixed batch, and edgeseg writes a dynamic one (TensorRT's "
+                "profiles need it); bench, eval and predict run it in PyTorch")
+    elif "adaptive" in text.lower():  # UperNet's pyramid pooling (pool scales 1, 2, 3, 6)
+        hint = ("its adaptive pooling has no ONNX form at this size; pick an --input-size whose deepest feature map "
+                "divides by every pool size (UperNet's 1, 2, 3, 6: a multiple of 192 at stride 32)")
+    elif "col2im" in text.lower() and opset < 18:  # MobileViTV2's unfold/fold
+        hint = "its fold needs ONNX's Col2Im: try --opset 18"
+    else:
+        hint = "bench, eval and predict still run it in PyTorch"
+    return ConfigError(f"torch.onnx could not export this model at {height}x{width}, opset {opset} ({first}); {hint}.")
 
 
 def simplify(path: Path) -> bool:
@@ -66,7 +106,11 @@ def export(model: str, out: Optional[str] = None, *, opset: int = 17, data: Opti
     """
     import onnx
 
-    out_path = check_output_path(out or Path(model).with_suffix(".onnx"))
+    from edgeseg.huggingface import default_output, find_folder
+
+    folder = None if out else find_folder(model)
+    default = default_output(folder, ".onnx") if folder else Path(model).with_suffix(".onnx")
+    out_path = check_output_path(out or default)
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is too old; use {MIN_OPSET} or newer.")
     loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)  # facts: for files made elsewhere

@@ -89,6 +89,10 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     if not loaded.rebuildable:
         raise InputFileError(f"{model} is a {loaded.arch} module that edgeseg cannot rebuild after pruning; "
                              f"prune an edgeseg checkpoint or a state_dict with --arch instead.")
+    if loaded.arch.startswith("hf:"):
+        from edgeseg.arch.huggingface import check_prunable
+
+        check_prunable(loaded.arch)
     spec = loaded.input_spec
     if spec is None:
         raise InputFileError(f"{model} does not record its input size; give it with --input-size HEIGHTxWIDTH.")

@@ -55,10 +55,12 @@ def backend_of(path: str | Path) -> str:
 def describe(path: str | Path, trust_checkpoint: bool = False, facts: Optional[ModelFacts] = None) -> Artifact:
     """What is known about the artifact at ``path``: its sidecar, or for a file made elsewhere, what ``facts`` add."""
     backend = backend_of(path)
-    if backend == "pytorch" and not Path(path).is_file():  # a Hugging Face folder: its config is its sidecar
+    if backend == "pytorch" and not Path(path).is_file():
         from edgeseg.huggingface import find_folder
 
-        return _describe_loaded(find_folder(path), {}, trust_checkpoint, facts)
+        folder = find_folder(path)
+        if folder is not None:  # a Hugging Face folder: its config is its sidecar
+            return _describe_loaded(folder, {}, trust_checkpoint, facts)
     path = require_file(path, "Artifact")
     meta = read_sidecar(path)
     spec, info = spec_from_sidecar(meta)
