@@ -117,7 +117,7 @@ def test_without_dataset_yaml_nothing_is_guessed(tmp_path):
         f"Nothing says how many classes {split_dir} has (no dataset.yaml in it or its parent, no model or "
         f"--num-classes, and edgeseg does not guess from the largest label) and its labels hold the values 0-11; add "
         f"a dataset.yaml with `num_classes:` (and `ignore_index:` for the value that marks unlabelled pixels, 255 if "
-        f"none is given) or pass --num-classes N (and --ignore-index V).")
+        f"none is given) or pass num_classes=N (and ignore_index=V).")  # Python's words in Python
     given = resolve_split(tmp_path, "val", classes=ClassCount(11, "--num-classes", "change --num-classes"),
                           ignore_index=11)
     assert (given.info.num_classes, given.info.ignore_index) == (11, 11)
@@ -129,7 +129,7 @@ def test_without_dataset_yaml_nothing_is_guessed(tmp_path):
     assert str(caught.value) == (
         f"Label {first} holds value 11, outside classes 0..10 (--num-classes ({split_dir} has no dataset.yaml) says "
         f"11) and not the ignore index 255; fix the labels, or set num_classes/ignore_index in dataset.yaml (or "
-        f"--num-classes/--ignore-index where no dataset.yaml is).")
+        f"num_classes=/ignore_index= where no dataset.yaml is).")
     # images alone (export's verification images) need no class count, and name none
     assert resolve_split(tmp_path, "val", require_labels=False).info is None
     assert dataset_info(tmp_path) is None

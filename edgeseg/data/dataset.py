@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeseg.data.images import list_images, read_colour_label, read_image, read_label
-from edgeseg.errors import DataError
+from edgeseg.errors import DataError, option
 from edgeseg.spec import DatasetInfo
 
 DEFAULT_IGNORE_INDEX = 255
@@ -112,8 +112,8 @@ class SegmentationSplit:
             raise DataError(
                 f"Label {path} holds value {value}, outside classes 0..{info.num_classes - 1} ({said_by} says "
                 f"{info.num_classes}) and not the ignore index {info.ignore_index}; fix the labels, or set "
-                f"num_classes/ignore_index in dataset.yaml (or --num-classes/--ignore-index where no dataset.yaml "
-                f"is).")
+                f"num_classes/ignore_index in dataset.yaml (or "
+                f"{option('--num-classes/--ignore-index', 'num_classes=/ignore_index=')} where no dataset.yaml is).")
 
     def subset(self, indices: Sequence[int]) -> "SegmentationSplit":
         return SegmentationSplit([self.pairs[i] for i in indices], self.info, self.root, self.label_map,
@@ -160,8 +160,8 @@ def undecided_classes(pairs, root: Path, ignore_index: int = DEFAULT_IGNORE_INDE
         f"Nothing says how many classes {root} has (no dataset.yaml in it or its parent, no model or --num-classes, "
         f"and edgeseg does not guess from the largest label) and its labels hold the values "
         f"{_value_ranges(label_values(pairs))}; add a dataset.yaml with `num_classes:` (and `ignore_index:` for the "
-        f"value that marks unlabelled pixels, {ignore_index} if none is given) or pass --num-classes N (and "
-        f"--ignore-index V).")
+        f"value that marks unlabelled pixels, {ignore_index} if none is given) or pass "
+        f"{option('--num-classes N (and --ignore-index V)', 'num_classes=N (and ignore_index=V)')}.")
 
 
 def load_dataset_yaml(path: Path, ignore_index: int = DEFAULT_IGNORE_INDEX) -> DatasetInfo:
