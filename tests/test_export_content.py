@@ -394,3 +394,90 @@ def test_compare_outputs_against_numpy(tmp_path):
         got = compare_outputs(_Scaled(as_dict), path, batch)
         assert got == {"num_images": 2, "max_abs_diff": pytest.approx(float(np.abs(batch - onnx_out).max())),
                        "argmax_agreement": expected_agreement}
+
+
+def test_export_defaults_and_messages(checkpoint, tmp_path, capsys):
+    """8 verification images by default; the sidecar's kind and dataset; what export says."""
+    from edgeseg.exporting.api import export
+
+    meta = export(str(checkpoint[0]), str(tmp_path / "m.onnx"))
+    assert meta["parity"]["num_images"] == 8 and meta["kind"] == "onnx"
+    assert meta["dataset"]["num_classes"] == 3 and meta["dataset"]["classes"] == ["class0", "class1", "class2"]
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    assert (f"Exported {tmp_path / 'm.onnx'} (opset 17); argmax agreement with PyTorch 100.000%, max |diff| "
+            f"{meta['parity']['max_abs_diff']:.2e}") in printed
+    export(str(checkpoint[0]), str(tmp_path / "c.onnx"), verify_images=1, argmax=True)
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    assert ("The model outputs its class map (uint8, output 'classes'), equal to the logits model's argmax on every "
+            "verification pixel") in printed
+
+
+def test_export_verifies_on_the_val_split_of_data(checkpoint, tmp_path):
+    from edgeseg.data.synthetic import SyntheticConfig, write_dataset
+    from edgeseg.exporting.api import export
+
+    root = write_dataset(tmp_path / "d", SyntheticConfig(seed=3, num_train=1, num_val=2, height=16, width=24))
+    meta = export(str(checkpoint[0]), str(tmp_path / "m.onnx"), data=str(root), verify_images=5)
+    assert meta["parity"]["images"] == str(root / "val") and meta["parity"]["num_images"] == 2
+
+
+def test_a_pickled_module_needs_trust_and_an_input_size(checkpoint, tmp_path):
+    from edgeseg.errors import InputFileError, UntrustedFileError
+    from edgeseg.exporting.api import export
+    from edgeseg.spec import ModelFacts
+
+    _, model = checkpoint
+    torch.save(model, tmp_path / "whole.pt")
+    with pytest.raises(UntrustedFileError, match="holds pickled Python objects"):
+        export(str(tmp_path / "whole.pt"), str(tmp_path / "a.onnx"))
+    with pytest.raises(InputFileError, match=r"^\S+whole.pt does not record its input size; give it with "
+                                             r"--input-size HEIGHTxWIDTH.$"):
+        export(str(tmp_path / "whole.pt"), str(tmp_path / "a.onnx"), trust_checkpoint=True)
+    meta = export(str(tmp_path / "whole.pt"), str(tmp_path / "a.onnx"), trust_checkpoint=True, verify_images=1,
+                  facts=ModelFacts(input_size=(16, 24)))
+    assert meta["input"]["height"] == 16 and meta["input"]["width"] == 24 and meta["model"]["num_classes"] == 3
+
+
+def test_export_records_the_loaders_source_and_a_sidecars_model_facts(checkpoint, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from edgeseg.exporting import api
+    from edgeseg.spec import ModelFacts
+
+    real = api.load_model
+    asked = []
+
+    def loader(path, **kwargs):  # the real loader, its answer marked as a file from elsewhere
+        asked.append(kwargs)
+        loaded = real(path, **kwargs)
+        loaded.meta["source"] = {"file": "m.pt", "format": "bare state_dict"}
+        return loaded
+
+    monkeypatch.setattr(api, "load_model", loader)
+    local = tmp_path / "m.pt"
+    shutil.copy(checkpoint[0], local)
+    facts = ModelFacts(num_classes=3)
+    meta = api.export(str(local), str(tmp_path / "a.onnx"), verify_images=1, facts=facts, trust_checkpoint=True)
+    assert asked == [{"trust_checkpoint": True, "facts": facts}]
+    assert meta["source"] == {"file": "m.pt", "format": "bare state_dict"}
+    assert meta["model"] == {"arch": "unet", "num_classes": 3}
+    # a sidecar beside the file that names the model: its facts are what the export records
+    (tmp_path / "m.pt.json").write_text(json.dumps({"model": {"arch": "unet", "num_classes": 3, "variant": "x"}}))
+    meta = api.export(str(local), str(tmp_path / "b.onnx"), verify_images=1)
+    assert meta["model"] == {"arch": "unet", "num_classes": 3, "variant": "x"}
+    assert asked[-1] == {"trust_checkpoint": False, "facts": None}
+
+
+def test_verification_images_need_no_labels(tmp_path):
+    import shutil
+
+    from edgeseg.data.synthetic import SyntheticConfig, write_dataset
+    from edgeseg.exporting.verify import verification_images
+
+    root = write_dataset(tmp_path / "d", SyntheticConfig(seed=2, num_train=1, num_val=2, height=16, width=24))
+    shutil.rmtree(root / "val" / "labels")  # images only: enough to compare two runtimes
+    batch, source = verification_images(SPEC, str(root), {}, 2)
+    assert batch.shape == (2, 3, 16, 24) and source == str(root / "val")
