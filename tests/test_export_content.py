@@ -481,3 +481,50 @@ def test_verification_images_need_no_labels(tmp_path):
     shutil.rmtree(root / "val" / "labels")  # images only: enough to compare two runtimes
     batch, source = verification_images(SPEC, str(root), {}, 2)
     assert batch.shape == (2, 3, 16, 24) and source == str(root / "val")
+
+
+@pytest.mark.parametrize("text, opset, hint", [
+    ("input size not accessible\nTorchScript graph ...", 17,
+     "its adaptive pooling exports only with a fixed batch, and edgeseg writes a dynamic one (TensorRT's profiles "
+     "need it); bench, eval and predict run it in PyTorch"),
+    ("Unsupported: ADAPTIVE_avg_pool2d with output size 6", 17,
+     "its adaptive pooling has no ONNX form at this size; pick an --input-size whose deepest feature map divides by "
+     "every pool size (UperNet's 1, 2, 3, 6: a multiple of 192 at stride 32)"),
+    ("Exporting the operator 'aten::col2im' to ONNX opset version 17 is not supported", 17,
+     "its fold needs ONNX's Col2Im: try --opset 18"),
+    ("Exporting the operator 'aten::col2im' is odd", 18, "bench, eval and predict still run it in PyTorch"),
+    ("", 17, "bench, eval and predict still run it in PyTorch"),
+])
+def test_export_refusal_is_one_sentence_with_a_hint(text, opset, hint):
+    from edgeseg.exporting.api import export_refusal
+
+    first = (text.splitlines() or ["RuntimeError"])[0][:200]
+    refusal = export_refusal(RuntimeError(text), 64, 96, opset)
+    assert isinstance(refusal, ConfigError)
+    assert str(refusal) == f"torch.onnx could not export this model at 64x96, opset {opset} ({first}); {hint}."
+    long = export_refusal(ValueError("x" * 300 + "\nsecond line"), 8, 8, 13)
+    assert str(long).startswith(f"torch.onnx could not export this model at 8x8, opset 13 ({'x' * 200}); ")
+
+
+def test_the_exporters_native_output_is_kept_out_of_the_terminal(capfd):
+    import os
+
+    from edgeseg.exporting.api import _native_stdout_silenced
+
+    with _native_stdout_silenced():
+        os.write(1, b"TorchScript graph dump\n")
+    os.write(1, b"after\n")
+    assert capfd.readouterr().out == "after\n"
+
+
+def test_a_model_torch_onnx_cannot_write_is_refused_in_one_sentence(tmp_path, capfd):
+    from edgeseg.exporting.api import export_onnx
+
+    class Unexportable(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigvals(x[:, :, :4, :4]).real  # no ONNX form
+
+    with pytest.raises(ConfigError, match=r"^torch.onnx could not export this model at 4x4, opset 17 \(.+\); bench, "
+                                          r"eval and predict still run it in PyTorch.$"):
+        export_onnx(Unexportable(), tmp_path / "x.onnx", 4, 4, 17)
+    assert capfd.readouterr().out == ""
