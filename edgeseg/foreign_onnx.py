@@ -94,7 +94,11 @@ def describe_onnx(path: str | Path, facts: Optional[ModelFacts] = None) -> Dict[
         "model": {"arch": facts.arch or "onnx", "num_classes": int(num_classes)},
         "precision": "int8" if quantized else "fp32",
         "onnx": {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-                 "input": inputs[0].name, "output": output.name, "dynamic_batch": batch is None},
+                 "input": inputs[0].name, "output": output.name, "dynamic_batch": batch is None,
+                 # what the runners and reports call the output (sidecar.model_output): a graph ending in ArgMax
+                 # gives its class map
+                 "output_kind": "class_map" if class_map else "logits",
+                 "output_dtype": onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type else "float32"},
         "source": {"file": path.name, "format": f"ONNX from {model.producer_name or 'another tool'}",
                    "given": facts.to_dict()},
     }

@@ -148,7 +148,8 @@ def test_adopting_writes_the_sidecar_the_graph_and_facts_describe(tmp_path, monk
         {"artifact": "m.onnx", "kind": "onnx", "stage": "adopt", "precision": "fp32"}
     assert on_disk["input"] == {"height": 8, "width": 8, "mean": [127.5] * 3, "std": [63.75] * 3, "color": "RGB"}
     assert on_disk["dataset"]["num_classes"] == 4 and on_disk["model"] == {"arch": "onnx", "num_classes": 4}
-    assert on_disk["onnx"] == {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False}
+    assert on_disk["onnx"] == {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False,
+                               "output_kind": "logits", "output_dtype": "float32"}
     assert on_disk["source"]["format"] == "ONNX from mytool"
     assert said == ["Recording what is known about m.onnx in m.onnx.json, so later verbs need not be told again"]
     # a second adoption reads the sidecar it finds and writes nothing
@@ -167,7 +168,8 @@ def test_describe_onnx_is_the_sidecar_a_user_would_have_written(tmp_path):
         "input": {"height": 8, "width": 12, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
                   "color": "RGB"},
         "dataset": dataset.to_dict(), "model": {"arch": "my-net", "num_classes": 3}, "precision": "fp32",
-        "onnx": {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False},
+        "onnx": {"opset": 13, "input": "x", "output": "y", "dynamic_batch": False, "output_kind": "logits",
+                 "output_dtype": "float32"},
         "source": {"file": "m.onnx", "format": "ONNX from another tool", "given": {"arch": "my-net"}}}
 
 
@@ -199,7 +201,9 @@ def test_a_class_map_output_takes_its_count_from_the_facts(tmp_path):
     finally:
         speak_to_cli(False)
     assert str(cli.value).endswith("cannot be read from its output; give --num-classes.")
-    assert describe_onnx(path, ModelFacts(dataset=DatasetInfo(num_classes=5)))["model"]["num_classes"] == 5
+    meta = describe_onnx(path, ModelFacts(dataset=DatasetInfo(num_classes=5)))
+    assert meta["model"]["num_classes"] == 5
+    assert (meta["onnx"]["output_kind"], meta["onnx"]["output_dtype"]) == ("class_map", "int64")  # what predict says
 
 
 def test_facts_that_contradict_the_graph_are_refused_in_one_sentence(tmp_path):
