@@ -284,3 +284,16 @@ def test_the_imagenet_default_is_said_unless_both_mean_and_std_are_given(tmp_pat
     onnx_meta(path, {}, ModelFacts(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
     assert len(said) == 3
     assert onnx_meta(path, {"kind": "onnx", "mine": 1}, None) == {"kind": "onnx", "mine": 1}  # a sidecar wins
+
+
+def test_one_static_and_one_dynamic_side_is_a_dynamic_size(tmp_path):
+    path = save(conv_model([1, 3, 8, "w"], [1, 5, 8, "w"]), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="dynamic input size"):
+        describe_onnx(path)
+    assert describe_onnx(path, ModelFacts(input_size=(8, 16)))["input"]["width"] == 16
+
+
+def test_a_graph_importing_no_standard_opset_says_none(tmp_path):
+    path = save(conv_model([1, 3, 8, 8], opsets=(("com.microsoft", 1),)), tmp_path / "m.onnx")
+    assert graph_summary(path)["opset"] is None
+    assert describe_onnx(path)["onnx"]["opset"] is None
