@@ -461,3 +461,16 @@ def test_an_architecture_torch_onnx_cannot_write_is_one_sentence(tmp_path, capfd
     assert native.out.count("\n") < 5  # the exporter's TorchScript dump is not printed
     refused = CliRunner().invoke(cli, ["prune", str(tmp_path / "beit"), "--out", str(tmp_path / "p.pt")])
     assert refused.exit_code == 2 and "edgeseg does not prune BeitForSemanticSegmentation" in refused.output
+
+
+def test_a_folders_size_is_what_it_loads(hf_folder, tmp_path):
+    import shutil
+
+    from edgeseg.runtime.loader import size_bytes
+
+    folder = shutil.copytree(hf_folder, tmp_path / "snapshot")
+    (folder / "tf_model.h5").write_bytes(b"0" * 5000)  # a hub repository's other frameworks' copies
+    (folder / "flax_model.msgpack").write_bytes(b"0" * 5000)
+    (folder / "pytorch_model.bin").write_bytes(b"0" * 5000)  # transformers reads the safetensors
+    loaded = [folder / n for n in ("model.safetensors", "config.json", "preprocessor_config.json")]
+    assert size_bytes(folder) == sum(f.stat().st_size for f in loaded)

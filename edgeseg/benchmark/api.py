@@ -182,6 +182,13 @@ def bench_one(path: Union[str, Path], split: Optional[SegmentationSplit], *, war
     return result
 
 
+def display_name(path: Union[str, Path]) -> str:
+    """A row's name: the file's, or a Hugging Face snapshot's repository (not its commit hash)."""
+    from edgeseg.huggingface import display_name as folder_name
+
+    return folder_name(Path(path)) if Path(path).is_dir() else Path(path).name
+
+
 def artifact_is_pytorch(path: Union[str, Path]) -> bool:
     """A PyTorch model: a checkpoint file, or a Hugging Face folder."""
     from edgeseg.huggingface import find_folder
@@ -261,7 +268,7 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
                          allow_engine_host_code=allow_engine_host_code, facts=facts, precision=precision)
                for m in models]
     if show:
-        print_table([dict(r, stage=Path(r["artifact"]).name) for r in results])
+        print_table([dict(r, stage=display_name(r["artifact"])) for r in results])
     if json_out:
         write_json_atomic(json_out, results[0] if len(results) == 1 else {"results": results})
     _check_min_miou(results, min_miou)

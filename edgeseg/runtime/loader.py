@@ -129,11 +129,15 @@ def foreign_engine_meta(path: Path, facts: Optional[ModelFacts]) -> dict:
 
 
 def size_bytes(path: Path) -> int:
-    """An artifact's bytes on disk: the file, or every file of a model folder (a hub snapshot's links followed)."""
+    """An artifact's bytes on disk: the file, or what a model folder loads (its configs and the weights in the format
+    transformers reads: safetensors where there are any, a hub snapshot's links followed), not the TensorFlow or
+    Flax copies a hub repository may hold beside them."""
     path = Path(path)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+    if not path.is_dir():
+        return path.stat().st_size
+    files = [f for f in path.iterdir() if f.is_file()]
+    weights = [f for f in files if f.name.endswith(".safetensors")] or [f for f in files if f.suffix == ".bin"]
+    return sum(f.stat().st_size for f in weights + [f for f in files if f.suffix == ".json"])
 
 
 def open_runner(artifact: Artifact, device: str = "cpu", threads: Optional[int] = None,
