@@ -363,11 +363,43 @@ def test_accuracy_figures_are_the_miou_of_the_written_models_on_each_half(tmp_pa
     assert [s["added"] for s in steps] == fallback and [s["float_layers"] for s in steps] == list(range(1, len(fallback) + 1))
     assert acc["pick_miou"]["int8"] == (steps[-1]["miou"] if steps else acc["pick_miou"]["int8_all_layers"])
     assert meta["quantization"]["float_nodes"] == ["Conv_4"] + fallback
-    printed = capsys.readouterr().out
-    assert "Per-layer INT8 sensitivity (all layers INT8:" in printed and "Conv_0" in printed
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    pick_fp32, pick_all, pick_final = (acc["pick_miou"][k] for k in ("fp32", "int8_all_layers", "int8"))
+    drop = acc["miou_drop"]
+    for sentence in (
+            f"Picking float layers on val images 1-2 of {data}; reporting on images 3-4, which picking never sees",
+            f"mIoU on the 2 pick images: FP32 {pick_fp32:.2f}%, INT8 {pick_all:.2f}% (drop {pick_fp32 - pick_all:.2f})",
+            f"mIoU on the 2 report images: FP32 {acc['fp32_miou']:.2f}%, INT8 {acc['int8_miou_all_layers']:.2f}% with "
+            f"every layer" + (f", {acc['int8_miou']:.2f}% with {len(fallback)} in float" if fallback else "")
+            + f" (drop {drop:.2f}, budget 0.0: {'within' if drop <= 0.0 else 'OVER'})"):
+        assert sentence in printed, sentence
+    if pick_fp32 - pick_all > 0.0:
+        over = "" if pick_fp32 - pick_final <= 0.0 else " - still over with every layer tried"
+        assert (f"{len(fallback)} layer(s) kept in float: INT8 mIoU {pick_final:.2f}% on the pick images "
+                f"(drop {pick_fp32 - pick_final:.2f}, budget 0.0){over}") in printed
+    assert f"Per-layer INT8 sensitivity (all layers INT8: {int8_miou([], pick.subset(2)):.2f}% mIoU)" in printed
 
 
-def test_without_a_budget_every_image_is_a_report_image(tmp_path):
+def test_the_sensitivity_table_ranks_layers_with_their_gain(capsys):
+    from edgeseg.quant.api import _print_sensitivity
+
+    _print_sensitivity([("Conv_2", 51.256), ("block.conv", 39.5)], 40.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].strip() == "Per-layer INT8 sensitivity (all layers INT8: 40.00% mIoU)"
+    rows = [[cell for cell in line.split("\u2502")[1:-1]] for line in lines if line.count("\u2502") == 5]
+    header = [line for line in lines if "rank" in line][0].split("\u2503")[1:-1]
+    assert [cell.strip() for cell in header] == ["rank", "layer", "mIoU with this layer in float", "gain"]
+    assert [[cell.strip() for cell in row] for row in rows] == [["1", "Conv_2", "51.26", "+11.26"],
+                                                                 ["2", "block.conv", "39.50", "-0.50"]]
+    for row in rows:  # numbers right-aligned, the layer name left-aligned (each column has a narrower cell)
+        for index in (0, 2, 3):
+            assert row[index] == row[index].strip().rjust(len(row[index]) - 1) + " ", row
+        assert row[1] == " " + row[1].strip().ljust(len(row[1]) - 1), row
+    assert rows[1][3] == "  -0.50 " and rows[0][1] == " Conv_2     "
+
+
+def test_without_a_budget_every_image_is_a_report_image(tmp_path, capsys):
     from edgeseg.quant.api import calibrate
     from edgeseg.quant.qdq import write_qdq
     from edgeseg.quant.sensitivity import load_eval_set, onnx_miou
@@ -386,6 +418,9 @@ def test_without_a_budget_every_image_is_a_report_image(tmp_path):
                    "split": {"report": {"images": "1-3", "count": 3, "figures": "all of them (no layers were picked)"}},
                    "fp32_miou": onnx_miou(model, evalset), "int8_miou_all_layers": int8, "int8_miou": int8,
                    "miou_drop": round(onnx_miou(model, evalset) - int8, 4)}
+    captured = capsys.readouterr()
+    assert (f"mIoU on all 3 images of {data}: FP32 {acc['fp32_miou']:.2f}%, INT8 {int8:.2f}% "
+            f"(drop {acc['fp32_miou'] - int8:.2f})") in " ".join((captured.out + captured.err).split())
     with pytest.raises(ConfigError, match="so --data needs at least 2 labelled images; .* has 1."):
         calibrate(str(model), str(data / "train" / "images"), method="minmax", num=1, bias_correction=False,
                   data=str(data), max_images=1, report=True, facts=ModelFacts(num_classes=8))
