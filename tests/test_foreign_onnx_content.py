@@ -297,3 +297,32 @@ def test_a_graph_importing_no_standard_opset_says_none(tmp_path):
     path = save(conv_model([1, 3, 8, 8], opsets=(("com.microsoft", 1),)), tmp_path / "m.onnx")
     assert graph_summary(path)["opset"] is None
     assert describe_onnx(path)["onnx"]["opset"] is None
+
+
+def test_an_undefined_output_type_is_read_as_float_logits(tmp_path):
+    model = conv_model([1, 3, 8, 8], classes=4)
+    model.graph.output[0].type.tensor_type.elem_type = 0
+    onnx_section = describe_onnx(save(model, tmp_path / "m.onnx"))["onnx"]
+    assert (onnx_section["output_kind"], onnx_section["output_dtype"]) == ("logits", "float32")
+
+
+def test_an_unsigned_class_map_is_a_class_map(tmp_path):
+    argmax = helper.make_node("ArgMax", ["conv"], ["am"], axis=1, keepdims=0)
+    cast = helper.make_node("Cast", ["am"], ["y"], to=TensorProto.UINT8)
+    model = conv_model([1, 3, 8, 8], [1, 8, 8], output_type=TensorProto.UINT8, extra_nodes=[argmax, cast])
+    model.graph.node[0].output[0] = "conv"
+    assert graph_summary(save(model, tmp_path / "m.onnx"))["class_map_output"] is True
+
+
+def test_a_grey_input_cannot_run(tmp_path):
+    summary = graph_summary(save(conv_model([1, 1, 8, 8]), tmp_path / "m.onnx"))
+    assert summary["cannot_run"] == "its input has 1 channels in dimension 1 (edgeseg feeds NCHW RGB)"
+    assert summary["verbs_need"] == []
+
+
+def test_a_keepdims_class_map_does_not_pass_for_one_class_logits(tmp_path):
+    argmax = helper.make_node("ArgMax", ["conv"], ["y"], axis=1, keepdims=1)
+    path = save(conv_model([1, 3, 8, 8], [1, 1, 8, 8], output_type=TensorProto.INT64, extra_nodes=[argmax]),
+                tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="cannot be read from its output"):
+        describe_onnx(path)  # its 1 is the kept dimension, not a class count
