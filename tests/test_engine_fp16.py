@@ -87,3 +87,15 @@ def test_sorting_puts_every_node_after_its_inputs_and_refuses_a_cycle():
         _sort_topologically(cycle)
     assert str(refused.value) == ("The FP16 ONNX has a cycle or a missing input; report this with the model "
                                   "attached.")
+
+
+def test_a_trimmed_onnxruntime_is_one_sentence(tmp_path, monkeypatch):
+    import sys
+
+    _source(tmp_path / "m.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime.transformers.float16", None)  # its import now fails
+    with pytest.raises(EdgesegError) as refused:
+        write_fp16_onnx(tmp_path / "m.onnx", tmp_path / "h.onnx")
+    assert str(refused.value) == ("Writing an FP16 ONNX needs onnxruntime's transformers tools; install the full "
+                                  "onnxruntime (or onnxruntime-gpu) wheel.")
+    assert not (tmp_path / "h.onnx").exists()
