@@ -92,3 +92,18 @@ def test_device_report_reads_the_l4t_release(monkeypatch, tmp_path):
     assert device_info.l4t_release() == "36.4.0"
     report = device_info.device_report()
     assert report["l4t"] == "36.4.0" and report["host_kernels"] in ("c", "numpy") and "tensorrt" in report
+
+
+def test_a_pytorch_model_without_torch_is_one_sentence(tmp_path):
+    folder = tmp_path / "segformer"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["SegformerForSemanticSegmentation"], '
+                                        '"model_type": "segformer", "id2label": {"0": "a", "1": "b"}}')
+    (folder / "model.safetensors").write_bytes(b"0")
+    for model in (folder, tmp_path / "weights.pt"):
+        if model.suffix == ".pt":
+            model.write_bytes(b"not read")
+        result = _run_without_torch("bench", str(model), "--iters", "1", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "is a PyTorch model (a checkpoint or a Hugging Face folder), which runs with torch" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -88,8 +88,14 @@ def _describe_loaded(path: Path, meta: dict, trust_checkpoint: bool, facts: Opti
     The runner loads the file again with the same ``facts``: a model made elsewhere runs
     in PyTorch as its export would, with nothing written next to the user's file.
     """
-    from edgeseg.checkpoint import load_model
+    try:
+        from edgeseg.checkpoint import load_model
+    except ImportError:  # the deploy side runs without torch; a PyTorch model does not
+        from edgeseg.errors import MissingDependencyError
 
+        raise MissingDependencyError(f"{path} is a PyTorch model (a checkpoint or a Hugging Face folder), which runs "
+                                     f"with torch, and torch is not installed here: pip install torch (and "
+                                     f"'edgeseg[hf]' for a folder), or run its ONNX export instead.") from None
     loaded = load_model(path, trust_checkpoint=trust_checkpoint, facts=facts)
     if loaded.input_spec is None:
         raise InputFileError(f"{path} does not say its input size; give it with "
