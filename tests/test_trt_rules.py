@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeseg.engine.trt_rules import (ALL_TARGETS, TensorRTRulesError, check_for_tensorrt,
-                                      require_tensorrt_parsable, table_for)
+                                      require_tensorrt_parsable, table_for, violations)
 from edgeseg.errors import ConfigError
 
 
@@ -309,3 +309,336 @@ def test_each_tables_opsets_and_narrowed_types_are_the_docs():
     assert stated == {"8.5": (None, 17, {"DOUBLE": "FP32", "INT64": "INT32"}),  # "up to Opset 17"
                       "10.3": (9, 20, {"DOUBLE": "FP32"}),  # "opset 9 to opset 20"
                       "11.1": (9, 24, {"DOUBLE": "FP32"})}  # "opset 9 to opset 24"
+
+
+# --- each violation's exact words and fix, per target (mutation testing, issue 29) --------------------------------
+
+_RECAL = "recalibrate with edgeseg calibrate, which writes symmetric INT8 Q/DQ with float biases"
+_REEXPORT = "re-export with an opset it takes (edgeseg export --opset 17)"
+_SYM = "recalibrate with edgeseg calibrate without --asymmetric (TensorRT takes symmetric INT8 only)"
+
+
+def _said(model, version):
+    return [(v.text, v.fix) for v in violations(model, version)]
+
+
+def _int32_relus(count):
+    """``count`` Relus on INT32 tensors: one refusal each on 8.5, whose Relu takes FP32, FP16, INT8."""
+    nodes = [helper.make_node("Relu", ["x" if i == 0 else f"r{i - 1}"], [f"r{i}"], name=f"relu{i}")
+             for i in range(count)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.INT32, [2])],
+                  [helper.make_tensor_value_info(f"r{count - 1}", TensorProto.INT32, [2])])
+
+
+@pytest.mark.parametrize("count,rest", [(1, ""), (2, ""), (3, " (and 1 more)"), (4, " (and 2 more)")])
+def test_the_refusal_names_two_problems_counts_the_rest_and_gives_the_first_fix(tmp_path, count, rest):
+    path = tmp_path / "relus.onnx"
+    onnx.save(_int32_relus(count), str(path))
+    said = [f"Relu 'relu{i}' works on INT32 tensor '{'x' if i == 0 else f'r{i - 1}'}', but TensorRT 8.5's Relu takes "
+            f"FP32, FP16, INT8" for i in range(count)]
+    with pytest.raises(TensorRTRulesError) as refused:
+        require_tensorrt_parsable(path, "8.5.2")
+    assert str(refused.value) == (f"relus.onnx will not parse on TensorRT 8.5.2: {'; '.join(said[:2])}{rest}; "
+                                  f"export Relu on FP32 tensors.")
+    assert _said(_int32_relus(count), "8.5.2") == [(text, "export Relu on FP32 tensors") for text in said]
+
+
+def test_a_version_reads_major_and_minor_only():
+    # TensorRT 10's early-access wheels say "10.0.0b6": only 10.0 is read (older than 10.3's table)
+    assert table_for("10.0.0b6").version == "8.5"
+    assert table_for("10.3.1b2").version == "10.3"
+
+
+def test_opset_bounds_are_inclusive_and_the_fix_names_an_opset():
+    assert _said(_relu(opset=1), "8.5.2") == []  # 8.5: "up to Opset 17", no lower bound
+    assert _said(_relu(opset=17), "8.5.2") == []
+    for version in ("10.3.0", "11.1.0"):
+        assert _said(_relu(opset=9), version) == []  # "opset 9 to ..."
+    assert _said(_relu(opset=18), "8.5.2") == [("the model's ONNX opset is 18, but TensorRT 8.5's parser takes opsets "
+                                                "up to 17", _REEXPORT)]
+    assert _said(_relu(opset=8), "10.3.0") == [("the model's ONNX opset is 8, but TensorRT 10.3's parser takes opsets "
+                                                "9 to 20", _REEXPORT)]
+
+
+def test_the_ai_onnx_domain_is_the_default_one_and_a_model_without_it_is_refused():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu", domain="ai.onnx")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    spelled = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx", 17)])
+    for version in ALL_TARGETS:
+        assert _said(spelled, version) == []
+    foreign_only = helper.make_model(helper.make_graph([], "g", [], []),
+                                     opset_imports=[helper.make_opsetid("com.microsoft", 1)])
+    assert _said(foreign_only, "10.3.0") == [("the model's ONNX opset is None, but TensorRT 10.3's parser takes opsets "
+                                              "9 to 20", _REEXPORT)]
+
+
+def test_unsupported_and_foreign_operators_name_their_fix():
+    det = _model([helper.make_node("Det", ["x"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    for version, table in (("8.5.2", "8.5"), ("10.3.0", "10.3"), ("11.1.0", "11.1")):  # unnamed: its output names it
+        assert _said(det, version) == [(f"Det 'y': TensorRT {table}'s parser does not support Det",
+                                        "export without Det or target a newer TensorRT")]
+    assert _said(_relu(domain="com.microsoft"), "11.1.0") == [
+        ("Relu 'relu' is a com.microsoft operator, which TensorRT 11.1 parses only as a plugin",
+         "export it with standard ONNX operators only")]
+
+
+def _layer_norm(name="ln"):
+    return helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["t"], name=name, axis=-1)
+
+
+def test_layer_normalization_names_the_opset_16_re_export():
+    model = _model([_layer_norm()], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                   [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4, 8])],
+                   [numpy_helper.from_array(np.ones(8, np.float32), "gamma"),
+                    numpy_helper.from_array(np.zeros(8, np.float32), "beta")])
+    assert _said(model, "8.5.2") == [
+        ("LayerNormalization 'ln': TensorRT 8.5's parser does not support LayerNormalization",
+         "re-export it with edgeseg export --opset 16, which writes LayerNormalization as ReduceMean, Sub, Pow, Sqrt "
+         "and Div (LayerNormalization became an ONNX operator in opset 17)")]
+
+
+def test_operators_inside_if_bodies_are_checked():
+    then_body = helper.make_graph([_layer_norm("inner_ln")], "then", [],
+                                  [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4, 8])])
+    else_body = helper.make_graph([helper.make_node("Det", ["x"], ["e"], name="inner_det")], "else", [],
+                                  [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1])])
+    node = helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_body, else_branch=else_body)
+    model = _model([node], [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(np.ones(8, np.float32), "gamma"),
+                    numpy_helper.from_array(np.zeros(8, np.float32), "beta")])
+    said = _said(model, "8.5.2")
+    assert [text for text, _ in said] == [  # make_node writes attributes by name: else_branch first
+        "Det 'inner_det': TensorRT 8.5's parser does not support Det",
+        "LayerNormalization 'inner_ln': TensorRT 8.5's parser does not support LayerNormalization"]
+    assert _said(model, "10.3.0") == [("Det 'inner_det': TensorRT 10.3's parser does not support Det",
+                                       "export without Det or target a newer TensorRT")]
+
+
+def test_types_known_only_by_shape_inference_are_checked():
+    model = _model([helper.make_node("Identity", ["x"], ["t"], name="id"),
+                    helper.make_node("Relu", ["t"], ["y"], name="relu")],
+                   [helper.make_tensor_value_info("x", TensorProto.INT32, [2])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT32, [2])])
+    assert _said(model, "8.5.2") == [("Relu 'relu' works on INT32 tensor 't', but TensorRT 8.5's Relu takes FP32, "
+                                      "FP16, INT8", "export Relu on FP32 tensors")]
+
+
+def test_fp16_bf16_fp8_and_fp4_are_named_as_operators_md_names_them():
+    assert _said(_relu(TensorProto.FLOAT16), "8.5.2") == []
+    assert _said(_relu(TensorProto.BFLOAT16), "10.3.0") == []
+    assert _said(_relu(TensorProto.BFLOAT16), "8.5.2") == [
+        ("Relu 'relu' works on BF16 tensor 'x', but TensorRT 8.5's Relu takes FP32, FP16, INT8",
+         "export Relu on FP32 tensors")]
+
+    def dequantize(elem_type, opset):
+        return _model([helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="dq")],
+                      [helper.make_tensor_value_info("q", elem_type, [2])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                      [numpy_helper.from_array(np.array(0.5, np.float32), "s")], opset=opset)
+
+    fp8, fp4 = dequantize(TensorProto.FLOAT8E4M3FN, 19), dequantize(TensorProto.FLOAT4E2M1, 23)
+    assert _said(fp8, "8.5.2") == [("the model's ONNX opset is 19, but TensorRT 8.5's parser takes opsets up to 17",
+                                    _REEXPORT),
+                                   ("DequantizeLinear 'dq' reads FP8 tensor 'q', but TensorRT 8.5 dequantizes only "
+                                    "INT8", _RECAL)]
+    assert _said(fp8, "10.3.0") == _said(fp8, "11.1.0") == _said(fp4, "11.1.0") == []
+    assert _said(fp4, "10.3.0")[1:] == [("DequantizeLinear 'dq' reads FP4 tensor 'q', but TensorRT 10.3 dequantizes "
+                                         "only INT8, FP8, INT4", _RECAL)]
+
+
+def _cast(to, elem_type=TensorProto.FLOAT):
+    return _model([helper.make_node("Cast", ["x"], ["y"], name="cast", to=to)],
+                  [helper.make_tensor_value_info("x", elem_type, [2])],
+                  [helper.make_tensor_value_info("y", to, [2])])
+
+
+def test_cast_targets_follow_each_versions_cast_row():
+    # Cast: 8.5 "FP32, FP16, INT32, INT8, BOOL"; 10.x "FP32, FP16, BF16, INT32, INT64, UINT8, BOOL"
+    assert _said(_cast(TensorProto.UINT8), "8.5.2") == [
+        ("Cast 'cast' casts to UINT8, which TensorRT 8.5's Cast cannot make (it makes FP32, FP16, INT32, INT8, BOOL)",
+         "export without the UINT8 cast (edgeseg export --argmax --argmax-dtype int32)")]
+    assert _said(_cast(TensorProto.INT8), "10.3.0") == [
+        ("Cast 'cast' casts to INT8, which TensorRT 10.3's Cast cannot make (it makes FP32, FP16, BF16, INT32, INT64, "
+         "UINT8, BOOL)", "export without the INT8 cast")]
+    for to in (TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL):  # INT64 is INT32 on 8.5
+        for version in ALL_TARGETS:
+            assert _said(_cast(to), version) == [], (to, version)
+    assert _said(_cast(TensorProto.UINT8), "10.3.0") == []
+
+
+def test_constant_of_shape_is_typed_by_the_value_it_makes():
+    fill = _model([helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill",
+                                    value=helper.make_tensor("v", TensorProto.UINT8, [1], [0]))],
+                  [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                  [helper.make_tensor_value_info("y", TensorProto.UINT8, None)])
+    assert _said(fill, "10.3.0") == [("ConstantOfShape 'fill' works on UINT8 tensor 'y', but TensorRT 10.3's "
+                                      "ConstantOfShape takes FP32, FP16, BF16, INT32, INT64, BOOL",
+                                      "export ConstantOfShape on FP32 tensors")]
+
+
+def _dq(data_type, data, zero_point=None, name="w_dq", extra_init=()):
+    """DequantizeLinear of initializer ``data`` (of ``data_type``) with scale 0.1 and an optional zero point."""
+    init = [numpy_helper.from_array(np.array(data, data_type), "w_quantized"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "w_scale")] + list(extra_init)
+    inputs = ["w_quantized", "w_scale"] + ([zero_point] if zero_point else [])
+    return _model([helper.make_node("DequantizeLinear", inputs, ["y"], name=name)], [],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], init)
+
+
+def test_dequantize_linear_of_the_wrong_type_says_why_and_what_to_do():
+    for version, table, takes in (("8.5.2", "8.5", "INT8"), ("10.3.0", "10.3", "INT8, FP8, INT4"),
+                                  ("11.1.0", "11.1", "INT8, FP8, FP4, INT4")):
+        assert _said(_qdq_conv(bias="int32"), version) == [
+            (f"DequantizeLinear 'bias_dq' reads INT32 tensor 'conv.bias_quantized' (a bias quantized to INT32, as ONNX "
+             f"Runtime's QuantizeBias writes it, where TensorRT wants a float bias to fuse into the INT8 convolution), "
+             f"but TensorRT {table} dequantizes only {takes}", _RECAL)]
+        zero = [numpy_helper.from_array(np.array(128, np.uint8), "w_zero_point")]
+        assert _said(_dq(np.uint8, [1, 2], "w_zero_point", extra_init=zero), version) == [
+            (f"DequantizeLinear 'w_dq' reads UINT8 tensor 'w_quantized' (ONNX Runtime's asymmetric layout), but "
+             f"TensorRT {table} dequantizes only {takes}", _SYM)]
+        assert _said(_dq(np.int16, [1, 2]), version) == [
+            (f"DequantizeLinear 'w_dq' reads INT16 tensor 'w_quantized', but TensorRT {table} dequantizes only "
+             f"{takes}", _RECAL)]
+
+
+def test_zero_points_of_the_wrong_type_or_nonzero_are_refused():
+    # a DQ's zero point has its input's type (NvInfer.h); a Q's is one of the types TensorRT dequantizes
+    fp8_zero = [helper.make_tensor("w_zero_point", TensorProto.FLOAT8E4M3FN, [], [0.0])]
+    assert _said(_dq(np.int8, [1, 2], "w_zero_point", extra_init=fp8_zero), "10.3.0") == [
+        ("DequantizeLinear 'w_dq' has zero point 'w_zero_point' of type FP8, but TensorRT 10.3 takes INT8 zero points "
+         "here", _SYM)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    uint8_zero = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "z")]
+    q = _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_q")], [x],
+               [helper.make_tensor_value_info("q", TensorProto.UINT8, [2])], uint8_zero)
+    assert _said(q, "10.3.0") == [
+        ("QuantizeLinear 'x_q' has zero point 'z' of type UINT8 (ONNX Runtime's asymmetric layout), but TensorRT 10.3 "
+         "takes INT8 or FP8 or INT4 zero points here", _SYM)]
+    # a zero point or a scale from a Constant node is read like an initializer
+    constant = helper.make_node("Constant", [], ["z"], name="zero",
+                                value=numpy_helper.from_array(np.array(3, np.int8), "zv"))
+    q = _model([constant, helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_q")], [x],
+               [helper.make_tensor_value_info("q", TensorProto.INT8, [2])],
+               [numpy_helper.from_array(np.array(0.1, np.float32), "s")])
+    assert _said(q, "8.5.2") == [  # 10.x's Constant row has no INT8
+        ("QuantizeLinear 'x_q' has nonzero zero point 'z' (asymmetric quantization), but TensorRT takes "
+         "symmetric quantization only (zero points of 0)", _SYM)]
+    constant = helper.make_node("Constant", [], ["s"], name="scale",
+                                value=numpy_helper.from_array(np.array(-0.5, np.float32), "sv"))
+    q = _model([constant, helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_q")], [x],
+               [helper.make_tensor_value_info("q", TensorProto.INT8, [2])],
+               [numpy_helper.from_array(np.array(0, np.int8), "z")])
+    for version in ALL_TARGETS:
+        assert _said(q, version) == [
+            ("QuantizeLinear 'x_q' has scale 's' with 1 value(s) that are not positive and finite (such as -0.5), but "
+             "TensorRT takes positive scales only", _RECAL)]
+
+
+def test_a_zero_point_beside_data_of_unknown_type_is_held_to_the_quantized_types():
+    untyped = helper.make_value_info("q", onnx.TypeProto())
+    model = _model([helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")], [untyped],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                    numpy_helper.from_array(np.array(0, np.int16), "z")])
+    assert _said(model, "10.3.0") == [("DequantizeLinear 'dq' has zero point 'z' of type INT16, but TensorRT 10.3 "
+                                       "takes INT8 or FP8 or INT4 zero points here", _SYM)]
+
+
+def test_tensorrt_8_5s_missing_zero_point_names_the_fix():
+    assert _said(_qdq_conv(zero_point=False), "8.5.2") == [
+        ("DequantizeLinear 'w_dq' has no zero point, which TensorRT 8.5's parser requires", _RECAL)]
+
+
+@pytest.mark.parametrize("w_scale,said", [
+    ((0.1, 0.0), "with 1 value(s) that are not positive and finite (such as 0.0)"),
+    ((-0.5, float("inf")), "with 2 value(s) that are not positive and finite (such as -0.5)"),
+])
+def test_scales_that_are_zero_negative_or_infinite_are_refused(w_scale, said):
+    for version in ALL_TARGETS:
+        assert _said(_qdq_conv(w_scale=w_scale), version) == [
+            (f"DequantizeLinear 'w_dq' has scale 'w_scale' {said}, but TensorRT takes positive scales only", _RECAL)]
+
+
+def test_an_empty_scale_is_refused():
+    model = _model([helper.make_node("QuantizeLinear", ["x", "s"], ["q"], name="x_q", axis=1)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                   [helper.make_tensor_value_info("q", TensorProto.INT8, None)],
+                   [numpy_helper.from_array(np.zeros(0, np.float32), "s")])
+    assert _said(model, "10.3.0") == [
+        ("QuantizeLinear 'x_q' has scale 's' with no value(s) that are not positive and finite, but TensorRT takes "
+         "positive scales only", _RECAL),
+        ("QuantizeLinear 'x_q' has 0 per-channel scales in 's' but its input 'x' has 2 along axis 1", _RECAL)]
+
+
+def test_each_broken_per_channel_rule_names_its_fix():
+    for change, text in (
+            ({"w_zero": (0,)}, "has 2 scale(s) but 1 zero point(s)"),
+            ({"axis": 4}, "has axis 4, outside [-4, 3] for its 4-D input 'w_quantized'"),
+            ({"axis": -5}, "has axis -5, outside [-4, 3] for its 4-D input 'w_quantized'"),
+            ({"axis": None}, "has a per-channel scale 'w_scale' but no axis: ONNX reads it along axis 1, TensorRT's "
+                             "parser along axis 0"),
+            ({"w_scale": (0.1, 0.2, 0.3), "w_zero": (0, 0, 0)}, "has 3 per-channel scales in 'w_scale' but its input "
+                                                                "'w_quantized' has 2 along axis 0")):
+        for version in ALL_TARGETS:
+            assert _said(_qdq_conv(**change), version) == [(f"DequantizeLinear 'w_dq' {text}", _RECAL)], change
+    for version, table in (("8.5.2", "8.5"), ("10.3.0", "10.3"), ("11.1.0", "11.1")):
+        assert _said(_qdq_conv(w_scale=((0.1,), (0.2,)), w_zero=((0,), (0,))), version) == [
+            (f"DequantizeLinear 'w_dq' has a 2-D scale 'w_scale', but TensorRT {table} takes a scalar or 1-D scale "
+             f"here", _RECAL)]
+    for version in ALL_TARGETS:  # axis -4 is axis 0 of a 4-D weight
+        assert _said(_qdq_conv(axis=-4), version) == []
+
+
+def _quantize(x, scale, axis=None, zero_point=None, out=TensorProto.INT8):
+    """QuantizeLinear of graph input ``x`` with initializer (or input) ``scale``."""
+    inputs = [x.name, scale.name] + ([zero_point.name] if zero_point is not None else [])
+    node = helper.make_node("QuantizeLinear", inputs, ["q"], name="x_q", **({} if axis is None else {"axis": axis}))
+    graph_inputs = [x] + [t for t in (scale, zero_point) if isinstance(t, onnx.ValueInfoProto)]
+    init = [t for t in (scale, zero_point) if isinstance(t, onnx.TensorProto)]
+    return _model([node], graph_inputs, [helper.make_tensor_value_info("q", out, None)], init)
+
+
+def test_block_scales_are_refused_for_int8_on_every_target_and_for_anything_on_8_5():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])
+    blocks = numpy_helper.from_array(np.full((4, 2), 0.1, np.float32), "s")
+    model = _quantize(x, blocks, axis=1, zero_point=numpy_helper.from_array(np.zeros((4, 2), np.int8), "z"))
+    assert _said(model, "8.5.2") == [("QuantizeLinear 'x_q' has a 2-D scale 's', but TensorRT 8.5 takes a scalar or "
+                                      "1-D scale here", _RECAL)]
+    assert _said(model, "10.3.0") == _said(model, "11.1.0") == []  # its input is FP32: INT4/FP8 block quantization
+
+
+def test_per_channel_scales_are_checked_against_the_inferred_shape_of_an_activation():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    model = _quantize(x, numpy_helper.from_array(np.full(3, 0.1, np.float32), "s"), axis=1)
+    for version in ("10.3.0", "11.1.0"):
+        assert _said(model, version) == [("QuantizeLinear 'x_q' has 3 per-channel scales in 's' but its input 'x' has "
+                                          "2 along axis 1", _RECAL)]
+
+
+def test_scales_of_unknown_length_or_on_inputs_of_unknown_shape_are_not_guessed():
+    dynamic_scale = helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n"])
+    model = _quantize(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]), dynamic_scale)
+    for version in ("10.3.0", "11.1.0"):
+        assert _said(model, version) == []
+    shapeless = _quantize(helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+                          numpy_helper.from_array(np.full(3, 0.1, np.float32), "s"), axis=1)
+    for version in ("10.3.0", "11.1.0"):
+        assert _said(shapeless, version) == []
+
+
+def test_types_are_named_on_an_onnx_without_fp4(monkeypatch):
+    """onnx before 1.18 has no FLOAT4E2M1 (setup.cfg takes onnx>=1.14): every other type keeps its name."""
+    import types
+
+    old = types.SimpleNamespace(**{name: getattr(TensorProto, name) for name in
+                                   ("FLOAT", "FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "INT8", "INT32", "INT64")})
+    monkeypatch.setattr(onnx, "TensorProto", old)
+    assert check_for_tensorrt(_relu(TensorProto.FLOAT), "8.5.2") == []
+    assert check_for_tensorrt(_relu(TensorProto.BFLOAT16), "8.5.2") == [
+        "Relu 'relu' works on BF16 tensor 'x', but TensorRT 8.5's Relu takes FP32, FP16, INT8"]
