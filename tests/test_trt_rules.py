@@ -642,3 +642,14 @@ def test_types_are_named_on_an_onnx_without_fp4(monkeypatch):
     assert check_for_tensorrt(_relu(TensorProto.FLOAT), "8.5.2") == []
     assert check_for_tensorrt(_relu(TensorProto.BFLOAT16), "8.5.2") == [
         "Relu 'relu' works on BF16 tensor 'x', but TensorRT 8.5's Relu takes FP32, FP16, INT8"]
+
+
+def test_a_scale_and_zero_point_of_symbolic_length_are_not_a_mismatch():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    model = _quantize(x, helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n"]), axis=1,
+                      zero_point=numpy_helper.from_array(np.zeros(2, np.int8), "z"))
+    for version in ("10.3.0", "11.1.0"):
+        assert _said(model, version) == []  # 'n' may well be 2: unknown is not a refusal
+    both_known = _quantize(x, numpy_helper.from_array(np.full(2, 0.1, np.float32), "s"), axis=1,
+                           zero_point=numpy_helper.from_array(np.zeros(3, np.int8), "z"))
+    assert ("QuantizeLinear 'x_q' has 2 scale(s) but 3 zero point(s)", _RECAL) in _said(both_known, "10.3.0")

@@ -247,7 +247,8 @@ def _scale_violations(node, where: str, table: OperatorTable, facts: _Facts,
                             f"finite{f' (such as {bad[0]})' if bad else ''}, but TensorRT takes positive scales only",
                             _RECALIBRATE)
     scale_shape, zp_shape = facts.shapes.get(scale), facts.shapes.get(zero_point) if zero_point else None
-    if scale_shape is not None and zp_shape is not None and _size(scale_shape) != _size(zp_shape):
+    sizes = [_size(shape) for shape in (scale_shape, zp_shape) if shape is not None]
+    if len(sizes) == 2 and None not in sizes and sizes[0] != sizes[1]:  # a symbolic length is not a mismatch
         yield Violation(f"{where} has {_size(scale_shape)} scale(s) but {_size(zp_shape)} zero point(s)",
                         _RECALIBRATE)
     rank = len(facts.shapes[data]) if data in facts.shapes else None
