@@ -21,6 +21,7 @@ _VERBS = {
     "prune": "edgeseg.pruning.api",
     "export": "edgeseg.exporting.api",
     "calibrate": "edgeseg.quant.api",
+    "qat": "edgeseg.quantization_aware.api",
     "build_engine": "edgeseg.engine.api",
     "bench": "edgeseg.benchmark.api",
     "eval": "edgeseg.benchmark.api",
@@ -30,6 +31,7 @@ _VERBS = {
     "predict": "edgeseg.predict.api",
     "Segmenter": "edgeseg.predict.segmenter",  # not a verb: the class applications call
     "ModelFacts": "edgeseg.spec",  # not a verb: what a model made elsewhere does not record
+    "TrainConfig": "edgeseg.training.loop",  # not a verb: the training options train, distill, prune and qat share
 }
 
 __all__ = sorted(_VERBS) + ["__version__"]

@@ -19,6 +19,7 @@ COMMANDS = {
     "prune": ("edgeseg.cli.prune", "prune_command"),
     "export": ("edgeseg.cli.export", "export_command"),
     "calibrate": ("edgeseg.cli.calibrate", "calibrate_command"),
+    "qat": ("edgeseg.cli.qat", "qat_command"),
     "build-engine": ("edgeseg.cli.build_engine", "build_engine_command"),
     "bench": ("edgeseg.cli.bench", "bench_command"),
     "eval": ("edgeseg.cli.bench", "eval_command"),

@@ -65,21 +65,14 @@ def _apply_recipe(ctx, _param, value):
     return value
 
 
-def training_options(function):
-    """Optimisation options of train and distill."""
-    for option in reversed([
-        click.option("--recipe", default=None, is_eager=True, expose_value=False, callback=_apply_recipe,
-                     help="YAML recipe whose section for this verb sets the options not given here."),
-        click.option("--backbone-weights", default=None,
-                     help="Start the encoder from 'imagenet' (torchvision's weights, from its local cache; never "
-                          "downloaded), a classification checkpoint PATH (torchvision or timm), or 'scratch' "
-                          "[default: ImageNet when cached, else scratch]."),
-        click.option("--epochs", type=int, default=30, show_default=True),
+def _loop_options(epochs: int, lr_help: str) -> list:
+    """The options that make one TrainConfig (the training loop's settings), in --help order."""
+    return [
+        click.option("--epochs", type=int, default=epochs, show_default=True),
         click.option("--batch-size", type=int, default=8, show_default=True),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
-        click.option("--lr", type=float, default=None, help="Peak learning rate [default: 1e-3 AdamW, 0.01 SGD]."),
+        click.option("--lr", type=float, default=None, help=lr_help),
         click.option("--weight-decay", type=float, default=1e-4, show_default=True),
-        click.option("--input-size", default=None, help="Training/inference size HEIGHTxWIDTH, e.g. 180x240."),
         click.option("--val-every", type=int, default=5, show_default=True, help="Validate every N epochs."),
         click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear LR warm-up."),
         click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm (0 = off)."),
@@ -94,9 +87,47 @@ def training_options(function):
         click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
                      help="Write TensorBoard events to OUT.tb/."),
         seed, threads,
+    ]
+
+
+_RECIPE = click.option("--recipe", default=None, is_eager=True, expose_value=False, callback=_apply_recipe,
+                       help="YAML recipe whose section for this verb sets the options not given here.")
+TRAIN_CONFIG_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "val_every", "warmup_epochs",
+                       "grad_clip", "ema_decay", "device", "amp", "sync_bn", "tensorboard", "seed", "threads")
+
+
+def training_options(function):
+    """Optimisation options of train and distill."""
+    loop = _loop_options(30, "Peak learning rate [default: 1e-3 AdamW, 0.01 SGD].")
+    for option in reversed([
+        _RECIPE,
+        click.option("--backbone-weights", default=None,
+                     help="Start the encoder from 'imagenet' (torchvision's weights, from its local cache; never "
+                          "downloaded), a classification checkpoint PATH (torchvision or timm), or 'scratch' "
+                          "[default: ImageNet when cached, else scratch]."),
+        *loop[:5],
+        click.option("--input-size", default=None, help="Training/inference size HEIGHTxWIDTH, e.g. 180x240."),
+        *loop[5:],
     ]):
         function = option(function)
     return function
+
+
+def loop_options(epochs: int, lr_help: str):
+    """The training loop's options alone (no --input-size or --backbone-weights: the model brings those), with
+    --recipe; a verb turns them into one TrainConfig with ``pop_train_config``."""
+    def decorate(function):
+        for option in reversed([_RECIPE, *_loop_options(epochs, lr_help)]):
+            function = option(function)
+        return function
+    return decorate
+
+
+def pop_train_config(options: dict):
+    """Take the loop's options out of a verb's options and build the one TrainConfig (``resume`` stays)."""
+    from edgeseg.training.loop import TrainConfig
+
+    return TrainConfig(**{name: options.pop(name) for name in TRAIN_CONFIG_FIELDS})
 
 
 def _floats(ctx, param, value):

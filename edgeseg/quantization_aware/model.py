@@ -1,0 +1,60 @@
+"""The model QAT trains: the FP32 ONNX graph with fake quantisation where calibrate's Q/DQ model quantises."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from edgeseg.quantization_aware.fake_quant import ActivationQuantizer, fake_quantize_weight
+from edgeseg.quantization_aware.graph import OnnxGraph
+from edgeseg.quantization_aware.placement import Placement
+
+
+class QuantizedGraph(nn.Module):
+    """``graph`` (an OnnxGraph) whose quantised inputs read INT8-rounded values.
+
+    A learned weight read through a DequantizeLinear is fake-quantised per channel with
+    scales that follow it (calibrate's writer derives them the same way from the final
+    weights); a constant (an Add's 3, say) reads the Q/DQ model's own dequantized value;
+    an activation is fake-quantised once per forward with its tensor's scale, shared by
+    every node that reads it. ``record`` (a dict, or None) collects each activation's
+    fake-quantised value, for comparing against the written model.
+    """
+
+    def __init__(self, graph: OnnxGraph, placement: Placement, learn_scales: bool = True):
+        super().__init__()
+        self.graph = graph
+        self.placement = placement
+        self.tensors = list(placement.activations)
+        self.quantizers = nn.ModuleList(ActivationQuantizer(placement.activations[name], learn_scales)
+                                        for name in self.tensors)
+        self.index = {name: i for i, name in enumerate(self.tensors)}
+        self.record: Optional[Dict[str, torch.Tensor]] = None
+        self._rounded: Dict[str, torch.Tensor] = {}
+        graph.edge = self._edge
+
+    def _edge(self, node: str, index: int, tensor: str, value: torch.Tensor) -> torch.Tensor:
+        key = (node, index)
+        if key in self.placement.reads:
+            if tensor not in self._rounded:
+                self._rounded[tensor] = self.quantizers[self.index[tensor]](value)
+                if self.record is not None:
+                    self.record[tensor] = self._rounded[tensor].detach()
+            return self._rounded[tensor]
+        if key in self.placement.weights:
+            if self.graph.slot.get(tensor, ("c",))[0] == "w":
+                return fake_quantize_weight(value, self.placement.weights[key])
+            return torch.as_tensor(self.placement.constants[key], device=value.device)
+        return value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._rounded = {}
+        try:
+            return self.graph(x)
+        finally:
+            self._rounded = {}
+
+    def amax(self) -> Dict[str, float]:
+        """{tensor: symmetric range} of every quantised activation, as calibrate's writer takes them."""
+        return {name: quantizer.amax for name, quantizer in zip(self.tensors, self.quantizers)}
