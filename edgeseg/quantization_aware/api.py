@@ -37,7 +37,11 @@ def default_training(epochs: int = QAT_EPOCHS) -> TrainConfig:
 
 
 def output_paths(model: str, out: Optional[str]):
-    """(Q/DQ ONNX, calibration cache, FP32 twin): calibrate's names, ``<base>.calib.cache`` beside ``<base>.int8.onnx``."""
+    """(Q/DQ ONNX, calibration cache, FP32 twin): calibrate's names, ``<base>.calib.cache`` beside ``<base>.int8.onnx``.
+
+    The trained FP32 graph is also written as ``<base>.onnx``: build-engine's implicit INT8 (TensorRT 8.5, the
+    DLA) starts from that name, as it does from the model calibrate was given.
+    """
     out_path = check_output_path(out or Path(model).with_name(f"{Path(model).stem}.qat.int8.onnx"))
     stem = out_path.name[: -len(".onnx")] if out_path.name.endswith(".onnx") else out_path.stem
     base = stem[: -len(".int8")] if stem.endswith(".int8") else stem
@@ -111,13 +115,16 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
             return {}
         float_nodes = _write(student, start, work, out_path, cache_path, quantize_outputs)
         twin = _write_twin(work / "trained.onnx", twin_path, float_nodes, cache_path, spec, info, model, loaded)
+        fp32_path = _write_fp32(work / "trained.onnx", out_path.with_name(twin_path.name[: -len(".calib.onnx")]
+                                                                          + ".onnx"), spec, info, model, loaded, start)
     _check_rules(out_path)
     state_path(out_path).unlink(missing_ok=True)  # finished, as train does: the model replaces the state
     settings = {"epochs": training.epochs, "learn_scales": learn_scales, "method": method,
                 "selected_method": start["method"], "kd_weight": kd_weight, "temperature": temperature,
                 "images": str(images or data), "num_images": start["num_images"], "data": str(data),
                 "training": asdict(training)}
-    say(f"Wrote {out_path.name}, {cache_path.name} (with {twin.name}); {len(float_nodes)} node(s) kept in float")
+    say(f"Wrote {out_path.name}, {cache_path.name} (with {twin.name}) and the trained FP32 {fp32_path.name}; "
+        f"{len(float_nodes)} node(s) kept in float")
     from edgeseg.sidecar import write_sidecar
 
     return write_sidecar(
@@ -211,6 +218,20 @@ def _write_twin(trained: Path, twin_path: Path, float_nodes, cache_path: Path, s
                                 "calibration_cache": cache_path.name, "bias_corrected_layers": 0,
                                 "float_layers": pinned})
     return twin_path
+
+
+def _write_fp32(trained: Path, path: Path, spec, info, model, loaded, start: dict) -> Path:
+    """The trained FP32 graph under ``<base>.onnx``, where build-engine --int8 looks for the cache's model."""
+    import shutil
+
+    from edgeseg.sidecar import write_sidecar
+
+    with atomic_path(path) as tmp:
+        shutil.copyfile(trained, tmp)
+    write_sidecar(path, "onnx", input_spec=spec, dataset=info, parent=model, stage="qat", precision="fp32",
+                  model={"arch": loaded.arch, "num_classes": loaded.num_classes}, onnx=start["onnx"],
+                  source=loaded.meta.get("source"))
+    return path
 
 
 def _check_rules(out_path: Path) -> None:
