@@ -158,7 +158,7 @@ def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_
     start = api._calibrated_start(str(weights), tmp_path, str(data), None, "minmax", 99.99, 8, 0, False, (), False,
                                   facts, 255)
     student, _teacher = api._models(start, learn_scales=True)
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.01)
     torch.manual_seed(1)
     for _ in range(3):  # move the weights and the scales away from where calibrate put them
         optimizer.zero_grad()

@@ -50,31 +50,40 @@ def fake_quantize_weight(weight: torch.Tensor, axis: Optional[int]) -> torch.Ten
 class ActivationQuantizer(nn.Module):
     """One activation tensor's per-tensor INT8 fake quantisation, its scale learned (LSQ) or fixed.
 
-    The scale starts from calibrate's range (amax / 127) and, when learned, moves with the
-    loss: LSQ's gradient, scaled by 1 / sqrt(elements x 127) so that scales and weights
-    learn at comparable speeds. A fixed scale is a buffer, so the optimizer never sees it.
+    The scale starts from calibrate's range (amax / 127). Learned, it is calibrate's scale
+    times a factor that starts at 1, and LSQ's gradient (scaled by 1 / sqrt(elements x
+    127)) moves the factor: with Adam every parameter moves by about the learning rate per
+    step, so a scale stored as itself would move by the same absolute amount whether it is
+    0.05 or 0.0005 and the small ones (sigmoid gates) would cross zero within a few steps;
+    as a factor, every scale moves by the same relative amount. The factor is kept above
+    1/1000, so no scale collapses. A fixed scale is a buffer, so the optimizer never sees it.
     """
+
+    MIN_FACTOR = 1e-3
 
     def __init__(self, scale: float, learn: bool):
         super().__init__()
-        value = torch.tensor([float(scale)], dtype=torch.float32)
         self.learn = learn
+        self.register_buffer("initial", torch.tensor([float(scale)], dtype=torch.float32))
         if learn:
-            self.scale = nn.Parameter(value)
+            self.factor = nn.Parameter(torch.ones(1))
         else:
-            self.register_buffer("scale", value)
+            self.register_buffer("factor", torch.ones(1))
         self.register_buffer("zero_point", torch.zeros(1))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.initial * self.factor.clamp(min=self.MIN_FACTOR)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.learn:
-            scale = self.scale.clamp(min=1e-8)  # a step of LSQ may not push a scale through zero
             grad_factor = 1.0 / math.sqrt(x.numel() * ACT_MAX)
-            return torch._fake_quantize_learnable_per_tensor_affine(x, scale, self.zero_point, ACT_MIN, ACT_MAX,
+            return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point, ACT_MIN, ACT_MAX,
                                                                    grad_factor)
-        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point.to(torch.int32), ACT_MIN,
+        return torch.fake_quantize_per_tensor_affine(x, self.initial, self.zero_point.to(torch.int32), ACT_MIN,
                                                      ACT_MAX)
 
     @property
     def amax(self) -> float:
         """The symmetric range calibrate's writer turns back into this scale (amax / 127)."""
-        return float(self.scale.detach().clamp(min=1e-8)) * 127.0
+        return float(self.scale.detach()) * 127.0
