@@ -359,3 +359,27 @@ def test_bad_options_are_one_sentence(user_model, data, tmp_path):
         assert result.exit_code != 0 and words in result.output, result.output
         error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
         assert "Traceback" not in result.output and len(error) == 1 and words in error[0], result.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_gloo(user_model, data, tmp_path):
+    """DDP: two processes share each epoch; one writer (one log row per epoch) and only rank 0 talks."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    weights, facts = user_model
+    out = tmp_path / "ddp.int8.onnx"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+               "-m", "edgeseg.cli", "qat", str(weights), "--arch", facts.arch, "--input-size", f"{SIZE}x{SIZE}",
+               "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "2", "--method", "minmax",
+               "--val-every", "1", "--no-tensorboard"]
+    done = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(Path(str(out) + ".log.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"] and all(row["val_miou"] for row in rows)
+    assert done.stderr.count("QAT of ") == 1 and done.stderr.count("Calibrating ") == 1
+    assert json.loads((tmp_path / "ddp.int8.onnx.json").read_text())["qat"]["epochs"] == 2

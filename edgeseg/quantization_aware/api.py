@@ -12,6 +12,7 @@ KL at temperature 4, the way prune's fine-tuning distils), plus the labels' cros
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import asdict, replace
@@ -88,22 +89,27 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     out_path, cache_path, twin_path = output_paths(model, out)
     if resume and not state_path(out_path).is_file():
         raise ConfigError(f"--resume found no QAT state {state_path(out_path)}; start without --resume.")
-    loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)
+    main = distributed.current().is_main
+    with _quiet(not main):
+        loaded = load_model(model, trust_checkpoint=trust_checkpoint, facts=facts)
     spec = loaded.input_spec
     if spec is None:
         raise InputFileError(f"{model} does not record its input size; give it with --input-size HEIGHTxWIDTH.")
     said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
     splits = load_prune_data(data, spec, ClassCount(loaded.num_classes, said_by), ignore_index)
     info = splits.info
-    main = distributed.current().is_main
     with tempfile.TemporaryDirectory(prefix="edgeseg-qat-") as folder:
         work = Path(folder)
-        start = _calibrated_start(model, work, data, images, method, percentile, num, training.seed,
-                                  quantize_outputs, keep_float, trust_checkpoint, facts, ignore_index)
+        # under torchrun every process exports and calibrates for itself (the same numbers, no shared folder
+        # needed across nodes); only rank 0 talks
+        with _quiet(not main):
+            start = _calibrated_start(model, work, data, images, method, percentile, num, training.seed,
+                                      quantize_outputs, keep_float, trust_checkpoint, facts, ignore_index)
         student, teacher = _models(start, learn_scales)
-        say(f"QAT of {len(student.tensors)} activation tensor(s) and {len(student.placement.weights)} weight "
-            f"input(s) ({'learned' if learn_scales else 'fixed'} scales from {start['method']}) on "
-            f"{len(splits.train_set)} images, {training.epochs} epoch(s)")
+        if main:
+            say(f"QAT of {len(student.tensors)} activation tensor(s) and {len(student.placement.weights)} weight "
+                f"input(s) ({'learned' if learn_scales else 'fixed'} scales from {start['method']}) on "
+                f"{len(splits.train_set)} images, {training.epochs} epoch(s)")
         from edgeseg.distillation.api import kd_loss
         from edgeseg.training.loop import fit
 
@@ -137,6 +143,19 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
         qat=dict(settings, history=history, ptq_accuracy=start["accuracy"],
                  val_miou=history[-1].get("val_miou") if history else None),
         source=loaded.meta.get("source"))
+
+
+@contextlib.contextmanager
+def _quiet(silent: bool):
+    """Silence edgeseg's console for the block (the processes other than rank 0 under torchrun)."""
+    from edgeseg.console import console
+
+    before = console.quiet
+    console.quiet = silent or before
+    try:
+        yield
+    finally:
+        console.quiet = before
 
 
 def _calibrated_start(model, work: Path, data, images, method, percentile, num, seed, quantize_outputs,
