@@ -312,14 +312,19 @@ def test_cli_from_a_state_dict_through_build_engine_and_bench(user_model, data, 
 
     weights, facts = user_model
     out = tmp_path / "user.int8.onnx"
-    common = ["qat", str(weights), "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
-              "--method", "minmax", "--num", "8", "--no-tensorboard"]
+    recipe = tmp_path / "recipe.yaml"  # the loop's options and qat's own, from a recipe as train takes them
+    recipe.write_text("qat:\n  epochs: 1\n  batch-size: 4\n  method: minmax\n  num: 8\n")
+    common = ["qat", str(weights), "--data", str(data), "--out", str(out), "--recipe", str(recipe),
+              "--no-tensorboard"]
     refused = CliRunner().invoke(cli, common)  # a bare state_dict needs its architecture
     assert refused.exit_code != 0 and "--arch" in refused.output and "Traceback" not in refused.output
     facts_options = ["--arch", facts.arch, "--input-size", f"{SIZE}x{SIZE}"]
     result = CliRunner().invoke(cli, common + facts_options)
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "user.int8.onnx.json").read_text())["quantization"]["source"] == "qat"
+    written = json.loads((tmp_path / "user.int8.onnx.json").read_text())
+    assert written["quantization"]["source"] == "qat" and written["qat"]["epochs"] == 1
+    assert written["qat"]["selected_method"] == "minmax" and written["qat"]["num_images"] == 8
+    assert written["qat"]["training"]["batch_size"] == 4
 
     trt = trt_double.install(monkeypatch, "10.3.0")
     built = CliRunner().invoke(cli, ["build-engine", str(out), "--backend", "tensorrt", "--out",
