@@ -149,14 +149,16 @@ def trained(user_model, data, tmp_path_factory):
     return folder, sidecar
 
 
-def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_model, data, tmp_path):
+@pytest.mark.parametrize("quantize_outputs", [False, True])
+def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_model, data, tmp_path,
+                                                                            quantize_outputs):
     """ONNX Runtime on the written Q/DQ model against the trained torch model, tensor by tensor: every quantised
     activation within one quantisation step, the logits' argmax the same, the weight scales 2 max|w| / 254."""
     from edgeseg.quantization_aware import api
 
     weights, facts = user_model
-    start = api._calibrated_start(str(weights), tmp_path, str(data), None, "minmax", 99.99, 8, 0, False, (), False,
-                                  facts, 255)
+    start = api._calibrated_start(str(weights), tmp_path, str(data), None, "minmax", 99.99, 8, 0, quantize_outputs,
+                                  (), False, facts, 255)
     student, _teacher = api._models(start, learn_scales=True)
     optimizer = torch.optim.Adam(student.parameters(), lr=0.01)
     torch.manual_seed(1)
@@ -164,10 +166,10 @@ def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_
         optimizer.zero_grad()
         student(torch.randn(2, 3, SIZE, SIZE)).square().mean().backward()
         optimizer.step()
-    moved = {name: s for name, s in zip(student.tensors, (float(q.scale.detach()) for q in student.quantizers))}
+    moved = student.scales()
     assert any(abs(moved[t] - student.placement.activations[t]) > 1e-4 * moved[t] for t in moved)
     out = tmp_path / "m.int8.onnx"
-    api._write(student, start, tmp_path, out, tmp_path / "m.calib.cache", quantize_outputs=False)
+    api._write(student, start, tmp_path, out, tmp_path / "m.calib.cache", quantize_outputs=quantize_outputs)
 
     batch = np.concatenate(_batches(data, start_spec(facts), "val"))
     scales = _activation_scales(out)

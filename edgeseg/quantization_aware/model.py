@@ -27,9 +27,14 @@ class QuantizedGraph(nn.Module):
         self.graph = graph
         self.placement = placement
         self.tensors = list(placement.activations)
-        self.quantizers = nn.ModuleList(ActivationQuantizer(placement.activations[name], learn_scales)
-                                        for name in self.tensors)
-        self.index = {name: i for i, name in enumerate(self.tensors)}
+        # one quantizer per scale the Q/DQ model writes: tensors sharing a scale initializer share it
+        groups = list(dict.fromkeys(placement.shared.get(name, name) for name in self.tensors))
+        first = {}
+        for name in self.tensors:
+            first.setdefault(placement.shared.get(name, name), name)
+        self.quantizers = nn.ModuleList(ActivationQuantizer(placement.activations[first[group]], learn_scales)
+                                        for group in groups)
+        self.index = {name: groups.index(placement.shared.get(name, name)) for name in self.tensors}
         self.record: Optional[Dict[str, torch.Tensor]] = None
         self._rounded: Dict[str, torch.Tensor] = {}
         graph.edge = self._edge
@@ -55,6 +60,10 @@ class QuantizedGraph(nn.Module):
         finally:
             self._rounded = {}
 
+    def scales(self) -> Dict[str, float]:
+        """{tensor: scale} of every quantised activation."""
+        return {name: float(self.quantizers[self.index[name]].scale.detach()) for name in self.tensors}
+
     def amax(self) -> Dict[str, float]:
         """{tensor: symmetric range} of every quantised activation, as calibrate's writer takes them."""
-        return {name: quantizer.amax for name, quantizer in zip(self.tensors, self.quantizers)}
+        return {name: self.quantizers[self.index[name]].amax for name in self.tensors}

@@ -25,13 +25,17 @@ class Placement:
     index): tensor} for each input that reads one of them through its Q/DQ pair;
     ``weights``: {(node, input index): axis or None} for each initializer input that reads a
     DequantizeLinear (per-channel along axis, or per-tensor); ``constants``: {(node, input
-    index): dequantized value} of those inputs, as the Q/DQ model stores them.
+    index): dequantized value} of those inputs, as the Q/DQ model stores them. ``shared``:
+    {tensor: scale initializer}: ONNX Runtime's quantizer gives the output of a MaxPool (and
+    the other ops that do not change values) the scale of its input, so tensors that share
+    a scale initializer must share one learned scale.
     """
 
     activations: Dict[str, float] = field(default_factory=dict)
     reads: Dict[Tuple[str, int], str] = field(default_factory=dict)
     weights: Dict[Tuple[str, int], Optional[int]] = field(default_factory=dict)
     constants: Dict[Tuple[str, int], np.ndarray] = field(default_factory=dict)
+    shared: Dict[str, str] = field(default_factory=dict)
 
 
 def read_placement(qdq_model) -> Placement:
@@ -58,6 +62,7 @@ def read_placement(qdq_model) -> Placement:
             if q is not None and q.op_type == "QuantizeLinear":
                 placement.reads[(node.name, index)] = q.input[0]
                 placement.activations[q.input[0]] = float(scale.reshape(-1)[0])
+                placement.shared[q.input[0]] = q.input[1]
             elif dq.input[0] in initializers:
                 axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) if scale.size > 1 else None
                 placement.weights[(node.name, index)] = axis
