@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import click
 
 from edgeseg.cli.options import (ignore_index, loop_options, model_facts_options, pop_model_facts, pop_train_config,
@@ -44,5 +42,4 @@ def qat_command(model, out, scales, **options):
 
     facts = pop_model_facts(options)
     training = pop_train_config(options)
-    default_out = str(Path(model).with_name(f"{Path(model).stem}.qat.int8.onnx"))
-    qat(model, out=out or default_out, training=training, learn_scales=scales == "learned", facts=facts, **options)
+    qat(model, out=out, training=training, learn_scales=scales == "learned", facts=facts, **options)
