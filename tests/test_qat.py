@@ -356,6 +356,24 @@ def test_cli_from_a_state_dict_through_build_engine_and_bench(user_model, data, 
     assert "user.int8.onnx" in json_out.read_text()
 
 
+def test_a_layer_kept_in_float_is_float_in_training_and_in_the_written_model(user_model, data, tmp_path):
+    """--keep-float NODE: no fake quantisation reaches that node, and the written model feeds it no DequantizeLinear."""
+    from edgeseg.quantization_aware import api
+
+    weights, facts = user_model
+    kept = "/net/block/block.3/Conv"
+    start = api._calibrated_start(str(weights), tmp_path, str(data), None, "minmax", 99.99, 8, 0, False, (kept,),
+                                  False, facts, 255)
+    student, _ = api._models(start, learn_scales=True)
+    assert not [key for key in list(student.placement.reads) + list(student.placement.weights) if key[0] == kept]
+    out = tmp_path / "kept.int8.onnx"
+    float_nodes = api._write(student, start, tmp_path, out, tmp_path / "kept.calib.cache", quantize_outputs=False)
+    assert kept in float_nodes
+    reads, _ = _layout(out)
+    assert dict(((name, op), inputs) for name, op, inputs in reads)[(kept, "Conv")] == ()
+    assert dict(((name, op), inputs) for name, op, inputs in reads)[("/net/block/block.0/Conv", "Conv")] == (0, 1)
+
+
 def test_bad_options_are_one_sentence(user_model, data, tmp_path):
     from edgeseg.cli.main import cli
 

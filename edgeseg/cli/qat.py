@@ -21,6 +21,9 @@ from edgeseg.cli.options import (ignore_index, loop_options, model_facts_options
               "name; TensorRT wants inputs only).")
 @click.option("--keep-float", multiple=True, help="ONNX node to keep in float besides the logits path (repeatable), "
               "e.g. /decoder/up1/Conv.")
+@click.option("--max-miou-drop", type=float, default=None,
+              help="Before training, keep calibrate's most sensitive layers in float until INT8 is within this many "
+                   "mIoU points of FP32 (calibrate's option, on --data's val split).")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True,
               help="Weight of the distillation from the FP32 model's logits (0: the labels alone).")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature.")

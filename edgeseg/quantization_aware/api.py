@@ -52,7 +52,7 @@ def output_paths(model: str, out: Optional[str]):
 def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[TrainConfig] = None,
         images: Optional[str] = None, method: str = "auto", percentile: float = 99.99, num: int = 500,
         learn_scales: bool = True, quantize_outputs: bool = False, keep_float: Sequence[str] = (),
-        kd_weight: float = 1.0, temperature: float = 4.0, resume: bool = False, trust_checkpoint: bool = False,
+        max_miou_drop: Optional[float] = None, kd_weight: float = 1.0, temperature: float = 4.0, resume: bool = False, trust_checkpoint: bool = False,
         facts: Optional[ModelFacts] = None, ignore_index: int = 255) -> dict:
     """Quantization-aware training of ``model`` on ``data``; write the Q/DQ ONNX ``out`` (+ cache, twin, sidecar).
 
@@ -62,8 +62,9 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     at 1e-4, and an unset learning rate is a tenth of the optimizer's usual one).
     Activation scales start from calibrate's ``method`` ranges on ``images`` (default: the
     data's train split) and are learned (LSQ) or, with ``learn_scales=False``, kept.
-    ``keep_float`` names ONNX nodes to keep in float besides the logits path;
-    ``quantize_outputs`` is calibrate's option of that name. ``kd_weight`` (0: labels only)
+    ``keep_float`` names ONNX nodes to keep in float besides the logits path, and with
+    ``max_miou_drop`` calibrate keeps its most sensitive layers in float as well (picked on
+    ``data``'s val split); ``quantize_outputs`` is calibrate's option of that name. ``kd_weight`` (0: labels only)
     and ``temperature`` shape the distillation from the FP32 model. ``resume`` continues
     from ``<out>.state``. Returns the sidecar of ``out``.
 
@@ -102,7 +103,8 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
         # needed across nodes); only rank 0 talks
         with _quiet(not main):
             start = _calibrated_start(model, work, data, images, method, percentile, num, training.seed,
-                                      quantize_outputs, keep_float, trust_checkpoint, facts, ignore_index)
+                                      quantize_outputs, keep_float, trust_checkpoint, facts, ignore_index,
+                                      max_miou_drop)
         student, teacher = _models(start, learn_scales)
         if main:
             say(f"QAT of {len(student.tensors)} activation tensor(s) and {len(student.placement.weights)} weight "
@@ -126,6 +128,7 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     settings = {"epochs": training.epochs, "learn_scales": learn_scales, "method": method,
                 "selected_method": start["method"], "kd_weight": kd_weight, "temperature": temperature,
                 "images": str(images or data), "num_images": start["num_images"], "data": str(data),
+                "keep_float": list(keep_float), "max_miou_drop": max_miou_drop,
                 "training": asdict(training)}
     say(f"Wrote {out_path.name}, {cache_path.name} (with {twin.name}) and the trained FP32 {fp32_path.name}; "
         f"{len(float_nodes)} node(s) kept in float")
@@ -157,7 +160,7 @@ def _quiet(silent: bool):
 
 
 def _calibrated_start(model, work: Path, data, images, method, percentile, num, seed, quantize_outputs,
-                      keep_float, trust_checkpoint, facts, ignore_index) -> dict:
+                      keep_float, trust_checkpoint, facts, ignore_index, max_miou_drop=None) -> dict:
     """Export the FP32 ONNX and calibrate it: the graph, calibrate's ranges and its Q/DQ layout, in ``work``."""
     import onnx
 
@@ -172,7 +175,7 @@ def _calibrated_start(model, work: Path, data, images, method, percentile, num, 
     # no bias correction: QAT trains the biases itself, and the written model must not carry a second shift
     calibrated = calibrate(str(fp32), images or data, str(ptq), method=method, percentile=percentile, num=num,
                            seed=seed, bias_correction=False, quantize_outputs=quantize_outputs, data=data,
-                           ignore_index=ignore_index)
+                           ignore_index=ignore_index, max_miou_drop=max_miou_drop)
     quantization = calibrated["quantization"]
     saved = json.loads((work / quantization["ranges"]).read_text())
     ranges = {name: (t["low"], t["high"]) for name, t in saved["tensors"].items()}
