@@ -33,6 +33,9 @@ from edgeseg.cli.options import (ignore_index, model_facts_options, pop_model_fa
 @click.option("--data", default=None, help="Training data (fine-tuning, taylor, sparsity phase) [classes: its "
               "dataset.yaml, else the model's].")
 @ignore_index
+@click.option("--class-weights", default=None,
+              help="Weigh fine-tuning's cross-entropy per class: sqrt-median-frequency, median-frequency, W0,W1,... "
+                   "or none [default: the mode MODEL was trained with].")
 @click.option("--teacher", default=None, help="Teacher for fine-tuning [default: the unpruned model].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate [default: 5e-4].")

@@ -18,6 +18,10 @@ from edgeseg.cli.options import arch_args, data_num_classes, ignore_index, train
               help="Start from torchvision's pretrained segmentation weights of this name (with --arch "
                    "torchvision:NAME, e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's local cache, never "
                    "downloaded.")
+@click.option("--class-weights", default=None,
+              help="Weigh the cross-entropy per class so rare and thin classes (poles, pedestrians) are learned: "
+                   "sqrt-median-frequency (softer), median-frequency (SegNet's), or one weight per class W0,W1,... "
+                   "[default: none]. prune's fine-tuning of the checkpoint reuses it.")
 @training_options
 def train_command(arch, data, out, arch_arg, **options):
     """Train an architecture (from scratch, an ImageNet backbone, or torchvision's pretrained weights).

@@ -23,13 +23,18 @@ from edgeseg.training.data import check_classes, parse_size, training_splits
 from edgeseg.training.loop import TrainConfig, fit
 
 
-def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float):
-    """Ground-truth cross-entropy + kd_weight * pixel-wise KL to the frozen teacher (used by prune's fine-tuning)."""
+def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float, class_weights=None):
+    """Ground-truth cross-entropy (weighted per class by ``class_weights``, a list, if given) + kd_weight *
+    pixel-wise KL to the frozen teacher (used by prune's fine-tuning)."""
+    from edgeseg.training.class_weights import as_tensor
+
+    weight = as_tensor(class_weights)
 
     def loss_fn(student_logits, images, labels):
         with torch.no_grad():
             teacher_logits = match_size(teacher(images), student_logits)
-        ce = F.cross_entropy(student_logits, labels, ignore_index=ignore_index)
+        ce = F.cross_entropy(student_logits, labels, ignore_index=ignore_index,
+                             weight=None if weight is None else weight.to(student_logits.device))
         kd = pixel_kl(student_logits, teacher_logits, temperature)
         return ce + kd_weight * kd, {"ce": ce.item(), "kd": kd.item()}
 

@@ -19,6 +19,7 @@ from edgeseg.pruning.importance import IMPORTANCES, NEEDS_GRADIENTS
 from edgeseg.pruning.schedule import prune_model, prune_to_target
 from edgeseg.sidecar import write_sidecar
 from edgeseg.spec import ModelFacts
+from edgeseg.training import class_weights as weighting
 
 
 def _channel_changes(before: Dict[str, dict], after: Dict[str, dict]) -> Dict[str, list]:
@@ -64,7 +65,7 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
           sparsity: float = 1e-4, taylor_images: int = 64, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
           trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None,
-          resume: bool = False, ignore_index: int = 255) -> dict:
+          resume: bool = False, ignore_index: int = 255, class_weights: Optional[str] = None) -> dict:
     """Prune the channels of ``model`` (to ``ratio`` or until the targets are met); optionally fine-tune; write ``out``.
 
     With ``target_latency_ms`` the model is pruned step by step and, after each step,
@@ -77,11 +78,14 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     target is refused, its steps depend on timings) and continues from that state.
     ``data``'s class count is the model's where no dataset.yaml says it (one that says
     another is refused); ``ignore_index`` is its unlabelled value where none says it.
+    ``class_weights`` weighs fine-tuning's cross-entropy per class (as ``train``'s does); by
+    default the mode the checkpoint was trained with, counted again on ``data``.
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
     """
     check_output_path(out)
+    weighting.check(class_weights)
     _check_options(importance, data, finetune_epochs, sparsity_epochs)
     if resume:
         _check_resume(out, finetune_epochs, target_latency_ms)
@@ -111,6 +115,9 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
 
         said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
         prune_data = load_prune_data(data, spec, ClassCount(num_classes, said_by), ignore_index)
+    # the loss that ranks channels (taylor) and recovers accuracy is the one the model was trained with
+    weights_used = _class_weights_for(class_weights, loaded.meta, prune_data, num_classes) if prune_data else \
+        loaded.meta.get("class_weights")
     before = layer_structure(net)
     params_before, macs_before = count_params(net), count_macs(net, spec.height, spec.width)
     training = {"sparsity": _slim(net, prune_data, num_classes, sparsity_epochs, sparsity, batch_size, lr, seed,
@@ -119,7 +126,7 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     if importance in NEEDS_GRADIENTS:
         from edgeseg.pruning.training import TaylorGradients
 
-        gradients = TaylorGradients(prune_data, taylor_images, batch_size, seed)
+        gradients = TaylorGradients(prune_data, taylor_images, batch_size, seed, weights_used["weights"])
     schedule = dict(importance=importance, global_pruning=global_pruning, round_to=round_to, seed=seed,
                     gradients=gradients)
     latency = None
@@ -149,15 +156,17 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         reference = load_model(teacher or model, trust_checkpoint=trust_checkpoint, facts=facts).model
         training["finetune"] = distillation_finetune(net, reference, prune_data, num_classes, epochs=finetune_epochs,
                                                      batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                                                     checkpoint_to=out, resume=resume)
+                                                     checkpoint_to=out, resume=resume,
+                                                     class_weights=weights_used["weights"])
     history = training.get("finetune", [])
     after = layer_structure(net)
     targeted = target_macs is not None or target_params is not None or target_latency_ms is not None
     settings = {"ratio": None if targeted else ratio, "target_macs": target_macs, "target_params": target_params,
                 "target_latency_ms": target_latency_ms, "importance": importance, "global": global_pruning,
                 "round_to": round_to, "sparsity_epochs": sparsity_epochs,
-                "sparsity": sparsity if sparsity_epochs else None, "finetune_epochs": finetune_epochs, "seed": seed}
-    meta = dict(loaded.meta, stage="prune", prune=settings, finetune_history=history,
+                "sparsity": sparsity if sparsity_epochs else None, "finetune_epochs": finetune_epochs, "seed": seed,
+                "class_weights": weights_used if prune_data else None}
+    meta = dict(loaded.meta, stage="prune", prune=settings, finetune_history=history, class_weights=weights_used,
                 sparsity_history=training["sparsity"])
     save_checkpoint(out, net, arch=loaded.arch, num_classes=num_classes, input_spec=spec,
                     dataset=loaded.dataset, arch_args=loaded.arch_args, pruned=True, meta=meta)
@@ -174,6 +183,23 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         state_path(out).unlink(missing_ok=True)  # finished, as train does: the checkpoint replaces the state
     say(f"Wrote {out}")
     return sidecar
+
+
+def _class_weights_for(asked: Optional[str], parent_meta: dict, prune_data, num_classes: int) -> dict:
+    """The class weighting of taylor's gradients and the fine-tuning: the one asked for, else the mode the
+    model was trained with (counted again on this data, which may not be the training data).
+
+    Without it a model trained to find a rare class loses it: taylor ranks the channels that
+    find pedestrians by the plain cross-entropy, in which pedestrians weigh almost nothing
+    (measured on the demo: pedestrian IoU 77.3 -> 0.0 after pruning half the channels)."""
+    inherited = (parent_meta.get("class_weights") or {}).get("mode")
+    mode = asked if asked is not None else inherited or weighting.NONE
+    weights = weighting.resolve(mode, prune_data.train_split, num_classes)
+    if weights is not None:
+        source = "asked for" if asked is not None else "the model's training"
+        say(f"Class weights ({mode}, as {source}): "
+            f"{weighting.describe(weights, prune_data.info.classes or [str(i) for i in range(num_classes)])}")
+    return {"mode": mode, "weights": weights}
 
 
 def _slim(net, prune_data, num_classes, epochs, strength, batch_size, lr, seed, threads):

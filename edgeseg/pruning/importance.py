@@ -48,8 +48,9 @@ def class_layers(model: nn.Module, num_classes: int) -> List[nn.Module]:
     return found
 
 
-def accumulate_gradients(model: nn.Module, batches: Iterable, ignore_index: int) -> int:
-    """Leave in every parameter's ``.grad`` the cross-entropy gradient summed over ``batches``.
+def accumulate_gradients(model: nn.Module, batches: Iterable, ignore_index: int, class_weights=None) -> int:
+    """Leave in every parameter's ``.grad`` the cross-entropy gradient summed over ``batches``
+    (weighted per class by ``class_weights``, a list, as the model was trained).
 
     The model stays in eval mode: BatchNorm uses its running statistics, so the gradient
     is that of the network that will actually be pruned and deployed. Returns the
@@ -57,10 +58,11 @@ def accumulate_gradients(model: nn.Module, batches: Iterable, ignore_index: int)
     """
     model.eval()
     model.zero_grad(set_to_none=True)
+    weight = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
     images_seen = 0
     for images, labels in batches:
         with torch.enable_grad():
-            loss = nn.functional.cross_entropy(model(images), labels, ignore_index=ignore_index)
+            loss = nn.functional.cross_entropy(model(images), labels, ignore_index=ignore_index, weight=weight)
             loss.backward()
         images_seen += len(images)
     if not images_seen:

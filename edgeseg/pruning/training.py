@@ -19,6 +19,7 @@ class PruneData:
     val_set: Optional[torch.utils.data.Dataset]
     plain_train_set: torch.utils.data.Dataset  # the same images without augmentation (for gradients)
     info: DatasetInfo
+    train_split: Optional[object] = None  # the SegmentationSplit behind train_set (class frequencies are counted on it)
 
 
 def load_prune_data(data: str, spec: InputSpec, model_classes: ClassCount, ignore_index: int = 255) -> PruneData:
@@ -31,22 +32,25 @@ def load_prune_data(data: str, spec: InputSpec, model_classes: ClassCount, ignor
     plain = SegmentationDataset(train_split, spec)
     augmented = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
-    return PruneData(augmented, val_set, plain, train_split.info)
+    return PruneData(augmented, val_set, plain, train_split.info, train_split)
 
 
 class TaylorGradients:
-    """Fills .grad with the cross-entropy gradient over a fixed, seeded subset of training images."""
+    """Fills .grad with the cross-entropy gradient (weighted per class by ``class_weights``, if given) over a
+    fixed, seeded subset of training images."""
 
-    def __init__(self, data: PruneData, images: int = 64, batch_size: int = 8, seed: int = 0):
+    def __init__(self, data: PruneData, images: int = 64, batch_size: int = 8, seed: int = 0,
+                 class_weights: Optional[List[float]] = None):
         order = torch.randperm(len(data.plain_train_set), generator=torch.Generator().manual_seed(seed))
         subset = torch.utils.data.Subset(data.plain_train_set, order[:images].tolist())
         self.batches = list(torch.utils.data.DataLoader(subset, batch_size=batch_size))  # decoded once, reused per step
         self.ignore_index = data.info.ignore_index
+        self.class_weights = class_weights
 
     def __call__(self, model: nn.Module) -> int:
         from edgeseg.pruning.importance import accumulate_gradients
 
-        return accumulate_gradients(model, self.batches, self.ignore_index)
+        return accumulate_gradients(model, self.batches, self.ignore_index, self.class_weights)
 
 
 def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs: int, strength: float,
@@ -74,8 +78,10 @@ def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs:
 
 def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, num_classes: int, *, epochs: int,
                           batch_size: int, lr: Optional[float], seed: int, threads: Optional[int],
-                          checkpoint_to: Optional[str] = None, resume: bool = False) -> List[dict]:
-    """Recover accuracy: cross-entropy + pixel-wise KL from the frozen ``teacher`` (T=4).
+                          checkpoint_to: Optional[str] = None, resume: bool = False,
+                          class_weights: Optional[List[float]] = None) -> List[dict]:
+    """Recover accuracy: cross-entropy (weighted per class by ``class_weights``) + pixel-wise KL from the
+    frozen ``teacher`` (T=4).
 
     With ``checkpoint_to`` the state and a CSV log are written after every epoch, as
     ``train`` writes them, so a long fine-tuning (120 epochs in the CamVid story) that is
@@ -90,6 +96,6 @@ def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, n
     # fine-tuning starts from trained weights: half the from-scratch AdamW learning rate
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
                          val_every=max(1, epochs), threads=threads, tensorboard=False)
-    return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0), config,
+    return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0, class_weights), config,
                num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned",
                checkpoint_to=checkpoint_to, resume=resume)

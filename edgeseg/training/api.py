@@ -19,15 +19,21 @@ from edgeseg.errors import ConfigError
 from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
+from edgeseg.training import class_weights as weighting
 from edgeseg.training import distributed
+from edgeseg.training.class_weights import as_tensor
 from edgeseg.training.data import dataset_reference, default_input_spec, training_splits
 from edgeseg.training.loop import TrainConfig, fit
 from edgeseg.training.state import state_path
 
 
-def cross_entropy_loss(ignore_index: int):
+def cross_entropy_loss(ignore_index: int, class_weights=None):
+    """Cross-entropy with the dataset's ignore index, weighted per class when ``class_weights`` (a list) says so."""
+    weight = as_tensor(class_weights)
+
     def loss_fn(logits, _images, labels):
-        loss = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+        loss = F.cross_entropy(logits, labels, ignore_index=ignore_index,
+                               weight=None if weight is None else weight.to(logits.device))
         return loss, {"ce": loss.item()}
 
     return loss_fn
@@ -39,7 +45,7 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
           resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
           device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True,
           backbone_weights: Optional[str] = None, weights: Optional[str] = None, num_classes: Optional[int] = None,
-          ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
+          ignore_index: int = DEFAULT_IGNORE_INDEX, class_weights: Optional[str] = None) -> dict:
     """Train ``arch`` on ``data`` and write an edgeseg checkpoint to ``out``.
 
     The class count and ignore index come from ``data``'s dataset.yaml (or its standard
@@ -53,6 +59,11 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
     of that name (``arch`` torchvision:NAME, e.g. COCO_WITH_VOC_LABELS_V1), the class
     layers re-initialised when the data has other classes.
 
+    ``class_weights`` weighs the cross-entropy per class: "median-frequency" or
+    "sqrt-median-frequency" (counted on the training labels; see training/class_weights.py)
+    or one weight per class "W0,W1,..."; None or "none" for plain cross-entropy. The weights
+    are recorded, and prune's fine-tuning of this checkpoint reuses the mode.
+
     Cross-entropy with the dataset's ignore index, poly LR, joint scale/crop/flip/colour
     augmentation. The best validated weights also go to ``<out stem>.best.pt``. Under
     ``torchrun`` the processes share the work (DDP) and rank 0 writes. Returns the
@@ -61,6 +72,7 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
     >>> edgeseg.train("unet", "synthetic", "teacher.pt", epochs=2)  # doctest: +SKIP
     """
     check_output_path(out)
+    weighting.check(class_weights)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
                          warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
@@ -81,16 +93,21 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
     if backbone is not None:  # the model is normalised as its pretrained weights were
         spec = replace(spec, mean=backbone.mean, std=backbone.std)
     main_process = distributed.current().is_main
+    loss_weights = weighting.resolve(class_weights, train_split, info.num_classes)
     if main_process:
         start = "from torchvision's " + weights if weights else "from a pretrained backbone" if backbone else \
             "from scratch"
         say(f"Training {arch} {start} on {len(train_split)} images of {train_split.root} at "
             f"{spec.height}x{spec.width} ({info.num_classes} classes)")
+        if loss_weights is not None:
+            say(f"Class weights ({class_weights if class_weights in weighting.MODES else 'given'}): "
+                f"{weighting.describe(loss_weights, info.classes or [str(i) for i in range(info.num_classes)])}")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args,
-                          extra={"backbone_weights": backbone.to_dict() if backbone else None, "weights": weights})
-    history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index), config,
+                          extra={"backbone_weights": backbone.to_dict() if backbone else None, "weights": weights,
+                                 "class_weights": {"mode": class_weights or weighting.NONE, "weights": loss_weights}})
+    history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index, loss_weights), config,
                   num_classes=info.num_classes, ignore_index=info.ignore_index, description=f"train {arch}",
                   checkpoint_to=out, resume=resume, on_best=writer.best)
     return writer.final(model, history) if main_process else {}
