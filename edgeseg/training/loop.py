@@ -27,7 +27,12 @@ DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; ``lr=None`` takes the optimizer's usual default."""
+    """The training loop's options, one object; ``lr=None`` takes the optimizer's usual default.
+
+    ``qat`` takes it whole (``training=TrainConfig(epochs=3)``), and the CLI builds it from
+    the loop's options once (cli/options.py ``pop_train_config``); train, distill and prune's
+    fine-tuning still build it from their own keyword arguments.
+    """
 
     epochs: int = 30
     batch_size: int = 8
