@@ -41,7 +41,8 @@ def fake_quantize_weight(weight: torch.Tensor, axis: Optional[int]) -> torch.Ten
     """``weight`` rounded to INT8 and back; the gradient passes straight through (scales follow the weights)."""
     scale = weight_scales(weight, axis)
     if axis is None:
-        return torch.fake_quantize_per_tensor_affine(weight, scale, torch.zeros(1, dtype=torch.int32),
+        return torch.fake_quantize_per_tensor_affine(weight, scale, torch.zeros(1, dtype=torch.int32,
+                                                                               device=weight.device),
                                                      WEIGHT_MIN, WEIGHT_MAX)
     zero = torch.zeros(scale.numel(), dtype=torch.int32, device=weight.device)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, axis % weight.dim(), WEIGHT_MIN, WEIGHT_MAX)

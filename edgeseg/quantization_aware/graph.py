@@ -222,9 +222,9 @@ OPS: Dict[str, Callable] = {
     "Expand": lambda x, shape, **_: x * torch.ones(_ints(shape), dtype=x.dtype, device=x.device),
     "Split": _split, "Resize": _resize, "Pad": _pad, "Cast": _cast,
     "LayerNormalization": _layer_norm, "BatchNormalization": _batch_norm,
-    "Range": lambda a, b, d, **_: torch.arange(a.item(), b.item(), d.item(), dtype=a.dtype),
+    "Range": lambda a, b, d, **_: torch.arange(a.item(), b.item(), d.item(), dtype=a.dtype, device=a.device),
     "ConstantOfShape": lambda s, *, value=None, **_: torch.full(
-        _ints(s), float(np.asarray(value.float_data or [0])[0]) if value is not None else 0.0),
+        _ints(s), float(np.asarray(value.float_data or [0])[0]) if value is not None else 0.0, device=s.device),
     "Equal": lambda a, b, **_: a == b, "Where": lambda c, a, b, **_: torch.where(c, a, b),
 }
 

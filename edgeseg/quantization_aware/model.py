@@ -54,9 +54,12 @@ class QuantizedGraph(nn.Module):
         return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 throughout, also under train's CUDA autocast: the rounding to INT8 steps must see the values the
+        # INT8 model will see, not bfloat16's 8-bit mantissa, and torch's fake-quant kernels take float32
         self._rounded = {}
         try:
-            return self.graph(x)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.graph(x.float())
         finally:
             self._rounded = {}
 
