@@ -412,3 +412,40 @@ def test_torchrun_two_processes_with_gloo(user_model, data, tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2"] and all(row["val_miou"] for row in rows)
     assert done.stderr.count("QAT of ") == 1 and done.stderr.count("Calibrating ") == 1
     assert json.loads((tmp_path / "ddp.int8.onnx.json").read_text())["qat"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv3-small", "segformer-b0", "enet"])
+def test_the_graph_runner_computes_what_onnx_runtime_computes(arch, tmp_path):
+    """QAT trains the exported ONNX graph run by torch ops: for families whose graphs hold HardSwish, squeeze-excite
+    gates, PRelu, attention (MatMul, Softmax, LayerNormalization, Erf) and shape arithmetic, its logits are ONNX
+    Runtime's."""
+    import onnxruntime as ort
+
+    from edgeseg.arch import create_model
+    from edgeseg.exporting.api import export_onnx, simplify
+    from edgeseg.quantization_aware.graph import OnnxGraph
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    export_onnx(create_model(arch, 5).eval(), path, 64, 64, 17)
+    simplify(path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        got = OnnxGraph(onnx.load(str(path))).eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape == (2, 5, 64, 64)
+    np.testing.assert_allclose(got, expected, atol=1e-5 * max(1.0, float(np.abs(expected).max())), rtol=1e-4)
+
+
+def test_an_op_the_runner_lacks_is_refused_in_one_sentence():
+    from onnx import TensorProto, helper
+
+    from edgeseg.errors import ConfigError
+    from edgeseg.quantization_aware.graph import OnnxGraph
+
+    graph = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    with pytest.raises(ConfigError, match="it has Einsum, which edgeseg's graph runner does not implement"):
+        OnnxGraph(helper.make_model(graph))
