@@ -26,12 +26,17 @@ class DemoRecipe:
     keeps 8/16/32/64/128 channels, the widths SIMD kernels like. The earlier recipe, a separately
     distilled LR-ASPP MobileNetV3 student (25 epochs), lost 4.7 mIoU and pruning that
     student 0.4 another 5.6. The defaults finish in about five minutes on 2 CPU cores.
+
+    The cross-entropy is weighted by the square root of median frequency balancing (train's
+    --class-weights; prune's fine-tuning inherits it): with plain cross-entropy the model found
+    no pole and no pedestrian (0.0 IoU in every stage), with it both are found (the README's table).
     """
 
     data: SyntheticConfig = SyntheticConfig()
     model_arch: str = "unet"
     model_args: dict = field(default_factory=lambda: {"base_channels": 16})
     model_epochs: int = 12
+    class_weights: str = "sqrt-median-frequency"
     prune_ratio: float = 0.5
     prune_importance: str = "taylor"
     finetune_epochs: int = 20
@@ -78,7 +83,7 @@ def demo(out: str = "runs/demo", *, fast: bool = False, seed: int = 0, recipe: D
 
     say("[bold]1/5 train your model[/bold]")
     train(recipe.model_arch, data, str(folder / "model.pt"), epochs=recipe.model_epochs,
-          arch_args=recipe.model_args, **common)
+          arch_args=recipe.model_args, class_weights=recipe.class_weights, **common)
     say("[bold]2/5 prune it, fine-tuning with distillation from the unpruned model[/bold]")
     prune(str(folder / "model.pt"), str(folder / "pruned.pt"), ratio=recipe.prune_ratio,
           importance=recipe.prune_importance, finetune_epochs=recipe.finetune_epochs, data=data, **common)
