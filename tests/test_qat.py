@@ -449,3 +449,50 @@ def test_an_op_the_runner_lacks_is_refused_in_one_sentence():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
     with pytest.raises(ConfigError, match="it has Einsum, which edgeseg's graph runner does not implement"):
         OnnxGraph(helper.make_model(graph))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_weight_rounding_is_onnx_runtimes(axis):
+    """The fake-quantised weight equals ONNX Runtime's own symmetric INT8 quantisation of it (quantize_data),
+    per tensor or per channel, an all-zero channel included; the gradient passes straight through."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    from edgeseg.quantization_aware.fake_quant import fake_quantize_weight
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * np.array([0.01, 0.3, 2.0, 1.0],
+                                                                               dtype=np.float32)[:, None, None, None]
+    weight[3] = 0.0  # a channel pruned to nothing: ONNX Runtime's scale 1.0, not a division by zero
+    parts = [weight] if axis is None else [np.take(weight, i, axis=axis) for i in range(weight.shape[axis])]
+    expected = []
+    for part in parts:
+        _zero, scale, quantized = quantize_data(part.ravel(), TensorProto.INT8, True)
+        expected.append((np.asarray(quantized, np.float32) * np.float32(scale)).reshape(part.shape))
+    expected = expected[0] if axis is None else np.stack(expected, axis=axis)
+    tensor = torch.from_numpy(weight).requires_grad_(True)
+    rounded = fake_quantize_weight(tensor, axis)
+    np.testing.assert_array_equal(rounded.detach().numpy(), expected)
+    rounded.sum().backward()
+    np.testing.assert_array_equal(tensor.grad.numpy(), np.ones_like(weight))
+
+
+def test_a_learned_scale_gets_lsqs_gradient():
+    """d(sum of outputs)/d(factor) = initial scale x grad scale x sum of (round(x/s) - x/s) inside the range and
+    of the clipping bound outside it (Esser et al. 2020), with grad scale 1/sqrt(elements x 127)."""
+    from edgeseg.quantization_aware.fake_quant import ActivationQuantizer
+
+    scale = 0.02
+    x = torch.linspace(-3.0, 3.0, 301)
+    quantizer = ActivationQuantizer(scale, learn=True)
+    out = quantizer(x)
+    np.testing.assert_allclose(out.detach().numpy(), np.clip(np.round(x.numpy() / scale), -128, 127) * scale,
+                               atol=1e-7)
+    out.sum().backward()
+    v = x.numpy().astype(np.float64) / scale
+    inside = np.where(v < -128, -128.0, np.where(v > 127, 127.0, np.round(v) - v))
+    expected = scale * inside.sum() / np.sqrt(x.numel() * 127)
+    np.testing.assert_allclose(float(quantizer.factor.grad), expected, rtol=1e-4)
+    fixed = ActivationQuantizer(scale, learn=False)
+    assert not list(fixed.parameters())
+    np.testing.assert_array_equal(fixed(x).numpy(), out.detach().numpy())
