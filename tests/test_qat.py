@@ -26,7 +26,7 @@ NET = '''from torch import nn
 
 
 class Net(nn.Module):
-    """conv-bn-relu, max pool, a residual block, bilinear upsampling, a 1x1 classifier."""
+    """conv-bn-relu, max pool, a residual block, a scaling, bilinear upsampling, a 1x1 classifier."""
 
     def __init__(self, num_classes):
         super().__init__()
@@ -38,7 +38,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         x = self.pool(self.stem(x))
-        x = nn.functional.relu(x + self.block(x))
+        x = nn.functional.relu(x + self.block(x)) * 0.75  # a Mul by a constant: the Q/DQ model rounds the 0.75
         return self.classifier(nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear",
                                                           align_corners=False))
 
@@ -192,15 +192,19 @@ def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_
 
     trained_weights = student.graph.learned_weights()
     inits = _initializers(out)
-    checked = 0
+    checked, constants = 0, []
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0].endswith("_quantized"):
             name = node.input[0][: -len("_quantized")]
+            if name not in trained_weights:  # a constant: the Mul's 0.75, rounded once and kept
+                constants.append(float(inits[node.input[0]]) * float(inits[node.input[1]]))
+                continue
             w = trained_weights[name].numpy()
             expected = (np.abs(w).reshape(w.shape[0], -1).max(1).astype(np.float64) * 2 / 254).astype(np.float32)
             np.testing.assert_allclose(inits[node.input[1]], expected, rtol=1e-6)
             checked += 1
     assert checked == 3  # the stem and the two block convolutions; the classifier stays float
+    np.testing.assert_allclose(constants, [0.75], rtol=1e-6)
 
 
 def start_spec(facts):
@@ -372,6 +376,22 @@ def test_a_layer_kept_in_float_is_float_in_training_and_in_the_written_model(use
     reads, _ = _layout(out)
     assert dict(((name, op), inputs) for name, op, inputs in reads)[(kept, "Conv")] == ()
     assert dict(((name, op), inputs) for name, op, inputs in reads)[("/net/block/block.0/Conv", "Conv")] == (0, 1)
+
+
+def test_an_asymmetric_layout_is_refused(user_model, data, tmp_path):
+    from edgeseg.errors import ConfigError
+    from edgeseg.quant.qdq import write_qdq
+    from edgeseg.quantization_aware import api
+    from edgeseg.quantization_aware.placement import read_placement
+
+    weights, facts = user_model
+    start = api._calibrated_start(str(weights), tmp_path, str(data), None, "minmax", 99.99, 8, 0, False, (), False,
+                                  facts, 255)
+    assert read_placement(onnx.load(str(start["qdq"]))).constants  # the 0.75, read as the Q/DQ model stores it
+    write_qdq(start["fp32"], tmp_path / "asym.onnx", start["ranges"], symmetric=False)
+    with pytest.raises(ConfigError, match="QAT trains symmetric INT8 .zero points 0, what TensorRT takes.; this Q/DQ "
+                                          "model is asymmetric"):
+        read_placement(onnx.load(str(tmp_path / "asym.onnx")))
 
 
 def test_bad_options_are_one_sentence(user_model, data, tmp_path):

@@ -41,12 +41,13 @@ class QuantizedGraph(nn.Module):
 
     def _edge(self, node: str, index: int, tensor: str, value: torch.Tensor) -> torch.Tensor:
         key = (node, index)
-        if key in self.placement.reads:
-            if tensor not in self._rounded:
-                self._rounded[tensor] = self.quantizers[self.index[tensor]](value)
+        source = self.placement.reads.get(key)
+        if source is not None:  # the Q/DQ model's tensor behind this input: ``tensor`` itself, by construction
+            if source not in self._rounded:
+                self._rounded[source] = self.quantizers[self.index[source]](value)
                 if self.record is not None:
-                    self.record[tensor] = self._rounded[tensor].detach()
-            return self._rounded[tensor]
+                    self.record[source] = self._rounded[source].detach()
+            return self._rounded[source]
         if key in self.placement.weights:
             if self.graph.slot.get(tensor, ("c",))[0] == "w":
                 return fake_quantize_weight(value, self.placement.weights[key])
