@@ -28,13 +28,13 @@ class QuantizedGraph(nn.Module):
         self.placement = placement
         self.tensors = list(placement.activations)
         # one quantizer per scale the Q/DQ model writes: tensors sharing a scale initializer share it
-        groups = list(dict.fromkeys(placement.shared.get(name, name) for name in self.tensors))
-        first = {}
+        first: Dict[str, str] = {}  # scale initializer -> the first tensor that uses it
         for name in self.tensors:
-            first.setdefault(placement.shared.get(name, name), name)
+            first.setdefault(placement.shared[name], name)
+        groups = list(first)
         self.quantizers = nn.ModuleList(ActivationQuantizer(placement.activations[first[group]], learn_scales)
                                         for group in groups)
-        self.index = {name: groups.index(placement.shared.get(name, name)) for name in self.tensors}
+        self.index = {name: groups.index(placement.shared[name]) for name in self.tensors}
         self.record: Optional[Dict[str, torch.Tensor]] = None
         self._rounded: Dict[str, torch.Tensor] = {}
         graph.edge = self._edge
