@@ -1,4 +1,4 @@
-"""Writing what QAT trained with calibrate's own writers: the Q/DQ ONNX, the TensorRT cache and its FP32 twin.
+"""Writing what QAT trained with calibrate's own writer: the Q/DQ ONNX (api.py writes the cache and twin with calibrate's).
 
 The trained weights go back into the FP32 ONNX they were read from (same initializer
 names), and calibrate's ``write_qdq`` quantises that graph with the learned ranges
