@@ -52,7 +52,8 @@ def output_paths(model: str, out: Optional[str]):
 def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[TrainConfig] = None,
         images: Optional[str] = None, method: str = "auto", percentile: float = 99.99, num: int = 500,
         learn_scales: bool = True, quantize_outputs: bool = False, keep_float: Sequence[str] = (),
-        max_miou_drop: Optional[float] = None, kd_weight: float = 1.0, temperature: float = 4.0, resume: bool = False, trust_checkpoint: bool = False,
+        max_miou_drop: Optional[float] = None, kd_weight: float = 1.0, temperature: float = 4.0,
+        resume: bool = False, trust_checkpoint: bool = False,
         facts: Optional[ModelFacts] = None, ignore_index: int = 255) -> dict:
     """Quantization-aware training of ``model`` on ``data``; write the Q/DQ ONNX ``out`` (+ cache, twin, sidecar).
 

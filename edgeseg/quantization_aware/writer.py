@@ -1,4 +1,4 @@
-"""Writing what QAT trained with calibrate's own writer: the Q/DQ ONNX (api.py writes the cache and twin with calibrate's).
+"""Writing what QAT trained with calibrate's own writer: the Q/DQ ONNX (api.py writes the cache and the twin).
 
 The trained weights go back into the FP32 ONNX they were read from (same initializer
 names), and calibrate's ``write_qdq`` quantises that graph with the learned ranges
@@ -34,7 +34,7 @@ def learned_ranges(ranges: Dict[str, Tuple[float, float]], amax: Dict[str, float
 
 def write_qat_qdq(trained_fp32: Path, out_path: Path, ranges: Dict[str, Tuple[float, float]], *,
                   float_nodes: Sequence[str], quantize_outputs: bool) -> List[str]:
-    """The Q/DQ model of the trained graph, by calibrate's writer (symmetric, no bias shifts: QAT trained the biases)."""
+    """The Q/DQ model of the trained graph by calibrate's writer (symmetric; no bias shifts: QAT trained the biases)."""
     from edgeseg.quant.qdq import write_qdq
 
     return write_qdq(trained_fp32, out_path, ranges, symmetric=True, nodes_to_exclude=float_nodes,
