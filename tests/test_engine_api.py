@@ -133,22 +133,37 @@ def test_onnx_fixed_batch_reads_the_first_input_dimension(tmp_path):
 
 # --- TensorRT found or not ----------------------------------------------------------------------------------
 
+def only_tensorrt_is_found(found: bool):
+    """find_spec that finds the package named tensorrt (and nothing else) when ``found``."""
+    return lambda name: object() if found and name == "tensorrt" else None
+
+
 def test_tensorrt_available_says_why_not(monkeypatch):
-    monkeypatch.setattr(api.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(api.importlib.util, "find_spec", only_tensorrt_is_found(False))
     assert api.tensorrt_available() == (False, "the tensorrt Python package is not installed")
 
 
 def test_tensorrt_available_with_tensorrt_names_its_version(monkeypatch):
     trt = trt_double.install(monkeypatch, "10.3.0")
-    monkeypatch.setattr(api.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(api.importlib.util, "find_spec", only_tensorrt_is_found(True))
     assert api.tensorrt_available() == (True, trt.__version__)
 
 
 def _fake_tensorrt(monkeypatch, builder):
-    fake = types.SimpleNamespace(Builder=builder, Logger=types.SimpleNamespace(ERROR=1), __version__="10.3.0")
-    fake.Logger = type("Logger", (), {"ERROR": 1, "__init__": lambda self, level: None})
+    class Logger:
+        ERROR = "error-level"
+
+        def __init__(self, level):
+            assert level == "error-level"  # TensorRT's own chatter below errors stays out of the terminal
+            self.level = level
+
+    def checked_builder(logger):
+        assert isinstance(logger, Logger)
+        return builder(logger)
+
+    fake = types.SimpleNamespace(Builder=checked_builder, Logger=Logger, __version__="10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(api.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(api.importlib.util, "find_spec", only_tensorrt_is_found(True))
 
 
 def test_tensorrt_without_a_cuda_device_or_broken_says_so(monkeypatch):
@@ -202,10 +217,11 @@ def test_the_qdq_model_itself_is_int8_and_fp16_stays_fp32_on_onnxruntime(folder,
 
 
 def test_an_engine_name_becomes_an_onnxruntime_name(folder, no_tensorrt):
-    for name, written in (("fast.engine", "fast.ort.onnx"), ("fast.plan", "fast.ort.onnx"),
-                          ("fast.trt", "fast.ort.onnx"), ("fast.onnx", "fast.onnx")):
-        build_engine(str(folder / "student.onnx"), str(folder / name))
-        assert (folder / written).exists(), name
+    for name, written in (("a.engine", "a.ort.onnx"), ("b.plan", "b.ort.onnx"), ("c.trt", "c.ort.onnx"),
+                          ("d.onnx", "d.onnx")):
+        meta = build_engine(str(folder / "student.onnx"), str(folder / name))
+        assert (folder / written).exists() and meta["artifact"] == written, name
+    assert not [p.name for p in folder.iterdir() if p.suffix in (".engine", ".plan", ".trt")]
 
 
 def test_tensorrt_only_options_are_said_to_be_ignored_on_onnxruntime(folder, no_tensorrt, capsys):
@@ -452,3 +468,140 @@ def test_print_trtexec_with_fp16_on_tensorrt_11_names_the_fp16_onnx(folder, no_t
     assert "--timingCacheFile=t.cache" in words
     default_cache = build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True, trt_version="10.3.0")
     assert "--timingCacheFile" not in default_cache["trtexec"]
+
+
+# --- more of what reaches TensorRT, and the sidecars build-engine needs -------------------------------------------
+
+def test_a_model_without_its_sidecar_is_refused(folder, no_tensorrt):
+    from edgeseg.errors import EdgesegError
+
+    Path(str(folder / "student.onnx") + ".json").unlink()
+    with pytest.raises(EdgesegError, match="student.onnx.json"):
+        build_engine(str(folder / "student.onnx"))
+    assert not list(folder.glob("*.ort.onnx"))
+
+
+def test_a_qdq_model_without_its_sidecar_is_refused(folder, no_tensorrt):
+    from edgeseg.errors import EdgesegError
+
+    Path(str(folder / "student.int8.onnx") + ".json").unlink()
+    with pytest.raises(EdgesegError, match="student.int8.onnx.json"):
+        build_engine(str(folder / "student.onnx"), int8=True)
+
+
+def test_the_twin_without_its_sidecar_is_refused(folder):
+    from edgeseg.errors import EdgesegError
+
+    Path(str(folder / "student.calib.onnx") + ".json").unlink()
+    with pytest.raises(EdgesegError, match="student.calib.onnx.json"):
+        api.implicit_int8_source(folder / "student.onnx", "student")
+
+
+def test_the_default_profile_goes_to_batch_8_and_the_default_source_is_auto(folder, monkeypatch, tmp_path, capsys):
+    trt = with_tensorrt(monkeypatch, "10.3.0", tmp_path / "home")
+    meta = build_engine(str(folder / "student.onnx"), timing_cache="none")
+    assert trt.engine_record(folder / "student.fp32.engine")["profiles"] == [
+        {"input": [[1, 3, 8, 12], [1, 3, 8, 12], [8, 3, 8, 12]]}]
+    assert meta["precision"] == "fp32" and "FP16" not in trt.engine_record(folder / "student.fp32.engine")["flags"]
+    said = "".join(capsys.readouterr().err.split())  # rich wraps long paths anywhere
+    assert "Backend:TensorRT10.3.0(foundwithaCUDAdevice)" in said
+    assert f"Wrote{folder / 'student.fp32.engine'}" in said
+    assert api._rebuild_command(Path("m.onnx"), int8=True, fp16=False, shape=None, dla_core=None,
+                                layer_precisions={}, version_compatible=False) == "edgeseg build-engine m.onnx --int8"
+
+
+def test_a_model_named_fp32_gives_its_base_name(tmp_path, no_tensorrt):
+    model = _write_student(tmp_path)
+    named = model.rename(tmp_path / "net.fp32.onnx")
+    Path(str(model) + ".json").rename(Path(str(named) + ".json"))
+    assert build_engine(str(named))["artifact"] == "net.fp32.ort.onnx"
+
+
+def test_fp16_on_a_qdq_model_without_tensorrt_stays_int8(folder, no_tensorrt):
+    meta = build_engine(str(folder / "student.int8.onnx"), str(folder / "q.onnx"), fp16=True)
+    assert meta["precision"] == "int8"
+
+
+def test_dla_layer_pins_and_version_compatibility_reach_tensorrt(folder, monkeypatch, tmp_path, capsys):
+    trt = with_tensorrt(monkeypatch, "10.3.0", tmp_path / "home")
+    meta = build_engine(str(folder / "student.onnx"), str(folder / "d.engine"), int8=True, dla_core=1,
+                        layer_precision=["/up/Resize=fp16"], timing_cache="none")
+    record = trt.engine_record(folder / "d.engine")
+    assert record["dla_core"] == 1
+    assert record["profiles"] == [{"input": [[1, 3, 8, 12], [1, 3, 8, 12], [1, 3, 8, 12]]}]  # the DLA's static batch
+    # INT8 on the DLA of TensorRT 10 is implicit, from the cache: calibrate's float classifier is pinned beside the
+    # user's pin, on both layers the double's parser makes of each node
+    assert meta["engine"]["int8"]["source"] == "calibration cache"
+    assert meta["engine"]["layer_precisions"] == {"/head/Conv": "fp32", "/up/Resize": "fp16"}
+    assert {name: str(p) for name, p in record["pinned"].items() if name.startswith("/up/")} and \
+        set(record["pinned"]) >= {"/up/Resize", "/head/Conv"}
+    assert meta["engine"]["rebuild"] == ("edgeseg build-engine student.onnx --int8 --dla-core 1 "
+                                         "--layer-precision /up/Resize=fp16")
+    compatible = build_engine(str(folder / "student.onnx"), str(folder / "v.engine"), fp16=True,
+                              version_compatible=True, timing_cache="none")
+    assert trt.engine_record(folder / "v.engine")["version_compatible"] is True
+    assert compatible["engine"]["plan"]["version_compatible"] is True
+    assert compatible["engine"]["rebuild"] == "edgeseg build-engine student.onnx --fp16 --version-compatible"
+    assert "--dla-core, --layer-precision" not in capsys.readouterr().err
+
+
+def test_implicit_int8_on_the_dla_of_8_5_reads_the_cache(folder, monkeypatch, tmp_path):
+    trt = with_tensorrt(monkeypatch, "8.5.2", tmp_path / "home")
+    meta = build_engine(str(folder / "student.onnx"), str(folder / "c.engine"), int8=True, timing_cache="none")
+    assert meta["engine"]["int8"]["source"] == "calibration cache"
+    assert trt.engine_record(folder / "c.engine")["calibration"] is not None
+    qdq = build_engine(str(folder / "student.int8.onnx"), str(folder / "q.engine"), timing_cache="none")
+    assert qdq["engine"]["int8"]["source"] == "qdq"
+    assert trt.engine_record(folder / "q.engine")["calibration"] is None
+
+
+def test_print_trtexec_carries_every_option_to_the_line(folder, no_tensorrt):
+    result = build_engine(str(folder / "student.onnx"), "my.engine", int8=True, print_trtexec=True,
+                          trt_version="10.3.0", dla_core=1, layer_precision=["/up/Resize=fp16"], workspace_mb=64,
+                          version_compatible=True)
+    words = shlex.split(result["trtexec"])
+    assert "--saveEngine=my.engine" in words and "--memPoolSize=workspace:64" in words
+    assert "--useDLACore=1" in words and "--layerPrecisions=/head/Conv:fp32,/up/Resize:fp16" in words
+    assert "--versionCompatible" in words and "--calib=student.calib.trt100300.cache" in words
+    assert "--maxShapes=input:1x3x8x12" in words  # the DLA's static batch
+    default = shlex.split(build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True,
+                                       trt_version="10.3.0")["trtexec"])
+    assert "--saveEngine=student.fp16.engine" in default and "--memPoolSize=workspace:2048" in default
+    assert "--maxShapes=input:8x3x8x12" in default and "--fp16" in default
+    assert "--useDLACore=1" not in default and "--versionCompatible" not in default
+    plain = shlex.split(build_engine(str(folder / "student.onnx"), print_trtexec=True, trt_version="10.3.0",
+                                     timing_cache="none")["trtexec"])
+    assert "--saveEngine=student.fp32.engine" in plain and "--fp16" not in plain and "--int8" not in plain
+
+
+def test_print_trtexec_for_a_fixed_batch_model_sets_no_shapes(tmp_path, no_tensorrt):
+    model = _write_student(tmp_path, batch=1)
+    words = shlex.split(build_engine(str(model), print_trtexec=True, trt_version="10.3.0")["trtexec"])
+    assert not [w for w in words if w.startswith(("--minShapes", "--optShapes", "--maxShapes"))]
+
+
+def test_print_trtexec_checks_the_qdq_model_given_and_the_class_map_for_that_version(folder, no_tensorrt):
+    quantization = dict(sidecar(folder / "student.int8.onnx")["quantization"], symmetric=False)
+    edit_sidecar(folder / "student.int8.onnx", quantization=quantization)
+    with pytest.raises(ConfigError, match="^student.int8.onnx was calibrated with --asymmetric"):
+        build_engine(str(folder / "student.int8.onnx"), print_trtexec=True, trt_version="10.3.0")
+    with pytest.raises(ConfigError, match="^student.int8.onnx was calibrated with --asymmetric"):
+        build_engine(str(folder / "student.onnx"), int8=True, print_trtexec=True, trt_version="10.3.0")
+    edit_sidecar(folder / "student.onnx", onnx={"input": "input", "output": "logits", "output_kind": "class_map",
+                                                "output_dtype": "uint8"})
+    with pytest.raises(ConfigError, match="^student.onnx outputs a uint8 class map, which TensorRT 8.5.2"):
+        build_engine(str(folder / "student.onnx"), print_trtexec=True, trt_version="8.5.2")
+    build_engine(str(folder / "student.onnx"), print_trtexec=True, trt_version="10.3.0")
+
+
+def test_print_trtexec_implicit_int8_keeps_the_users_pins_beside_the_float_layers(folder, no_tensorrt):
+    result = build_engine(str(folder / "student.onnx"), int8=True, print_trtexec=True, trt_version="8.5.2",
+                          layer_precision=["/up/Resize=fp16"])
+    pins = next(w for w in shlex.split(result["trtexec"]) if w.startswith("--layerPrecisions="))
+    float_layers = sidecar(folder / "student.calib.onnx")["quantization"]["float_layers"]
+    assert pins == "--layerPrecisions=" + ",".join([f"{n}:fp32" for n in float_layers] + ["/up/Resize:fp16"])
+
+
+def test_print_trtexec_uses_the_installed_tensorrt_by_default(folder, monkeypatch):
+    monkeypatch.setattr(api, "tensorrt_available", lambda: (True, "10.7.0"))
+    assert build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True)["tensorrt"] == "10.7.0"
