@@ -167,6 +167,9 @@ def test_the_written_model_computes_what_the_fake_quantised_model_computes(user_
         student(torch.randn(2, 3, SIZE, SIZE)).square().mean().backward()
         optimizer.step()
     moved = student.scales()
+    exported = _initializers(start["fp32"])
+    assert all(not np.array_equal(value.numpy(), exported[name])  # the weights learned through their rounding
+               for name, value in student.graph.learned_weights().items())
     assert any(abs(moved[t] - student.placement.activations[t]) > 1e-4 * moved[t] for t in moved)
     out = tmp_path / "m.int8.onnx"
     api._write(student, start, tmp_path, out, tmp_path / "m.calib.cache", quantize_outputs=quantize_outputs)
