@@ -605,3 +605,44 @@ def test_print_trtexec_implicit_int8_keeps_the_users_pins_beside_the_float_layer
 def test_print_trtexec_uses_the_installed_tensorrt_by_default(folder, monkeypatch):
     monkeypatch.setattr(api, "tensorrt_available", lambda: (True, "10.7.0"))
     assert build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True)["tensorrt"] == "10.7.0"
+
+
+def test_print_trtexec_names_the_models_input_and_the_files_to_copy(folder, no_tensorrt, capsys):
+    edit_sidecar(folder / "student.onnx", onnx={"input": "images", "output": "logits"})
+    cache = folder / "t.cache"
+    cache.write_bytes(b"FAKECACHE:Orin-8.7")
+    words = shlex.split(build_engine(str(folder / "student.onnx"), int8=True, print_trtexec=True,
+                                     trt_version="8.5.2", timing_cache=str(cache))["trtexec"])
+    assert "--minShapes=images:1x3x8x12" in words and "--timingCacheFile=t.cache" in words
+    said = "".join(capsys.readouterr().err.split())
+    assert "Copystudent.calib.onnx,student.calib.trt8502.cache,t.cachetothetarget" in said
+    edit_sidecar(folder / "student.onnx", onnx=None)
+    cache.unlink()  # a timing cache that does not exist yet is named on the line but not copied
+    words = shlex.split(build_engine(str(folder / "student.onnx"), print_trtexec=True, trt_version="10.3.0",
+                                     timing_cache=str(cache))["trtexec"])
+    assert "--minShapes=input:1x3x8x12" in words and "--timingCacheFile=t.cache" in words
+    said = "".join(capsys.readouterr().err.split())
+    assert "Copystudent.onnxtothetarget" in said
+
+
+@pytest.mark.parametrize("timing_cache", ["none", "", None, "default"])
+def test_print_trtexec_names_no_timing_cache_unless_given_a_file(folder, no_tensorrt, timing_cache):
+    line = build_engine(str(folder / "student.onnx"), print_trtexec=True, trt_version="10.3.0",
+                        timing_cache=timing_cache)["trtexec"]
+    assert "--timingCacheFile" not in line
+
+
+def test_print_trtexec_of_the_qdq_model_itself_is_an_int8_engine(folder, no_tensorrt):
+    words = shlex.split(build_engine(str(folder / "student.int8.onnx"), print_trtexec=True,
+                                     trt_version="10.3.0")["trtexec"])
+    assert "--onnx=student.int8.onnx" in words and "--saveEngine=student.int8.engine" in words and "--int8" in words
+
+
+def test_print_trtexec_obeys_a_users_pin(folder, no_tensorrt):
+    words = shlex.split(build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True,
+                                     trt_version="10.3.0", layer_precision=["/head/Conv=fp32"])["trtexec"])
+    assert "--layerPrecisions=/head/Conv:fp32" in words and "--precisionConstraints=obey" in words
+
+
+def test_an_onnx_with_a_zero_batch_is_dynamic(tmp_path):
+    assert api.onnx_fixed_batch(tiny_model(tmp_path, batch=0)) is None
