@@ -38,7 +38,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         x = self.pool(self.stem(x))
-        x = nn.functional.relu(x + self.block(x)) * 0.75  # a Mul by a constant: the Q/DQ model rounds the 0.75
+        x = nn.functional.relu(self.block(x) + x) * 0.75  # a Mul by a constant: the Q/DQ model rounds the 0.75
         return self.classifier(nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear",
                                                           align_corners=False))
 
