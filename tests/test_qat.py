@@ -519,3 +519,30 @@ def test_a_learned_scale_gets_lsqs_gradient():
     fixed = ActivationQuantizer(scale, learn=False)
     assert not list(fixed.parameters())
     np.testing.assert_array_equal(fixed(x).numpy(), out.detach().numpy())
+
+
+def test_train_and_distill_take_the_training_options_whole_or_as_keywords(data, tmp_path):
+    """One TrainConfig (what qat takes) trains the same weights as the keywords it replaces; both at once is refused."""
+    from edgeseg.checkpoint import load_model
+    from edgeseg.distillation.api import distill
+    from edgeseg.errors import ConfigError
+    from edgeseg.training.api import train
+
+    tiny = {"arch_args": {"base_channels": 4, "encoder_depth": 2}}
+    train("unet", str(data), str(tmp_path / "a.pt"), epochs=1, batch_size=4, lr=0.01, seed=3, tensorboard=False,
+          **tiny)
+    sidecar = train("unet", str(data), str(tmp_path / "b.pt"), **tiny,
+                    training=TrainConfig(epochs=1, batch_size=4, lr=0.01, seed=3, tensorboard=False))
+    a, b = load_model(tmp_path / "a.pt").model.state_dict(), load_model(tmp_path / "b.pt").model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert sidecar["training"]["config"]["lr"] == 0.01 and sidecar["training"]["config"]["seed"] == 3
+    with pytest.raises(ConfigError, match=r"Give the training options once: training=TrainConfig\(...\) or the "
+                                          r"keywords \(epochs, lr\), not both\."):
+        train("unet", str(data), str(tmp_path / "c.pt"), epochs=2, lr=0.5, training=TrainConfig(epochs=1), **tiny)
+    student = dict(student="unet", student_args={"base_channels": 4, "encoder_depth": 2})
+    distill(str(tmp_path / "a.pt"), str(data), str(tmp_path / "s1.pt"), epochs=1, batch_size=4, seed=5,
+            tensorboard=False, **student)
+    distill(str(tmp_path / "a.pt"), str(data), str(tmp_path / "s2.pt"), **student,
+            training=TrainConfig(epochs=1, batch_size=4, seed=5, tensorboard=False))
+    s1, s2 = load_model(tmp_path / "s1.pt").model.state_dict(), load_model(tmp_path / "s2.pt").model.state_dict()
+    assert all(torch.equal(s1[name], s2[name]) for name in s1)

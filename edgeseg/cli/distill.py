@@ -1,6 +1,6 @@
 import click
 
-from edgeseg.cli.options import arch_args, ignore_index, training_options, trust_checkpoint
+from edgeseg.cli.options import arch_args, ignore_index, pop_train_config, training_options, trust_checkpoint
 
 
 @click.command("distill")
@@ -44,4 +44,5 @@ def distill_command(teacher, loss_weight, student_arg, **options):
             weights[term.strip()] = float(value)
         except ValueError:
             raise click.BadParameter(f"'{pair}' is not TERM=NUMBER", param_hint="--loss-weight") from None
-    distill(teacher, loss_weights=weights, student_args=arch_args(student_arg, "--student-arg"), **options)
+    distill(teacher, loss_weights=weights, student_args=arch_args(student_arg, "--student-arg"),
+            training=pop_train_config(options), **options)

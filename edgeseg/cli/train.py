@@ -2,7 +2,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.cli.options import arch_args, data_num_classes, ignore_index, training_options
+from edgeseg.cli.options import arch_args, data_num_classes, ignore_index, pop_train_config, training_options
 
 
 @click.command("train")
@@ -35,4 +35,5 @@ def train_command(arch, data, out, arch_arg, **options):
     from edgeseg.training.api import train
 
     default_out = Path(arch.rpartition(":")[0]).stem if ".py:" in arch else arch.replace(":", "-")
-    train(arch, data, out or f"{default_out}.pt", arch_args=arch_args(arch_arg, "--arch-arg"), **options)
+    train(arch, data, out or f"{default_out}.pt", arch_args=arch_args(arch_arg, "--arch-arg"),
+          training=pop_train_config(options), **options)

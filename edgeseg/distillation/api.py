@@ -20,7 +20,7 @@ from edgeseg.spec import InputSpec
 from edgeseg.training import distributed
 from edgeseg.training.api import ResultWriter
 from edgeseg.training.data import check_classes, parse_size, training_splits
-from edgeseg.training.loop import TrainConfig, fit
+from edgeseg.training.loop import TrainConfig, fit, training_config
 
 
 def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float, class_weights=None):
@@ -70,7 +70,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
             tensorboard: bool = True, backbone_weights: Optional[str] = None,
             teacher_weights: Optional[str] = None, student_args: Optional[dict] = None,
-            ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
+            ignore_index: int = DEFAULT_IGNORE_INDEX, training: Optional[TrainConfig] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -87,7 +87,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     with ``teacher_weights`` (e.g. COCO_WITH_VOC_LABELS_V1), read from torchvision's cache.
     The class count comes from ``data``'s dataset.yaml (or standard layout), else from the
     teacher; ``ignore_index`` is the unlabelled value where no dataset.yaml says it.
-    Returns the student's sidecar.
+    ``training`` gives the loop's options (epochs, batch size, optimizer, ...) as one
+    TrainConfig instead of the keywords of the same names. Returns the student's sidecar.
 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
@@ -97,9 +98,10 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     weights = dict(loss_weights or {})
     weights.setdefault("kl", kd_weight)
     terms = parse_loss(loss, weights)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                         val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
-                         warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
+    config = training_config(training, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                             weight_decay=weight_decay, val_every=val_every, seed=seed, threads=threads,
+                             grad_clip=grad_clip, ema_decay=ema_decay, warmup_epochs=warmup_epochs, device=device,
+                             amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     from edgeseg.arch.huggingface import student_from
     from edgeseg.huggingface import find_folder, model_name, read_folder
 
@@ -128,10 +130,10 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     else:
         spec = loaded.input_spec or InputSpec(*train_split.image(0).shape[:2])
     workers = distributed.current()
-    teacher_model = loaded.model.eval().to(distributed.device_for(device, workers))
+    teacher_model = loaded.model.eval().to(distributed.device_for(config.device, workers))
     for param in teacher_model.parameters():
         param.requires_grad_(False)
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     if hf_student:  # the folder's weights are the student's start; a new classifier for other classes
         model, student_arch, student_args = student_from(hf_student, info.num_classes)
     else:

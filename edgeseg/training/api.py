@@ -23,7 +23,7 @@ from edgeseg.training import class_weights as weighting
 from edgeseg.training import distributed
 from edgeseg.training.class_weights import as_tensor
 from edgeseg.training.data import dataset_reference, default_input_spec, training_splits
-from edgeseg.training.loop import TrainConfig, fit
+from edgeseg.training.loop import TrainConfig, fit, training_config
 from edgeseg.training.state import state_path
 
 
@@ -45,7 +45,8 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
           resume: bool = False, grad_clip: float = 0.0, ema_decay: float = 0.0, warmup_epochs: float = 0.0,
           device: str = "cpu", amp: bool = True, sync_bn: bool = False, tensorboard: bool = True,
           backbone_weights: Optional[str] = None, weights: Optional[str] = None, num_classes: Optional[int] = None,
-          ignore_index: int = DEFAULT_IGNORE_INDEX, class_weights: Optional[str] = None) -> dict:
+          ignore_index: int = DEFAULT_IGNORE_INDEX, class_weights: Optional[str] = None,
+          training: Optional[TrainConfig] = None) -> dict:
     """Train ``arch`` on ``data`` and write an edgeseg checkpoint to ``out``.
 
     The class count and ignore index come from ``data``'s dataset.yaml (or its standard
@@ -66,22 +67,24 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
 
     Cross-entropy with the dataset's ignore index, poly LR, joint scale/crop/flip/colour
     augmentation. The best validated weights also go to ``<out stem>.best.pt``. Under
-    ``torchrun`` the processes share the work (DDP) and rank 0 writes. Returns the
-    checkpoint's sidecar.
+    ``torchrun`` the processes share the work (DDP) and rank 0 writes. ``training`` gives
+    the loop's options (epochs, batch size, optimizer, ...) as one TrainConfig instead of
+    the keywords of the same names. Returns the checkpoint's sidecar.
 
     >>> edgeseg.train("unet", "synthetic", "teacher.pt", epochs=2)  # doctest: +SKIP
     """
     check_output_path(out)
     weighting.check(class_weights)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                         val_every=val_every, seed=seed, threads=threads, grad_clip=grad_clip, ema_decay=ema_decay,
-                         warmup_epochs=warmup_epochs, device=device, amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
+    config = training_config(training, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                             weight_decay=weight_decay, val_every=val_every, seed=seed, threads=threads,
+                             grad_clip=grad_clip, ema_decay=ema_decay, warmup_epochs=warmup_epochs, device=device,
+                             amp=amp, sync_bn=sync_bn, tensorboard=tensorboard)
     arch = canonical_name(arch)
     given = ClassCount(num_classes, "--num-classes", "change --num-classes") if num_classes else None
     train_split, val_split = training_splits(data, classes=given, ignore_index=ignore_index)
     info = train_split.info
     spec = default_input_spec(train_split, input_size)
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     model = create_model(arch, info.num_classes, **(arch_args or {}))
     if weights and backbone_weights:
         raise ConfigError("--weights already initialises the whole model; drop --backbone-weights.")

@@ -29,9 +29,9 @@ DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
 class TrainConfig:
     """The training loop's options, one object; ``lr=None`` takes the optimizer's usual default.
 
-    ``qat`` takes it whole (``training=TrainConfig(epochs=3)``), and the CLI builds it from
-    the loop's options once (cli/options.py ``pop_train_config``); train, distill and prune's
-    fine-tuning still build it from their own keyword arguments.
+    ``train``, ``distill`` and ``qat`` take it whole (``training=TrainConfig(epochs=3)``;
+    train and distill still take the same options as keywords), and the CLI builds it once
+    from the loop's options (cli/options.py ``pop_train_config``).
     """
 
     epochs: int = 30
@@ -60,6 +60,23 @@ class TrainConfig:
     @property
     def base_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def training_config(training: Optional[TrainConfig], **keywords) -> TrainConfig:
+    """The loop's options of a verb that takes them both ways: ``training`` whole, or as keywords.
+
+    The keywords keep the Python API of train and distill working; given together with
+    ``training``, which would win is unclear, so any keyword off its default is refused.
+    """
+    config = TrainConfig(**keywords)
+    if training is None:
+        return config
+    default = TrainConfig()
+    changed = [name for name in keywords if getattr(config, name) != getattr(default, name)]
+    if changed:
+        raise ConfigError(f"Give the training options once: training=TrainConfig(...) or the keywords "
+                          f"({', '.join(changed)}), not both.")
+    return training
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
