@@ -546,3 +546,27 @@ def test_train_and_distill_take_the_training_options_whole_or_as_keywords(data, 
             training=TrainConfig(epochs=1, batch_size=4, seed=5, tensorboard=False))
     s1, s2 = load_model(tmp_path / "s1.pt").model.state_dict(), load_model(tmp_path / "s2.pt").model.state_dict()
     assert all(torch.equal(s1[name], s2[name]) for name in s1)
+
+
+def test_prune_fine_tunes_with_one_training_options_object(data, tmp_path):
+    """prune(finetune=TrainConfig(...)) fine-tunes exactly as the keywords it replaces; both epochs at once are refused."""
+    from edgeseg.checkpoint import load_model
+    from edgeseg.errors import ConfigError
+    from edgeseg.pruning.api import prune
+    from edgeseg.training.api import train
+
+    model = tmp_path / "m.pt"
+    train("unet", str(data), str(model), epochs=1, batch_size=4, tensorboard=False,
+          arch_args={"base_channels": 8, "encoder_depth": 2})
+    common = dict(ratio=0.25, data=str(data))
+    prune(str(model), str(tmp_path / "a.pt"), finetune_epochs=1, batch_size=4, lr=0.002, seed=1, **common)
+    prune(str(model), str(tmp_path / "b.pt"), **common,
+          finetune=TrainConfig(epochs=1, batch_size=4, lr=0.002, seed=1, val_every=1, tensorboard=False))
+    a, b = load_model(tmp_path / "a.pt").model.state_dict(), load_model(tmp_path / "b.pt").model.state_dict()
+    before = load_model(model).model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert any(a[name].shape != before[name].shape for name in a)  # it did prune
+    assert load_model(tmp_path / "b.pt").meta["prune"]["finetune_epochs"] == 1
+    with pytest.raises(ConfigError, match=r"Give the fine-tuning's epochs once: finetune=TrainConfig\(epochs=...\) "
+                                          r"or finetune_epochs, not both\."):
+        prune(str(model), str(tmp_path / "c.pt"), finetune_epochs=2, finetune=TrainConfig(epochs=1), **common)

@@ -20,6 +20,7 @@ from edgeseg.pruning.schedule import prune_model, prune_to_target
 from edgeseg.sidecar import write_sidecar
 from edgeseg.spec import ModelFacts
 from edgeseg.training import class_weights as weighting
+from edgeseg.training.loop import TrainConfig
 
 
 def _channel_changes(before: Dict[str, dict], after: Dict[str, dict]) -> Dict[str, list]:
@@ -65,7 +66,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
           sparsity: float = 1e-4, taylor_images: int = 64, finetune_epochs: int = 0, data: Optional[str] = None,
           teacher: Optional[str] = None, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
           trust_checkpoint: bool = False, threads: Optional[int] = None, facts: Optional[ModelFacts] = None,
-          resume: bool = False, ignore_index: int = 255, class_weights: Optional[str] = None) -> dict:
+          resume: bool = False, ignore_index: int = 255, class_weights: Optional[str] = None,
+          finetune: Optional[TrainConfig] = None) -> dict:
     """Prune the channels of ``model`` (to ``ratio`` or until the targets are met); optionally fine-tune; write ``out``.
 
     With ``target_latency_ms`` the model is pruned step by step and, after each step,
@@ -80,12 +82,21 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     another is refused); ``ignore_index`` is its unlabelled value where none says it.
     ``class_weights`` weighs fine-tuning's cross-entropy per class (as ``train``'s does); by
     default the mode the checkpoint was trained with, counted again on ``data``.
+    ``finetune`` gives the fine-tuning's options whole, as one TrainConfig (its epochs,
+    batch size, learning rate, ...: what train and qat take), instead of ``finetune_epochs``
+    and, for the fine-tuning, ``batch_size``, ``lr``, ``seed`` and ``threads`` (which still
+    serve the slimming phase and Taylor's gradients).
 
     >>> edgeseg.prune("student.pt", "pruned.pt", ratio=0.4)  # doctest: +SKIP
     >>> edgeseg.prune("student.pt", "fast.pt", target_latency_ms=8.0)  # doctest: +SKIP
     """
     check_output_path(out)
     weighting.check(class_weights)
+    if finetune is not None:
+        if finetune_epochs:
+            raise ConfigError("Give the fine-tuning's epochs once: finetune=TrainConfig(epochs=...) or "
+                              "finetune_epochs, not both.")
+        finetune_epochs = finetune.epochs
     _check_options(importance, data, finetune_epochs, sparsity_epochs)
     if resume:
         _check_resume(out, finetune_epochs, target_latency_ms)
@@ -150,12 +161,12 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     say(f"Pruned {loaded.arch}: params {params_before / 1e6:.2f}M -> {params_after / 1e6:.2f}M, "
         f"MACs {macs_before / 1e9:.3f}G -> {macs_after / 1e9:.3f}G")
     if finetune_epochs:
-        from edgeseg.pruning.training import distillation_finetune
+        from edgeseg.pruning.training import distillation_finetune, finetune_config
 
         # the unpruned model as it came from disk (before any slimming phase) teaches by default
         reference = load_model(teacher or model, trust_checkpoint=trust_checkpoint, facts=facts).model
-        training["finetune"] = distillation_finetune(net, reference, prune_data, num_classes, epochs=finetune_epochs,
-                                                     batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+        config = finetune or finetune_config(finetune_epochs, batch_size, lr, seed, threads)
+        training["finetune"] = distillation_finetune(net, reference, prune_data, num_classes, config,
                                                      checkpoint_to=out, resume=resume,
                                                      class_weights=weights_used["weights"])
     history = training.get("finetune", [])

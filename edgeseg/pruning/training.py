@@ -76,26 +76,32 @@ def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs:
                ignore_index=data.info.ignore_index, description="sparsity (slimming)")
 
 
-def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, num_classes: int, *, epochs: int,
-                          batch_size: int, lr: Optional[float], seed: int, threads: Optional[int],
+def finetune_config(epochs: int, batch_size: int = 8, lr: Optional[float] = None, seed: int = 0,
+                    threads: Optional[int] = None):
+    """prune's fine-tuning keywords as the one TrainConfig the loop takes: from trained weights, so half the
+    from-scratch AdamW learning rate by default, validated once at the end, no TensorBoard."""
+    from edgeseg.training.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
+                       val_every=max(1, epochs), threads=threads, tensorboard=False)
+
+
+def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, num_classes: int, config, *,
                           checkpoint_to: Optional[str] = None, resume: bool = False,
                           class_weights: Optional[List[float]] = None) -> List[dict]:
     """Recover accuracy: cross-entropy (weighted per class by ``class_weights``) + pixel-wise KL from the
-    frozen ``teacher`` (T=4).
+    frozen ``teacher`` (T=4), trained with ``config`` (a TrainConfig; ``finetune_config`` builds prune's default).
 
     With ``checkpoint_to`` the state and a CSV log are written after every epoch, as
     ``train`` writes them, so a long fine-tuning (120 epochs in the CamVid story) that is
     killed continues with ``resume`` instead of starting over.
     """
     from edgeseg.distillation.api import kd_loss
-    from edgeseg.training.loop import TrainConfig, fit
+    from edgeseg.training.loop import fit
 
     teacher.eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    # fine-tuning starts from trained weights: half the from-scratch AdamW learning rate
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else 5e-4, seed=seed,
-                         val_every=max(1, epochs), threads=threads, tensorboard=False)
-    return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0, class_weights), config,
-               num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned",
+    return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0, class_weights),
+               config, num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned",
                checkpoint_to=checkpoint_to, resume=resume)
