@@ -29,9 +29,10 @@ DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
 class TrainConfig:
     """The training loop's options, one object; ``lr=None`` takes the optimizer's usual default.
 
-    ``train``, ``distill`` and ``qat`` take it whole (``training=TrainConfig(epochs=3)``;
-    train and distill still take the same options as keywords), and the CLI builds it once
-    from the loop's options (cli/options.py ``pop_train_config``).
+    ``train``, ``distill`` and ``qat`` take it whole (``training=TrainConfig(epochs=3)``),
+    ``prune`` for its fine-tuning (``finetune=``); train, distill and prune still take the
+    same options as keywords. The CLI builds it once from the loop's options
+    (cli/options.py ``pop_train_config``).
     """
 
     epochs: int = 30
