@@ -232,6 +232,17 @@ def test_scales_start_from_calibrates_ranges(user_model, data, tmp_path):
     for name, scale in scales.items():
         np.testing.assert_allclose(scale, peaks[name] / 127, rtol=1e-5, err_msg=name)
     assert sidecar["quantization"]["scales"] == "fixed"
+    # BatchNorm folded into the convolution with its running statistics, as TensorRT folds it
+    graph = onnx.load(str(fp32))
+    assert not [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
+    state = torch.load(weights, weights_only=True)
+    factor = (state["stem.1.weight"] / torch.sqrt(state["stem.1.running_var"] + 1e-5)).numpy()
+    folded_w = state["stem.0.weight"].numpy() * factor[:, None, None, None]
+    folded_b = (state["stem.0.bias"] - state["stem.1.running_mean"]).numpy() * factor + state["stem.1.bias"].numpy()
+    stem = next(n for n in graph.graph.node if n.op_type == "Conv")
+    inits = _initializers(fp32)
+    np.testing.assert_allclose(inits[stem.input[1]], folded_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inits[stem.input[2]], folded_b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_ends_bit_identical_to_an_unbroken_run(user_model, data, tmp_path, monkeypatch, trained):
