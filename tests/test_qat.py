@@ -422,6 +422,11 @@ def test_bad_options_are_one_sentence(user_model, data, tmp_path):
         assert result.exit_code != 0 and words in result.output, result.output
         error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
         assert "Traceback" not in result.output and len(error) == 1 and words in error[0], result.output
+    (tmp_path / "x.onnx").write_bytes(b"an export of the same model")  # qat's <base>.onnx would overwrite it
+    result = CliRunner().invoke(cli, common)
+    assert result.exit_code != 0 and "qat writes its trained FP32 graph to x.onnx, which exists and is not qat's; " \
+        "choose another --out (e.g. x.qat.int8.onnx) or move x.onnx." in result.output
+    assert (tmp_path / "x.onnx").read_bytes() == b"an export of the same model"
 
 
 @pytest.mark.slow

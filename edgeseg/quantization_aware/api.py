@@ -87,6 +87,7 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     if kd_weight < 0 or temperature <= 0:
         raise ConfigError(f"--kd-weight must be >= 0 and --temperature > 0, got {kd_weight} and {temperature}.")
     out_path, cache_path, twin_path = output_paths(model, out)
+    _check_fp32_name(out_path, twin_path)
     if resume and not state_path(out_path).is_file():
         raise ConfigError(f"--resume found no QAT state {state_path(out_path)}; start without --resume.")
     main = distributed.current().is_main
@@ -122,8 +123,7 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
             return {}
         float_nodes = _write(student, start, work, out_path, cache_path, quantize_outputs)
         twin = _write_twin(work / "trained.onnx", twin_path, float_nodes, cache_path, spec, info, model, loaded)
-        fp32_path = _write_fp32(work / "trained.onnx", out_path.with_name(twin_path.name[: -len(".calib.onnx")]
-                                                                          + ".onnx"), spec, info, model, loaded, start)
+        fp32_path = _write_fp32(work / "trained.onnx", _fp32_path(twin_path), spec, info, model, loaded, start)
     _check_rules(out_path)
     state_path(out_path).unlink(missing_ok=True)  # finished, as train does: the model replaces the state
     settings = {"epochs": training.epochs, "learn_scales": learn_scales, "method": method,
@@ -239,6 +239,20 @@ def _write_twin(trained: Path, twin_path: Path, float_nodes, cache_path: Path, s
                                 "calibration_cache": cache_path.name, "bias_corrected_layers": 0,
                                 "float_layers": pinned})
     return twin_path
+
+
+def _fp32_path(twin_path: Path) -> Path:
+    return twin_path.with_name(twin_path.name[: -len(".calib.onnx")] + ".onnx")
+
+
+def _check_fp32_name(out_path: Path, twin_path: Path) -> None:
+    """Refuse before any work to overwrite a ``<base>.onnx`` that qat did not write (an export of the same model)."""
+    from edgeseg.sidecar import read_sidecar
+
+    fp32 = _fp32_path(twin_path)
+    if fp32.exists() and read_sidecar(fp32).get("stage") != "qat":
+        raise ConfigError(f"qat writes its trained FP32 graph to {fp32.name}, which exists and is not qat's; choose "
+                          f"another --out (e.g. {fp32.stem}.qat.int8.onnx) or move {fp32.name}.")
 
 
 def _write_fp32(trained: Path, path: Path, spec, info, model, loaded, start: dict) -> Path:
