@@ -28,8 +28,9 @@ class DemoRecipe:
     student 0.4 another 5.6. The defaults finish in about five minutes on 2 CPU cores.
 
     The cross-entropy is weighted by the square root of median frequency balancing (train's
-    --class-weights; prune's fine-tuning inherits it): with plain cross-entropy the model found
-    no pole and no pedestrian (0.0 IoU in every stage), with it both are found (the README's table).
+    --class-weights; prune's taylor ranking and fine-tuning inherit it): with plain cross-entropy
+    the model found no pole and no pedestrian (0.0 IoU in every stage); with it, your model found
+    pedestrians at 68 IoU and poles at 39 (12 epochs, measured once), on the same scenes.
     """
 
     data: SyntheticConfig = SyntheticConfig()

@@ -106,7 +106,7 @@ def test_your_own_architecture_file(tiny_data, tmp_path):
     out = tmp_path / "mine.pt"
     train(f"{source}:build", str(tiny_data), str(out), epochs=1, batch_size=4, arch_args={"width": 12},
           tensorboard=False)
-    with pytest.raises(UntrustedFileError, match="--trust-checkpoint"):
+    with pytest.raises(UntrustedFileError, match="trust_checkpoint=True"):  # Python's words in Python
         load_model(out)  # rebuilding runs my_arch.py again: only when the user says so
     loaded = load_model(out, trust_checkpoint=True)
     assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 64, 64)  # the dict became logits

@@ -14,7 +14,7 @@ import torch
 from edgeseg.checkpoint import load_model
 from edgeseg.console import say
 from edgeseg.errors import AccuracyError, ConfigError, InputFileError
-from edgeseg.fileio import atomic_path, check_output_path
+from edgeseg.fileio import atomic_path, check_output_path, out_of_space_error
 from edgeseg.sidecar import read_sidecar, write_sidecar
 from edgeseg.spec import ModelFacts
 from edgeseg.exporting.argmax import CLASS_MAP_OUTPUT
@@ -39,6 +39,8 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int, ops
                                   dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                                   do_constant_folding=True)
         except Exception as exc:  # the exporter's own error types; their text can hold the whole TorchScript graph
+            if out_of_space_error(exc) is not None:  # a full disk is said as such by the atomic write around this
+                raise
             raise export_refusal(exc, height, width, opset) from exc
 
 

@@ -81,6 +81,8 @@ def bad(tmp_path_factory, tiny_student, tiny_onnx):
     files["unpaired"] = _dataset(root / "unpaired")
     (files["unpaired"] / "train" / "labels" / "im1.png").unlink()
     files["sixteen-bit"] = _dataset(root / "sixteen-bit", mode="I;16")
+    # the class count is said, so that the refusal is about the images (nothing guesses it from the labels)
+    (files["sixteen-bit"] / "dataset.yaml").write_text("num_classes: 2\nignore_index: 255\n")
     files["recipe"] = root / "recipe.yaml"
     files["recipe"].write_text("train:\n  epochs: 1\n  learning_rate: 0.1\n")
     return files
@@ -220,6 +222,7 @@ def test_user_mistake(case, argv, says, output, bad):
 def test_grayscale_and_rgba_images_are_not_mistakes(mode, tmp_path):
     """Not every odd image is an error: one channel or an alpha channel is converted, as a user expects."""
     data = _dataset(tmp_path / "data", mode=mode)
+    (data / "dataset.yaml").write_text("num_classes: 2\nignore_index: 255\n")
     with Image.open(data / "train" / "images" / "im0.png") as image:
         assert image.mode == mode  # the case really feeds that kind of image
     out = tmp_path / "t.pt"
