@@ -37,3 +37,23 @@ def test_written_dataset_is_deterministic_and_readable(tmp_path):
     split = resolve_split(first, "val")
     assert len(split) == 2 and split.info.num_classes == len(CLASSES) and split.info.ignore_index == 255
     assert split.label(0).shape == (32, 48)
+
+
+def test_scene_style_1_is_the_suites_and_style_2_draws_more_wider_pedestrians_and_poles():
+    from edgeseg.data.synthetic import PEDESTRIAN, POLE, SCENE_STYLES
+
+    def shares(style):
+        counts = np.zeros(256)
+        for i in range(30):
+            counts += np.bincount(render_scene(np.random.default_rng([0, i]), 96, 128, style)[1].ravel(),
+                                  minlength=256)
+        return counts[PEDESTRIAN] / counts[:8].sum(), counts[POLE] / counts[:8].sum()
+
+    pedestrians_1, poles_1 = shares(SCENE_STYLES[1])
+    pedestrians_2, poles_2 = shares(SCENE_STYLES[2])
+    assert pedestrians_2 > 1.5 * pedestrians_1 and poles_2 > 1.8 * poles_1
+    # style 1 is the default, and what render_scene draws without a style (the suite's figures were taken on it)
+    assert SyntheticConfig().scene_style == 1
+    same = render_scene(np.random.default_rng([0, 3]), 32, 48)
+    styled = render_scene(np.random.default_rng([0, 3]), 32, 48, SCENE_STYLES[1])
+    assert np.array_equal(same[0], styled[0]) and np.array_equal(same[1], styled[1])
