@@ -383,7 +383,7 @@ def test_build_engine_checks_the_class_map_type_against_the_installed_tensorrt(f
     with_tensorrt(monkeypatch, "8.5.2", tmp_path / "home")
     edit_sidecar(folder / "student.onnx", onnx={"input": "input", "output": "logits", "output_kind": "class_map",
                                                 "output_dtype": "uint8"})
-    with pytest.raises(ConfigError, match="which TensorRT 8.5.2 cannot produce"):
+    with pytest.raises(ConfigError, match="^student.onnx outputs a uint8 class map, which TensorRT 8.5.2 cannot"):
         build_engine(str(folder / "student.onnx"), timing_cache="none")
 
 
@@ -646,3 +646,75 @@ def test_print_trtexec_obeys_a_users_pin(folder, no_tensorrt):
 
 def test_an_onnx_with_a_zero_batch_is_dynamic(tmp_path):
     assert api.onnx_fixed_batch(tiny_model(tmp_path, batch=0)) is None
+
+
+def test_the_onnxruntime_artifact_is_the_model_optimised_and_computes_the_same(folder, no_tensorrt):
+    import onnxruntime as ort
+
+    build_engine(str(folder / "student.onnx"))
+    x = np.random.default_rng(1).normal(size=(2, 3, 8, 12)).astype(np.float32)
+    source = ort.InferenceSession(str(folder / "student.onnx"), providers=["CPUExecutionProvider"])
+    built = ort.InferenceSession(str(folder / "student.fp32.ort.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(built.run(None, {"input": x})[0], source.run(None, {"input": x})[0], atol=1e-5)
+
+
+def test_the_dla_alone_is_said_to_be_ignored_on_onnxruntime(folder, no_tensorrt, capsys):
+    build_engine(str(folder / "student.onnx"), dla_core=0)
+    assert "apply to TensorRT engines only" in " ".join(capsys.readouterr().err.split())
+    build_engine(str(folder / "student.onnx"), str(folder / "p.onnx"), layer_precision=["/head/Conv=fp32"])
+    assert "apply to TensorRT engines only" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_dla_takes_a_static_shape_and_refuses_a_dynamic_one(folder, monkeypatch, tmp_path):
+    trt = with_tensorrt(monkeypatch, "10.3.0", tmp_path / "home")
+    build_engine(str(folder / "student.onnx"), str(folder / "s.engine"), int8=True, dla_core=0, shape="4:4:4",
+                 timing_cache="none")
+    assert trt.engine_record(folder / "s.engine")["profiles"] == [
+        {"input": [[4, 3, 8, 12], [4, 3, 8, 12], [4, 3, 8, 12]]}]
+    with pytest.raises(ConfigError, match="static batch"):
+        build_engine(str(folder / "student.onnx"), str(folder / "d.engine"), int8=True, dla_core=0, shape="1:4:8",
+                     timing_cache="none")
+
+
+def test_print_trtexec_honours_int8_source_cache(folder, no_tensorrt):
+    words = shlex.split(build_engine(str(folder / "student.onnx"), int8=True, print_trtexec=True,
+                                     trt_version="10.3.0", int8_source="cache")["trtexec"])
+    assert "--onnx=student.calib.onnx" in words and "--calib=student.calib.trt100300.cache" in words
+
+
+@pytest.mark.parametrize("version, binary", [("8.5.2", "/usr/src/tensorrt/bin/trtexec"), ("10.7.0", "trtexec")])
+def test_print_trtexec_names_the_binary_of_that_tensorrt(folder, no_tensorrt, version, binary):
+    words = shlex.split(build_engine(str(folder / "student.onnx"), fp16=True, print_trtexec=True,
+                                     trt_version=version)["trtexec"])
+    assert words[0] == binary
+
+
+def test_fp16_io_on_tensorrt_11_is_said(folder, monkeypatch, tmp_path, capsys):
+    with_tensorrt(monkeypatch, "11.4.0", tmp_path / "home")
+    build_engine(str(folder / "student.onnx"), fp16=True, fp16_io=True, timing_cache="none")
+    assert "Wrote student.fp16.onnx (FP16 weights and compute, FP16 input/output)" in " ".join(
+        capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("timing_cache", ["", "none", None])
+def test_no_timing_cache_when_asked_for_none(folder, monkeypatch, tmp_path, timing_cache):
+    with_tensorrt(monkeypatch, "10.3.0", tmp_path / "home")
+    meta = build_engine(str(folder / "student.onnx"), fp16=True, timing_cache=timing_cache)
+    assert meta["engine"]["timing_cache"] is None and not (tmp_path / "home").exists()
+
+
+def test_the_default_timing_cache_is_per_tensorrt_version(folder, monkeypatch, tmp_path):
+    with_tensorrt(monkeypatch, "10.3.0", tmp_path / "home")
+    meta = build_engine(str(folder / "student.onnx"), fp16=True)
+    assert meta["engine"]["timing_cache"]["path"] == str(tmp_path / "home" / "edgeseg" / "tensorrt" /
+                                                         "timing-10.3.0.cache")
+
+
+def test_onnx_fixed_batch_does_not_read_external_weights(tmp_path):
+    import onnx
+
+    model = onnx.load(str(tiny_model(tmp_path, batch=2)))
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.data", size_threshold=0)
+    (tmp_path / "ext.data").unlink()  # copied without its weights: the batch is still in the graph
+    assert api.onnx_fixed_batch(tmp_path / "ext.onnx") == 2
