@@ -158,3 +158,36 @@ def test_taylor_gradients_are_those_of_the_weighted_loss():
     assert torch.allclose(got, model.weight.grad, atol=1e-6)
     accumulate_gradients(model, [(images, labels)], 255)
     assert not torch.allclose(got, model.weight.grad, atol=1e-4)
+
+
+def test_distill_weighs_its_cross_entropy_as_the_teacher_was_trained(tiny_data, tmp_path):
+    from edgeseg.checkpoint import load_model
+    from edgeseg.distillation.api import distill
+    from edgeseg.distillation.objective import DistillationObjective
+    from edgeseg.training.api import train
+
+    teacher = tmp_path / "teacher.pt"
+    train("unet", str(tiny_data), str(teacher), epochs=1, batch_size=4, class_weights="sqrt-median-frequency",
+          arch_args={"base_channels": 8, "encoder_depth": 3}, tensorboard=False)
+    freq = _frequencies_read_here(tiny_data / "train", 8)
+    median = np.median(freq[freq > 0])
+    expected = [math.sqrt(median / f) if f > 0 else 0.0 for f in freq]
+    student = tmp_path / "student.pt"
+    distill(str(teacher), str(tiny_data), str(student), student="unet", student_args={"base_channels": 4,
+            "encoder_depth": 2}, epochs=1, batch_size=4, tensorboard=False)
+    recorded = load_model(student).meta["class_weights"]
+    assert recorded["mode"] == "sqrt-median-frequency" and recorded["weights"] == pytest.approx(expected, rel=1e-5)
+    plain = tmp_path / "plain.pt"
+    distill(str(teacher), str(tiny_data), str(plain), student="unet", student_args={"base_channels": 4,
+            "encoder_depth": 2}, epochs=1, batch_size=4, tensorboard=False, class_weights="none")
+    assert load_model(plain).meta["class_weights"] == {"mode": "none", "weights": None}
+
+    # the objective's cross-entropy term is the weighted one
+    torch.manual_seed(3)
+    net = torch.nn.Conv2d(3, 8, 1)
+    objective = DistillationObjective(net, torch.nn.Conv2d(3, 8, 1), {"kl": 1.0}, ignore_index=255, temperature=4.0,
+                                      class_weights=expected)
+    logits, images = torch.randn(2, 8, 4, 5), torch.randn(2, 3, 4, 5)
+    labels = torch.randint(0, 8, (2, 4, 5))
+    _, parts = objective(logits, images, labels)
+    assert parts["ce"] == pytest.approx(_weighted_nll(logits, labels, expected, 255), rel=1e-5)

@@ -26,6 +26,9 @@ from edgeseg.cli.options import arch_args, ignore_index, pop_train_config, train
 @click.option("--feature-pair", "feature_pairs", multiple=True,
               help="STUDENT_MODULE:TEACHER_MODULE whose outputs the 'feat' term matches.")
 @click.option("--feature-loss", type=click.Choice(["mse", "cwd"]), default="mse", show_default=True)
+@click.option("--class-weights", default=None,
+              help="Weigh the labels' cross-entropy per class: sqrt-median-frequency, median-frequency, W0,W1,... or "
+                   "none [default: the mode TEACHER was trained with].")
 @trust_checkpoint
 @training_options
 def distill_command(teacher, loss_weight, student_arg, **options):

@@ -17,6 +17,7 @@ from edgeseg.distillation.objective import DistillationObjective, parse_loss
 from edgeseg.errors import ConfigError
 from edgeseg.fileio import check_output_path
 from edgeseg.spec import InputSpec
+from edgeseg.training import class_weights as weighting
 from edgeseg.training import distributed
 from edgeseg.training.api import ResultWriter
 from edgeseg.training.data import check_classes, parse_size, training_splits
@@ -70,7 +71,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             teacher_arch: Optional[str] = None, device: str = "cpu", amp: bool = True, sync_bn: bool = False,
             tensorboard: bool = True, backbone_weights: Optional[str] = None,
             teacher_weights: Optional[str] = None, student_args: Optional[dict] = None,
-            ignore_index: int = DEFAULT_IGNORE_INDEX, training: Optional[TrainConfig] = None) -> dict:
+            ignore_index: int = DEFAULT_IGNORE_INDEX, training: Optional[TrainConfig] = None,
+            class_weights: Optional[str] = None) -> dict:
     """Distill ``teacher`` into a fresh ``student`` on ``data`` and write the student checkpoint to ``out``.
 
     ``loss`` joins terms with '+': ``kl`` (pixel-wise KL), ``cwd`` (channel-wise
@@ -80,7 +82,8 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     checkpoint, TorchScript, a ``torch.export`` program (``.pt2``), or a bare state_dict
     with ``teacher_arch`` (a registered name, or ``torchvision:NAME`` such as
     ``torchvision:deeplabv3_resnet101``). The best validated student also goes to
-    ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. The student's
+    ``<out stem>.best.pt``; under ``torchrun`` the work is shared by DDP. ``class_weights`` weighs
+    the labels' cross-entropy per class as in ``train`` (default: the teacher's training mode). The student's
     encoder starts from ``backbone_weights`` as in ``train``; ``student_args`` go to its
     constructor (``{"base_channels": 8}`` for a U-Net) and into its checkpoint, which rebuilds it. A teacher may also be
     torchvision's pretrained segmentation model by name, ``teacher="torchvision:NAME"``
@@ -93,6 +96,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     >>> edgeseg.distill("teacher.pt", "synthetic", "student.pt", student="mobilenetv3")  # doctest: +SKIP
     """
     check_output_path(out)
+    weighting.check(class_weights)
     if temperature <= 0:
         raise ConfigError(f"--temperature must be positive, got {temperature}.")
     weights = dict(loss_weights or {})
@@ -140,13 +144,20 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
         model = create_model(student_arch, info.num_classes, **(student_args or {}))
     # the student's encoder may start from ImageNet; it keeps the teacher's normalisation, which sees the same images
     backbone = load_backbone_weights(model, student_arch, check_backbone_option(backbone_weights))
+    # the labels' cross-entropy weighs classes as the teacher's training did, unless told otherwise
+    mode = class_weights if class_weights is not None else \
+        (loaded.meta.get("class_weights") or {}).get("mode") or weighting.NONE
+    ce_weights = weighting.resolve(mode, train_split, info.num_classes)
     objective = DistillationObjective(teacher_model, model, terms, ignore_index=info.ignore_index,
                                       temperature=temperature, feature_pairs=_pairs(feature_pairs),
-                                      feature_kind=feature_loss, input_size=(spec.height, spec.width))
+                                      feature_kind=feature_loss, input_size=(spec.height, spec.width),
+                                      class_weights=ce_weights)
     described = " + ".join(f"{w} x {t}" for t, w in terms.items())
     if workers.is_main:
         say(f"Distilling {loaded.arch} into {student_arch} on {len(train_split)} images at {spec.height}x{spec.width} "
             f"(cross-entropy + {described}, T={temperature})")
+        if ce_weights is not None:
+            say(f"Class weights ({mode}): {weighting.describe(ce_weights, info.classes or [])}")
     train_set = SegmentationDataset(train_split, spec, AugmentConfig())
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
@@ -155,7 +166,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                 "backbone_weights": backbone.to_dict() if backbone else None}
     writer = ResultWriter(out, student_arch, info, spec, data, config, "distill", parent=teacher,
                           arch_args=student_args or None,
-                          extra={"distill": settings})
+                          extra={"distill": settings, "class_weights": {"mode": mode, "weights": ce_weights}})
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
                   loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best)

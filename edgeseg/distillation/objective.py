@@ -8,7 +8,7 @@ with the student and saves in (and restores from) the training state beside it.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -50,11 +50,14 @@ class DistillationObjective:
 
     def __init__(self, teacher: torch.nn.Module, student: torch.nn.Module, terms: Dict[str, float], *,
                  ignore_index: int, temperature: float, feature_pairs: Sequence[Tuple[str, str]] = (),
-                 feature_kind: str = "mse", input_size: Tuple[int, int] = (64, 64), ce_weight: float = 1.0):
+                 feature_kind: str = "mse", input_size: Tuple[int, int] = (64, 64), ce_weight: float = 1.0,
+                 class_weights: Optional[Sequence[float]] = None):
         if "feat" in terms and not feature_pairs:
             raise ConfigError("--loss with 'feat' needs at least one --feature-pair STUDENT_MODULE:TEACHER_MODULE.")
         self.teacher, self.terms, self.ignore_index = teacher, terms, ignore_index
         self.temperature, self.feature_kind, self.ce_weight = temperature, feature_kind, ce_weight
+        # the labels' cross-entropy weighted per class, as the teacher was trained (train --class-weights)
+        self.class_weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
         self.captured: Dict[str, torch.Tensor] = {}
         self.pairs: List[Tuple[str, str]] = list(feature_pairs) if "feat" in terms else []
         for student_name, teacher_name in self.pairs:
@@ -84,7 +87,8 @@ class DistillationObjective:
     def __call__(self, student_logits, images, labels):
         with torch.no_grad():
             teacher_logits = match_size(self.teacher(images), student_logits)
-        ce = F.cross_entropy(student_logits, labels, ignore_index=self.ignore_index)
+        weight = None if self.class_weights is None else self.class_weights.to(student_logits.device)
+        ce = F.cross_entropy(student_logits, labels, ignore_index=self.ignore_index, weight=weight)
         loss = self.ce_weight * ce
         parts = {"ce": ce.item()}
         if "kl" in self.terms:

@@ -100,7 +100,8 @@ def resolve(text: Optional[str], split, num_classes: int) -> Optional[List[float
 def describe(weights: Optional[Sequence[float]], classes: Sequence[str]) -> str:
     if weights is None:
         return "none"
-    return ", ".join(f"{name} {w:.2f}" for name, w in zip(classes, weights))
+    names = list(classes or ()) or [str(i) for i in range(len(weights))]  # a dataset without class names
+    return ", ".join(f"{name} {w:.2f}" for name, w in zip(names, weights))
 
 
 def as_tensor(weights: Optional[Sequence[float]]):
