@@ -79,3 +79,17 @@ def test_the_val_report_gets_the_unseen_drive_column(tmp_path):
     document = json.loads((val / "report.json").read_text())
     assert [s["miou_unseen_drive"] for s in document["stages"]] == [42.0, 40.5]
     assert document["unseen_drive"]["drive"] == "0006R0"
+
+
+def test_a_run_not_made_without_the_drive_is_refused_for_holdout_reports(tmp_path):
+    from run import require_trained_without
+
+    run = tmp_path / "run"
+    (run / "splits" / "0006R0" / "val").mkdir(parents=True)
+    (run / "stages.json").write_text(json.dumps({"data": "/data/camvid"}))
+    with pytest.raises(SystemExit, match="made on /data/camvid, not on train-without-0006R0: its models saw drive"):
+        require_trained_without(run, "0006R0")
+    (run / "stages.json").write_text(json.dumps({"data": str(run / "splits" / "train-without-0006R0")}))
+    assert require_trained_without(run, "0006R0") == run / "splits" / "0006R0"
+    with pytest.raises(SystemExit):
+        require_trained_without(run, "0001TP")  # trained without another drive

@@ -327,6 +327,9 @@ def test_implicit_int8_from_the_cache_pins_calibrates_float_layers(folder, monke
     assert float_layers  # the classifier
     record = trt.engine_record(folder / "student.int8.engine")
     assert "INT8" in record["flags"] and record["calibration"] is not None
+    # the float layers reach TensorRT as FP32 pins it must obey
+    assert set(float_layers) <= set(record["pinned"]) and all(record["pinned"][n] == "FLOAT" for n in float_layers)
+    assert "OBEY_PRECISION_CONSTRAINTS" in record["flags"]
     assert meta["engine"]["float_layers"] == float_layers
     assert meta["engine"]["int8"] == {
         "source": "calibration cache", "onnx": "student.calib.onnx", "bias_corrected": True,
@@ -533,8 +536,8 @@ def test_dla_layer_pins_and_version_compatibility_reach_tensorrt(folder, monkeyp
     # user's pin, on both layers the double's parser makes of each node
     assert meta["engine"]["int8"]["source"] == "calibration cache"
     assert meta["engine"]["layer_precisions"] == {"/head/Conv": "fp32", "/up/Resize": "fp16"}
-    assert {name: str(p) for name, p in record["pinned"].items() if name.startswith("/up/")} and \
-        set(record["pinned"]) >= {"/up/Resize", "/head/Conv"}
+    assert record["pinned"]["/up/Resize"] == "HALF" and record["pinned"]["/head/Conv"] == "FLOAT"
+    assert "OBEY_PRECISION_CONSTRAINTS" in record["flags"]
     assert meta["engine"]["rebuild"] == ("edgeseg build-engine student.onnx --int8 --dla-core 1 "
                                          "--layer-precision /up/Resize=fp16")
     compatible = build_engine(str(folder / "student.onnx"), str(folder / "v.engine"), fp16=True,

@@ -69,7 +69,9 @@ def main(argv=None) -> int:
         if not Path(args.data).is_dir():
             print(f"CamVid data not found at {args.data}; see ../shared/data/README.md.", file=sys.stderr)
             return 2
-        run_dir = Path(args.out or f"runs/camvid-{args.profile}")
+        # a run without the drive left out is another run: its models saw the drive, and existing outputs are reused
+        holdout_suffix = f"-holdout-{args.holdout_drive}" if args.holdout_drive else ""
+        run_dir = Path(args.out or f"runs/camvid-{args.profile}{holdout_suffix}")
         data = Path(args.data)
         if args.holdout_drive:
             from holdout import split_off_drive
@@ -77,8 +79,8 @@ def main(argv=None) -> int:
             splits = split_off_drive(data, args.holdout_drive, run_dir / "splits")
             data, args.holdout_data = splits["train"], splits["holdout"]
         skipped = run_pipeline(profile, args.profile, data, run_dir)
-    if args.holdout_drive and args.from_run:
-        args.holdout_data = run_dir / "splits" / args.holdout_drive
+    if args.holdout_drive:
+        args.holdout_data = require_trained_without(run_dir, args.holdout_drive)
     report_dir = run_dir if not args.eval_data else run_dir / f"eval-{Path(args.eval_data).name}"
     command = ["report", str(run_dir), "--out", str(report_dir), "--device", "cpu"] + options(profile.report)
     if args.eval_data:
@@ -200,6 +202,16 @@ def check_targets(report_dir: Path, minutes: float) -> dict:
             "final_within_1_miou_of_user_model": gap <= TARGET_MIOU_GAP,
             "fp32_twin_at_least_2x_faster": speedup >= TARGET_SPEEDUP,
             "minutes": minutes, "within_150_minutes": minutes <= TARGET_MINUTES}
+
+
+def require_trained_without(run_dir: Path, drive: str) -> Path:
+    """The held-out split of a run whose stages were made on train-without-DRIVE (else they saw the drive)."""
+    made_on = json.loads((run_dir / "stages.json").read_text()).get("data") or ""
+    if Path(made_on).name != f"train-without-{drive}" or not (run_dir / "splits" / drive / "val").is_dir():
+        raise SystemExit(f"{run_dir} was made on {made_on or 'unrecorded data'}, not on train-without-{drive}: its "
+                         f"models saw drive {drive}; run without --from (or with another --out) to make a run "
+                         f"that leaves it out.")
+    return run_dir / "splits" / drive
 
 
 def append_holdout_column(report_dir: Path, holdout_dir: Path, drive: str) -> None:

@@ -63,6 +63,10 @@ class SyntheticConfig:
     width: int = 128
     scene_style: int = 1  # a key of SCENE_STYLES
 
+    def __post_init__(self):
+        if self.scene_style not in SCENE_STYLES:
+            raise ValueError(f"scene_style {self.scene_style!r} is not one of {sorted(SCENE_STYLES)}.")
+
 
 class _Canvas:
     """An image and its label map, painted together so they always agree."""

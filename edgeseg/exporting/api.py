@@ -39,8 +39,9 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int, ops
                                   dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                                   do_constant_folding=True)
         except Exception as exc:  # the exporter's own error types; their text can hold the whole TorchScript graph
-            if out_of_space_error(exc) is not None:  # a full disk is said as such by the atomic write around this
-                raise
+            full = out_of_space_error(exc)  # a full disk is the disk's sentence, not the exporter's
+            if full is not None:
+                raise full from exc
             raise export_refusal(exc, height, width, opset) from exc
 
 

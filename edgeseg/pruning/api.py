@@ -127,12 +127,15 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
         prune_data = load_prune_data(data, spec, ClassCount(num_classes, said_by), ignore_index)
     # the loss that ranks channels (taylor) and recovers accuracy is the one the model was trained with
+    if class_weights is not None and not prune_data:
+        raise ConfigError("--class-weights weighs the loss of taylor's gradients, the sparsity phase and the "
+                          "fine-tuning; add --data with one of them (e.g. --finetune-epochs N), or drop it.")
     weights_used = _class_weights_for(class_weights, loaded.meta, prune_data, num_classes) if prune_data else \
         loaded.meta.get("class_weights")
     before = layer_structure(net)
     params_before, macs_before = count_params(net), count_macs(net, spec.height, spec.width)
     training = {"sparsity": _slim(net, prune_data, num_classes, sparsity_epochs, sparsity, batch_size, lr, seed,
-                                  threads) if sparsity_epochs else []}
+                                  threads, weights_used["weights"]) if sparsity_epochs else []}
     gradients = None
     if importance in NEEDS_GRADIENTS:
         from edgeseg.pruning.training import TaylorGradients
@@ -213,9 +216,10 @@ def _class_weights_for(asked: Optional[str], parent_meta: dict, prune_data, num_
     return {"mode": mode, "weights": weights}
 
 
-def _slim(net, prune_data, num_classes, epochs, strength, batch_size, lr, seed, threads):
+def _slim(net, prune_data, num_classes, epochs, strength, batch_size, lr, seed, threads, class_weights=None):
     from edgeseg.pruning.training import sparsity_phase
 
     say(f"Sparsity phase: {epochs} epoch(s) with {strength:g} x sum|BN gamma|")
     return sparsity_phase(net, prune_data, num_classes, epochs=epochs, strength=strength, batch_size=batch_size,
+                          class_weights=class_weights,
                           lr=lr, seed=seed, threads=threads)

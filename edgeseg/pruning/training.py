@@ -54,7 +54,8 @@ class TaylorGradients:
 
 
 def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs: int, strength: float,
-                   batch_size: int, lr: Optional[float], seed: int, threads: Optional[int]) -> List[dict]:
+                   batch_size: int, lr: Optional[float], seed: int, threads: Optional[int],
+                   class_weights: Optional[List[float]] = None) -> List[dict]:
     """Network slimming's training phase: cross-entropy + ``strength`` x sum |BN gamma|.
 
     The L1 term drives the scales of channels the task does not need towards zero, so
@@ -64,9 +65,13 @@ def sparsity_phase(net: nn.Module, data: PruneData, num_classes: int, *, epochs:
     from edgeseg.training.loop import TrainConfig, fit
 
     bn_l1_penalty(net)  # a model without BatchNorm is refused before any training starts
+    # the labels' cross-entropy weighed as the model was trained (train --class-weights), so slimming does not
+    # drive the channels of rare classes towards zero before they are ranked
+    weight = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
 
     def loss_fn(logits, _images, labels):
-        ce = nn.functional.cross_entropy(logits, labels, ignore_index=data.info.ignore_index)
+        ce = nn.functional.cross_entropy(logits, labels, ignore_index=data.info.ignore_index,
+                                         weight=None if weight is None else weight.to(logits.device))
         l1 = bn_l1_penalty(net)
         return ce + strength * l1, {"ce": ce.item(), "bn_l1": l1.item()}
 

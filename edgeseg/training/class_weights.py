@@ -30,6 +30,7 @@ def parse(text: Optional[str], num_classes: int) -> Optional[List[float]]:
 
     Modes are resolved later (they need the data); explicit weights are checked here.
     """
+    text = as_text(text)
     if text is None or text == NONE or text in MODES:
         return None
     try:
@@ -40,14 +41,23 @@ def parse(text: Optional[str], num_classes: int) -> Optional[List[float]]:
     if len(weights) != num_classes:
         raise ConfigError(f"--class-weights gives {len(weights)} weight(s) but the model has {num_classes} classes; "
                           f"give one weight per class.")
-    if any(not np.isfinite(w) or w < 0 for w in weights) or not any(weights):
-        raise ConfigError(f"--class-weights '{text}' has a negative, infinite or all-zero weight; give weights >= 0, "
-                          f"at least one of them positive.")
+    # a zero weight would make a batch whose labelled pixels all have it a 0/0 (NaN) loss
+    if any(not np.isfinite(w) or w <= 0 for w in weights):
+        raise ConfigError(f"--class-weights '{text}' has a weight that is not a positive number; give every class a "
+                          f"weight > 0 (to leave a class out of the loss, label it with the ignore index).")
+    return weights
+
+
+def as_text(weights) -> Optional[str]:
+    """Python callers may give the weights as a list of numbers: the same as 'W0,W1,...'."""
+    if isinstance(weights, (list, tuple)):
+        return ",".join(str(w) for w in weights)
     return weights
 
 
 def check(text: Optional[str]) -> None:
     """Refuse an unknown mode name before any work (explicit lists are checked once the class count is known)."""
+    text = as_text(text)
     if text is None or text in MODES or "," in text:
         return
     try:
@@ -88,6 +98,7 @@ def from_frequencies(freq: np.ndarray, mode: str) -> List[float]:
 
 def resolve(text: Optional[str], split, num_classes: int) -> Optional[List[float]]:
     """The weights ``text`` asks for on the labelled ``split`` (a SegmentationSplit), or None for none."""
+    text = as_text(text)
     if text is None or text == NONE:
         return None
     explicit = parse(text, num_classes)
