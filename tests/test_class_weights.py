@@ -100,17 +100,24 @@ def _frequencies_read_here(split_folder: Path, num_classes: int, ignore: int = 2
     return class_pixels / np.where(image_pixels > 0, image_pixels, 1)
 
 
-def test_train_records_the_weights_of_the_training_labels_and_prune_fine_tunes_with_them(tiny_data, tmp_path):
-    from edgeseg.checkpoint import load_model
-    from edgeseg.pruning.api import prune
+def _train_tiny(tiny_data, path: Path, mode: str) -> list:
+    """Train a tiny U-Net one epoch with ``mode``; return the weights expected from the label files read here."""
     from edgeseg.training.api import train
 
-    model = tmp_path / "model.pt"
-    train("unet", str(tiny_data), str(model), epochs=1, batch_size=4, class_weights="median-frequency",
+    train("unet", str(tiny_data), str(path), epochs=1, batch_size=4, class_weights=mode,
           arch_args={"base_channels": 8, "encoder_depth": 3}, tensorboard=False)
     freq = _frequencies_read_here(tiny_data / "train", 8)
     median = np.median(freq[freq > 0])
-    expected = [median / f if f > 0 else 0.0 for f in freq]
+    full = [median / f if f > 0 else 0.0 for f in freq]
+    return full if mode == "median-frequency" else [math.sqrt(w) for w in full]
+
+
+def test_train_records_the_weights_of_the_training_labels_and_prune_fine_tunes_with_them(tiny_data, tmp_path):
+    from edgeseg.checkpoint import load_model
+    from edgeseg.pruning.api import prune
+
+    model = tmp_path / "model.pt"
+    expected = _train_tiny(tiny_data, model, "median-frequency")
     sidecar = json.loads(Path(str(model) + ".json").read_text())
     recorded = sidecar["training"]["class_weights"]
     assert recorded["mode"] == "median-frequency"
@@ -167,14 +174,9 @@ def test_distill_weighs_its_cross_entropy_as_the_teacher_was_trained(tiny_data, 
     from edgeseg.checkpoint import load_model
     from edgeseg.distillation.api import distill
     from edgeseg.distillation.objective import DistillationObjective
-    from edgeseg.training.api import train
 
     teacher = tmp_path / "teacher.pt"
-    train("unet", str(tiny_data), str(teacher), epochs=1, batch_size=4, class_weights="sqrt-median-frequency",
-          arch_args={"base_channels": 8, "encoder_depth": 3}, tensorboard=False)
-    freq = _frequencies_read_here(tiny_data / "train", 8)
-    median = np.median(freq[freq > 0])
-    expected = [math.sqrt(median / f) if f > 0 else 0.0 for f in freq]
+    expected = _train_tiny(tiny_data, teacher, "sqrt-median-frequency")
     student = tmp_path / "student.pt"
     distill(str(teacher), str(tiny_data), str(student), student="unet", student_args={"base_channels": 4,
             "encoder_depth": 2}, epochs=1, batch_size=4, tensorboard=False)
