@@ -315,7 +315,7 @@ def test_int8_on_tensorrt_10_builds_the_qdq_model_with_the_int8_flag(folder, mon
     assert "INT8" in record["flags"] and record["calibration"] is None and record["pinned"] == {}
     assert meta["parent"]["artifact"] == "student.int8.onnx" and meta["precision"] == "int8"
     assert meta["engine"]["int8"] == {
-        "source": "qdq", "onnx": "student.int8.onnx",
+        "source": "qdq", "onnx": "student.int8.onnx", "quantized_by": "calibrate",
         "accuracy": "as measured by edgeseg calibrate on the Q/DQ model (bias-corrected, logits in float)"}
     assert meta["engine"]["rebuild"] == "edgeseg build-engine student.onnx --int8"
 
@@ -333,6 +333,7 @@ def test_implicit_int8_from_the_cache_pins_calibrates_float_layers(folder, monke
     assert meta["engine"]["float_layers"] == float_layers
     assert meta["engine"]["int8"] == {
         "source": "calibration cache", "onnx": "student.calib.onnx", "bias_corrected": True,
+        "quantized_by": "calibrate",
         "accuracy": ("TensorRT's implicit INT8 with calibrate's ranges; not measured by edgeseg: TensorRT chooses "
                      "the INT8 layers itself, so check it with edgeseg eval on this engine")}
     assert meta["engine"]["rebuild"] == "edgeseg build-engine student.onnx --int8 --int8-source cache"

@@ -356,6 +356,9 @@ def test_cli_from_a_state_dict_through_build_engine_and_bench(user_model, data, 
     assert built.exit_code == 0, built.output
     record = trt.engine_record(tmp_path / "user.engine")
     assert "INT8" in record["flags"] and record["calibration"] is None and record["pinned"] == {}
+    engine_int8 = json.loads((tmp_path / "user.engine.json").read_text())["engine"]["int8"]
+    assert engine_int8["quantized_by"] == "qat" and "edgeseg qat" in engine_int8["accuracy"]
+    assert "calibrate" not in engine_int8["accuracy"] and "bias-corrected" not in engine_int8["accuracy"]
 
     trt = trt_double.install(monkeypatch, "8.5.2")  # implicit INT8: the cache on the trained FP32 graph
     built = CliRunner().invoke(cli, ["build-engine", str(tmp_path / "user.onnx"), "--int8", "--int8-source", "cache",
@@ -365,6 +368,9 @@ def test_cli_from_a_state_dict_through_build_engine_and_bench(user_model, data, 
     record = trt.engine_record(tmp_path / "implicit.engine")
     assert record["calibration"]["cache_header"] == "TRT-8502-EntropyCalibration2"
     assert any("/classifier/Conv" in name for name in record["pinned"])
+    engine_int8 = json.loads((tmp_path / "implicit.engine.json").read_text())["engine"]["int8"]
+    assert engine_int8["quantized_by"] == "qat" and engine_int8["bias_corrected"] is False
+    assert "qat's learned ranges" in engine_int8["accuracy"] and "trained by qat" in built.output
     monkeypatch.undo()
 
     json_out = tmp_path / "bench.json"

@@ -122,8 +122,8 @@ def build_engine(model: str, out: Optional[str] = None, *, int8: bool = False, f
         qdq = model_path.with_name(f"{base}.int8.onnx")
         if not qdq.exists():
             raise ConfigError(f"--int8 needs a calibrated model; run edgeseg calibrate {model_path.name} first.")
-        say(f"Using {qdq.name}, the Q/DQ model edgeseg calibrate wrote next to {model_path.name}")
         model_path, meta, is_qdq = qdq, read_sidecar(qdq, required=True), True
+        say(f"Using {qdq.name}, the Q/DQ model edgeseg {_quantized_by(meta)} wrote next to {base}.onnx")
         spec, info = spec_from_sidecar(meta)
     precision = "int8" if (int8 or is_qdq) else "fp16" if fp16 else "fp32"
     if not use_trt and (dla_core is not None or precisions or shape):
@@ -195,7 +195,8 @@ def implicit_int8_source(model_path: Path, base: str) -> Tuple[Path, list]:
     twin = model_path.with_name(f"{base}.calib.onnx")
     if twin.exists():
         quantization = read_sidecar(twin, required=True).get("quantization") or {}
-        say(f"Implicit INT8 from {base}.calib.cache on {twin.name} (bias-corrected, "
+        weights = "trained by qat" if quantization.get("source") == "qat" else "bias-corrected"
+        say(f"Implicit INT8 from {base}.calib.cache on {twin.name} ({weights}, "
             f"{len(quantization.get('float_layers') or [])} layer(s) pinned to FP32)")
         return twin, list(quantization.get("float_layers") or [])
     qdq = read_sidecar(model_path.with_name(f"{base}.int8.onnx")) or {}
@@ -204,15 +205,23 @@ def implicit_int8_source(model_path: Path, base: str) -> Tuple[Path, list]:
     return model_path, list((qdq.get("quantization") or {}).get("fallback_layers") or [])
 
 
+def _quantized_by(meta: dict) -> str:
+    """The verb whose scales an INT8 artifact carries: "qat" (trained) or "calibrate" (measured)."""
+    return "qat" if (meta.get("quantization") or {}).get("source") == "qat" else "calibrate"
+
+
 def _int8_record(implicit: bool, is_qdq: bool, source: Path) -> Optional[dict]:
     """What the sidecar says about where the engine's INT8 came from and what accuracy to expect of it."""
+    verb = _quantized_by(read_sidecar(source) or {})
     if is_qdq:
-        return {"source": "qdq", "onnx": source.name,
-                "accuracy": "as measured by edgeseg calibrate on the Q/DQ model (bias-corrected, logits in float)"}
+        how = "trained with fake quantisation" if verb == "qat" else "bias-corrected"
+        return {"source": "qdq", "onnx": source.name, "quantized_by": verb,
+                "accuracy": f"as measured by edgeseg {verb} on the Q/DQ model ({how}, logits in float)"}
     if implicit:
-        corrected = source.name.endswith(".calib.onnx")
-        return {"source": "calibration cache", "onnx": source.name, "bias_corrected": corrected,
-                "accuracy": ("TensorRT's implicit INT8 with calibrate's ranges; not measured by edgeseg: TensorRT "
+        corrected = source.name.endswith(".calib.onnx") and verb == "calibrate"
+        ranges = "qat's learned ranges" if verb == "qat" else "calibrate's ranges"
+        return {"source": "calibration cache", "onnx": source.name, "bias_corrected": corrected, "quantized_by": verb,
+                "accuracy": (f"TensorRT's implicit INT8 with {ranges}; not measured by edgeseg: TensorRT "
                              "chooses the INT8 layers itself, so check it with edgeseg eval on this engine")}
     return None
 
