@@ -93,3 +93,22 @@ def test_a_run_not_made_without_the_drive_is_refused_for_holdout_reports(tmp_pat
     assert require_trained_without(run, "0006R0") == run / "splits" / "0006R0"
     with pytest.raises(SystemExit):
         require_trained_without(run, "0001TP")  # trained without another drive
+
+
+def test_publish_copies_the_unseen_drives_report_beside_val(tmp_path, monkeypatch):
+    import run as camvid_run
+
+    monkeypatch.setattr(camvid_run, "ROOT", tmp_path / "repo")
+    run_dir, unseen = tmp_path / "run", tmp_path / "run" / "holdout-0006R0"
+    unseen.mkdir(parents=True)
+    (run_dir / "report.md").write_text("val | 0006R0\n")
+    (run_dir / "commands.sh").write_text("edgeseg train\n")
+    (unseen / "report.md").write_text("judged on 0006R0\n")
+    (unseen / "report.json").write_text("{}")
+    (unseen / "latency.png").write_bytes(b"png")
+    camvid_run.publish(run_dir, run_dir, "cpu", unseen)
+    results = tmp_path / "repo" / "benchmarks" / "results" / "camvid-cpu"
+    assert (results / "report.md").read_text() == "val | 0006R0\n"
+    assert (results / "holdout-0006R0" / "report.md").read_text() == "judged on 0006R0\n"
+    assert sorted(p.name for p in (results / "holdout-0006R0").iterdir()) == ["latency.png", "report.json",
+                                                                            "report.md"]

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
                    judged_on=f"drive {args.holdout_drive}, which training never saw" if args.holdout_drive else "val")
     print(json.dumps(targets, indent=2))
     if args.publish:
-        publish(run_dir, report_dir, args.profile)
+        publish(run_dir, report_dir, args.profile, judged if args.holdout_drive else None)
     return 0
 
 
@@ -260,12 +261,22 @@ def append_targets(report_dir: Path, targets: dict, minutes: float, scope: str, 
     write_text_atomic(report_dir / "report.md", text)
 
 
-def publish(run_dir: Path, report_dir: Path, profile: str) -> None:
+def report_files(folder: Path) -> list:
+    return list(folder.glob("report.*")) + list(folder.glob("*.png"))
+
+
+def publish(run_dir: Path, report_dir: Path, profile: str, holdout_dir: Optional[Path] = None) -> None:
+    """The report (and the unseen drive's, into a subfolder of its name) to benchmarks/results/camvid-<profile>/,
+    the artifacts under MAX_PUBLISHED_MB to models/camvid/ with a card."""
     results = ROOT / "benchmarks" / "results" / f"camvid-{profile}"
     results.mkdir(parents=True, exist_ok=True)
-    for path in list(report_dir.glob("report.*")) + list(report_dir.glob("*.png")) + [run_dir / "commands.sh"]:
+    for path in report_files(report_dir) + [run_dir / "commands.sh"]:
         if path.is_file():
             shutil.copy2(path, results / path.name)
+    if holdout_dir is not None:
+        (results / holdout_dir.name).mkdir(exist_ok=True)
+        for path in report_files(holdout_dir):
+            shutil.copy2(path, results / holdout_dir.name / path.name)
     models = ROOT / "models" / "camvid"
     models.mkdir(parents=True, exist_ok=True)
     card = ["# CamVid models from benchmarks/camvid/run.py", "",
