@@ -112,7 +112,8 @@ def _train_tiny(tiny_data, path: Path, mode: str) -> list:
     return full if mode == "median-frequency" else [math.sqrt(w) for w in full]
 
 
-def test_train_records_the_weights_of_the_training_labels_and_prune_fine_tunes_with_them(tiny_data, tmp_path):
+def test_train_records_the_weights_of_the_training_labels_and_prune_fine_tunes_with_them(tiny_data, tmp_path,
+                                                                                         monkeypatch):
     from edgeseg.checkpoint import load_model
     from edgeseg.pruning.api import prune
 
@@ -125,7 +126,11 @@ def test_train_records_the_weights_of_the_training_labels_and_prune_fine_tunes_w
     assert load_model(model).meta["class_weights"]["weights"] == pytest.approx(expected, rel=1e-5)
 
     inherited = tmp_path / "pruned.pt"
+    from edgeseg.training import loop
+
+    seen = _record_loss_settings(monkeypatch, loop)  # prune's fine-tuning imports fit from the loop when it runs
     prune(str(model), str(inherited), ratio=0.25, finetune_epochs=1, data=str(tiny_data), batch_size=4)
+    assert seen[-1]["class_weights"] == pytest.approx(expected, rel=1e-5)
     meta = load_model(inherited).meta
     assert meta["prune"]["class_weights"]["mode"] == "median-frequency"
     assert meta["prune"]["class_weights"]["weights"] == pytest.approx(expected, rel=1e-5)
@@ -170,18 +175,33 @@ def test_taylor_gradients_are_those_of_the_weighted_loss():
     assert not torch.allclose(got, model.weight.grad, atol=1e-4)
 
 
-def test_distill_weighs_its_cross_entropy_as_the_teacher_was_trained(tiny_data, tmp_path):
+def _record_loss_settings(monkeypatch, module) -> list:
+    """Wrap ``module.fit`` so each call's loss_settings (what a resume is checked against) is recorded."""
+    seen, real = [], module.fit
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("loss_settings"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "fit", recording)
+    return seen
+
+
+def test_distill_weighs_its_cross_entropy_as_the_teacher_was_trained(tiny_data, tmp_path, monkeypatch):
     from edgeseg.checkpoint import load_model
+    from edgeseg.distillation import api
     from edgeseg.distillation.api import distill
     from edgeseg.distillation.objective import DistillationObjective
 
     teacher = tmp_path / "teacher.pt"
     expected = _train_tiny(tiny_data, teacher, "sqrt-median-frequency")
+    seen = _record_loss_settings(monkeypatch, api)
     student = tmp_path / "student.pt"
     distill(str(teacher), str(tiny_data), str(student), student="unet", student_args={"base_channels": 4,
             "encoder_depth": 2}, epochs=1, batch_size=4, tensorboard=False)
     recorded = load_model(student).meta["class_weights"]
     assert recorded["mode"] == "sqrt-median-frequency" and recorded["weights"] == pytest.approx(expected, rel=1e-5)
+    assert seen[0]["class_weights"] == pytest.approx(expected, rel=1e-5)  # a resume is checked against them
     plain = tmp_path / "plain.pt"
     distill(str(teacher), str(tiny_data), str(plain), student="unet", student_args={"base_channels": 4,
             "encoder_depth": 2}, epochs=1, batch_size=4, tensorboard=False, class_weights="none")
@@ -231,3 +251,36 @@ def types_info():
     from edgeseg.spec import DatasetInfo
 
     return DatasetInfo(num_classes=8, ignore_index=255)
+
+
+def test_a_train_resumed_with_other_class_weights_is_refused(tiny_data, tmp_path, monkeypatch):
+    """The weights are part of the loss: a killed run resumed with another --class-weights would change it half-way."""
+    from edgeseg.training import api
+
+    real, steps = api.cross_entropy_loss, {"n": 0}
+    per_epoch = len(list((tiny_data / "train" / "images").iterdir())) // 4
+
+    def dies_in_the_second_epoch(*args):
+        loss = real(*args)
+
+        def counted(*inputs):
+            steps["n"] += 1
+            if steps["n"] > per_epoch:
+                raise KeyboardInterrupt("killed")
+            return loss(*inputs)
+        return counted
+
+    model = tmp_path / "model.pt"
+    options = dict(epochs=2, batch_size=4, arch_args={"base_channels": 8, "encoder_depth": 3}, tensorboard=False)
+    monkeypatch.setattr(api, "cross_entropy_loss", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        api.train("unet", str(tiny_data), str(model), class_weights="median-frequency", **options)
+    monkeypatch.setattr(api, "cross_entropy_loss", real)
+    with pytest.raises(ConfigError, match=r"model.pt.state was trained with class weights \[[0-9., ]+\], this run "
+                                          r"asks for none; resuming would change the loss half-way\. Resume with "
+                                          r"the run's own options \(--class-weights\)"):
+        api.train("unet", str(tiny_data), str(model), resume=True, **options)
+    with pytest.raises(ConfigError, match="this run asks for \\[1, 2, 1, 1, 1, 1, 1, 1\\]"):
+        api.train("unet", str(tiny_data), str(model), resume=True, class_weights="1,2,1,1,1,1,1,1", **options)
+    api.train("unet", str(tiny_data), str(model), resume=True, class_weights="median-frequency", **options)
+    assert model.exists()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +135,8 @@ def test_feature_pair_naming_a_missing_module(tiny_teacher, tiny_data, tmp_path)
                 loss="feat", feature_pairs=["nope:encoder.2"])
 
 
-def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0, base_channels=8, optimizer="adamw"):
+def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0, base_channels=8, optimizer="adamw",
+              loss_settings=None):
     split = resolve_split(tiny_data, "train")
     dataset = SegmentationDataset(split, InputSpec(64, 64), AugmentConfig())
     torch.manual_seed(0)
@@ -150,7 +152,8 @@ def _tiny_fit(tiny_data, out, epochs, resume=False, crash_at_step=None, ema=0.0,
 
     history = fit(model, dataset, None, loss_fn, TrainConfig(epochs=epochs, batch_size=4, grad_clip=1.0,
                                                              ema_decay=ema, optimizer=optimizer),
-                  num_classes=8, ignore_index=255, description="t", checkpoint_to=str(out), resume=resume)
+                  num_classes=8, ignore_index=255, description="t", checkpoint_to=str(out), resume=resume,
+                  loss_settings=loss_settings)
     return model, history
 
 
@@ -190,6 +193,26 @@ def test_resume_with_another_optimizer_is_a_clear_error(tiny_data, tmp_path):
     _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=1)
     with pytest.raises(ConfigError, match="it was trained with AdamW, this run asks for SGD"):
         _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True, optimizer="sgd")
+
+
+def test_resume_with_other_loss_settings_is_a_clear_error(tiny_data, tmp_path):
+    from edgeseg.errors import ConfigError
+
+    _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=1, loss_settings={"class_weights": [0.5, 2.0]})
+    with pytest.raises(ConfigError, match=r"a.pt.state was trained with class weights \[0.5, 2\], this run asks "
+                                          r"for \[0.5, 3\]; resuming would change the loss half-way"):
+        _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True, loss_settings={"class_weights": [0.5, 3.0]})
+    with pytest.raises(ConfigError, match="this run asks for none"):
+        _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True)
+    _, history = _tiny_fit(tiny_data, tmp_path / "a.pt", epochs=2, resume=True,
+                           loss_settings={"class_weights": [0.5, 2.0]})
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_a_state_from_before_loss_settings_were_saved_resumes():
+    from edgeseg.training.state import require_same_loss
+
+    require_same_loss({}, Path("old.pt.state"), {"class_weights": [1.0, 2.0]})  # nothing recorded: not checked
 
 
 def test_optimizer_moments_of_other_shapes_are_named():

@@ -169,5 +169,6 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
                           extra={"distill": settings, "class_weights": {"mode": mode, "weights": ce_weights}})
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
-                  loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best)
+                  loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best,
+                  loss_settings={"class_weights": ce_weights})
     return writer.final(model, history) if workers.is_main else {}

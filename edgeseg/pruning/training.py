@@ -109,4 +109,5 @@ def distillation_finetune(net: nn.Module, teacher: nn.Module, data: PruneData, n
         param.requires_grad_(False)
     return fit(net, data.train_set, data.val_set, kd_loss(teacher, data.info.ignore_index, 4.0, 1.0, class_weights),
                config, num_classes=num_classes, ignore_index=data.info.ignore_index, description="fine-tune pruned",
-               checkpoint_to=checkpoint_to, resume=resume)
+               checkpoint_to=checkpoint_to, resume=resume,
+               loss_settings={"class_weights": None if class_weights is None else list(class_weights)})

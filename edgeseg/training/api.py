@@ -112,7 +112,8 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
                                  "class_weights": {"mode": class_weights or weighting.NONE, "weights": loss_weights}})
     history = fit(model, train_set, val_set, cross_entropy_loss(info.ignore_index, loss_weights), config,
                   num_classes=info.num_classes, ignore_index=info.ignore_index, description=f"train {arch}",
-                  checkpoint_to=out, resume=resume, on_best=writer.best)
+                  checkpoint_to=out, resume=resume, on_best=writer.best,
+                  loss_settings={"class_weights": loss_weights})
     return writer.final(model, history) if main_process else {}
 
 

@@ -127,7 +127,8 @@ class _Ema:
 def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConfig, *, num_classes: int,
         ignore_index: int, description: str, loss_module: Optional[nn.Module] = None,
         checkpoint_to: Optional[str] = None, resume: bool = False,
-        on_best: Optional[Callable[[nn.Module, dict], None]] = None) -> List[dict]:
+        on_best: Optional[Callable[[nn.Module, dict], None]] = None,
+        loss_settings: Optional[dict] = None) -> List[dict]:
     """Train ``model`` in place; return one record per epoch (loss parts, lr, val mIoU when measured).
 
     With ``checkpoint_to``, the full training state is written atomically after every
@@ -138,10 +139,14 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     the end. ``loss_module`` holds what the loss itself learns (distillation's feature
     connectors): it is optimised with ``model``, and its state is saved in and restored
     from the training state beside the model's, so a resumed run continues it too. Under
-    torchrun the work is shared by DDP and only rank 0 writes or draws.
+    torchrun the work is shared by DDP and only rank 0 writes or draws. ``loss_settings`` (e.g.
+    ``{"class_weights": [...]}``) are what the loss is made of but learns nothing of: saved in
+    the state, and a resume that asks for others is refused, since it would silently change
+    the objective half-way.
     """
     from edgeseg.training import distributed
-    from edgeseg.training.state import load_state, restore_model, restore_rng, save_state, state_path
+    from edgeseg.training.state import (load_state, require_same_loss, restore_model, restore_rng, save_state,
+                                        state_path)
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -179,6 +184,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
             raise ConfigError(f"--resume found no training state {state_file}; start without --resume.")
         state = load_state(state_file)
         restore_model(state, state_file, model, optimizer, loss=loss_module)
+        require_same_loss(state, state_file, loss_settings)
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
         if amp.scaler is not None and state.get("scaler"):  # float16 loss scaling continues where it was
@@ -245,7 +251,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                 if state_file is not None:
                     save_state(state_file, model=trained, optimizer=optimizer, epoch=epoch, step=step,
                                history=history, generator=generator, ema=ema, best=best, loss=loss_module,
-                               scaler=amp.scaler)
+                               scaler=amp.scaler, loss_settings=loss_settings)
                     _write_csv(Path(str(checkpoint_to) + ".log.csv"), history)
             distributed.barrier(workers)
     if ema is not None:

@@ -36,7 +36,8 @@ def _restore_numpy(state: dict) -> None:
 
 
 def save_state(path: Path, *, model, optimizer, epoch: int, step: int, history: list, generator: torch.Generator,
-               ema=None, best: Optional[float] = None, loss=None, scaler=None) -> None:
+               ema=None, best: Optional[float] = None, loss=None, scaler=None,
+               loss_settings: Optional[dict] = None) -> None:
     """Write the state atomically; ``loss`` is the module of the loss's learnt parts (None: nothing learnt)."""
     python_state = random.getstate()
     payload = {
@@ -45,6 +46,7 @@ def save_state(path: Path, *, model, optimizer, epoch: int, step: int, history: 
         "ema": ema.state_dict() if ema is not None else None,
         "loss": loss.state_dict() if loss is not None else {},  # {} = the loss learns nothing; absent = older edgeseg
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "loss_settings": dict(loss_settings or {}),  # absent = older edgeseg: not checked on resume
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "loader": generator.get_state(),
                 "python": [python_state[0], list(python_state[1]), python_state[2]]},
     }
@@ -90,6 +92,29 @@ def restore_model(state: dict, path: Path, model, optimizer, loss=None) -> None:
                           f"{difference}. Resume with the options of the run that wrote it (train/distill: "
                           f"--arch/--student, --arch-arg/--student-arg, --optimizer, --loss, --feature-pair; "
                           f"prune: its pruning options), or delete {path.name} to start over.")
+
+
+def require_same_loss(state: dict, path: Path, loss_settings: Optional[dict]) -> None:
+    """Refuse, in one sentence, to resume a state whose loss was made with other settings (class weights)."""
+    saved = state.get("loss_settings")
+    if saved is None:  # written before edgeseg recorded them
+        return
+    wanted = dict(loss_settings or {})
+    for name in sorted(set(saved) | set(wanted)):
+        if saved.get(name) != wanted.get(name):
+            words = name.replace("_", " ")
+            raise ConfigError(f"The training state {path} was trained with {words} {_shown(saved.get(name))}, this "
+                              f"run asks for {_shown(wanted.get(name))}; resuming would change the loss half-way. "
+                              f"Resume with the run's own options (--{name.replace('_', '-')}), or delete "
+                              f"{path.name} to start over.")
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return str(value)
 
 
 _LOSS = "loss."  # the loss's tensors are named apart from the model's in messages: loss.connectors.0.project.weight
