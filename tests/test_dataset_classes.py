@@ -32,7 +32,7 @@ def _red_for(cls: int, num_classes: int) -> int:
     return int(round(255 * cls / (num_classes - 1)))
 
 
-def _ramp_onnx(path: Path, num_classes: int, sidecar: bool = True) -> Path:
+def _ramp_onnx(path: Path, num_classes: int, sidecar: bool = True, ignore_index: int = 255) -> Path:
     """A 1x1 conv whose logits c * (K-1) * R/255 - c^2/2 peak at c = round((K-1) * R/255); its sidecar (an
     edgeseg-made artifact) says ``num_classes``."""
     import onnx
@@ -52,7 +52,8 @@ def _ramp_onnx(path: Path, num_classes: int, sidecar: bool = True) -> Path:
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     if sidecar:
-        write_sidecar(path, "onnx", input_spec=InputSpec(SIZE, SIZE), dataset=DatasetInfo(num_classes))
+        write_sidecar(path, "onnx", input_spec=InputSpec(SIZE, SIZE),
+                      dataset=DatasetInfo(num_classes, ignore_index=ignore_index))
     return path
 
 
@@ -183,6 +184,26 @@ def test_camvid_ignore_11_through_eval(tmp_path):
     result = _invoke(["eval", model, "--data", tmp_path, "--json", out])
     assert result.exit_code == 2 and "holds value 11, outside classes 0..10 (ramp.onnx's sidecar" in result.stderr
     assert not out.exists()
+
+
+def test_a_model_trained_with_ignore_11_is_measured_with_it(tmp_path):
+    """train --ignore-index 11 on a folder without dataset.yaml records it; eval, bench and report then leave label 11
+    out without being told again, and an explicit --ignore-index still wins."""
+    labels, predicted = _camvid_like(tmp_path)
+    model = _ramp_onnx(tmp_path / "ramp.onnx", 11, ignore_index=11)
+    out = tmp_path / "eval.json"
+    result = _invoke(["eval", model, "--data", tmp_path, "--json", out])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert np.asarray(written["confusion"]).sum() == sum(int((label != 11).sum()) for label in labels)
+    assert written["miou"] == pytest.approx(_miou_by_hand(labels, predicted, 11, 11), abs=1e-3)
+    benched = tmp_path / "bench.json"
+    result = _invoke(["bench", model, "--data", tmp_path, "--iters", 1, "--warmup", 0, "--json", benched])
+    assert result.exit_code == 0, result.output
+    assert json.loads(benched.read_text())["miou"] == pytest.approx(written["miou"], abs=1e-6)
+    out.unlink()
+    result = _invoke(["eval", model, "--data", tmp_path, "--ignore-index", 255, "--json", out])
+    assert result.exit_code == 2 and "holds value 11, outside classes 0..10" in result.stderr and not out.exists()
 
 
 def test_model_and_dataset_yaml_disagreeing_names_both(tmp_path):
@@ -334,7 +355,11 @@ def test_every_verb_with_data_takes_ignore_index():
             with_data.append(name)
             option = params.get("ignore_index")
             assert option is not None, f"{name} takes --data but not --ignore-index"
-            assert option.default == 255 and "dataset.yaml's ignore_index wins" in option.help
+            assert "dataset.yaml's ignore_index wins" in option.help
+            # the verbs that measure a model default to the value it was trained with; the others to 255
+            measuring = name in ("bench", "eval", "report")
+            assert option.default == (None if measuring else 255), name
+            assert ("the one the model was trained with, else 255" in option.help) == measuring, name
     assert {"train", "distill", "prune", "calibrate", "bench", "eval", "predict", "report", "export"} <= set(with_data)
     train = {p.name: p for p in cli.get_command(ctx, "train").params}
     assert "dataset.yaml's num_classes wins" in train["num_classes"].help

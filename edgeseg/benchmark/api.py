@@ -35,6 +35,16 @@ def model_classes(artifact: Artifact) -> Optional[ClassCount]:
     return ClassCount.of_model(artifact.path, artifact.meta, artifact.dataset.num_classes)
 
 
+def model_ignore_index(artifact: Optional[Artifact], given: Optional[int]) -> int:
+    """The unlabelled value for data without a dataset.yaml: ``given``, else the one ``artifact`` was trained with,
+    else 255."""
+    if given is not None:
+        return given
+    if artifact is not None and artifact.dataset is not None:
+        return artifact.dataset.ignore_index
+    return DEFAULT_IGNORE_INDEX
+
+
 def check_classes(artifact: Artifact, split: SegmentationSplit) -> None:
     """Refuse an artifact whose class count is not the data's, naming what said each and how to change it."""
     counted = model_classes(artifact)
@@ -236,12 +246,12 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
           power: bool = False, min_miou: Optional[float] = None, trust_checkpoint: bool = False,
           trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True,
           facts: Optional[ModelFacts] = None, precision: Optional[str] = None,
-          ignore_index: int = DEFAULT_IGNORE_INDEX) -> List[dict]:
+          ignore_index: Optional[int] = None) -> List[dict]:
     """Time each artifact and measure its mIoU on ``data``'s val split; print one comparison table.
 
     ``data``'s class count comes from its dataset.yaml (or standard layout), else from the
     first model; every model must have it. ``ignore_index`` is the unlabelled value where
-    no dataset.yaml says it.
+    no dataset.yaml says it (default: the one the first model was trained with, else 255).
 
     ``precision="fp16"`` runs the PyTorch checkpoints among ``models`` under CUDA FP16
     autocast (``device="cuda"``); ONNX and engine files keep the precision they were built with.
@@ -259,7 +269,8 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
     split = None
     if data:  # every model must have the data's classes: refused before any of them runs
         described = [describe(m, trust_checkpoint, facts) for m in models]
-        split = _val_split(data, max_images, model_classes(described[0]), ignore_index)
+        split = _val_split(data, max_images, model_classes(described[0]),
+                           model_ignore_index(described[0], ignore_index))
         for artifact in described[1:]:
             check_classes(artifact, split)
     results = [bench_one(m, split, warmup=warmup, iters=iters, warmup_ms=warmup_ms, duration=duration,
@@ -278,16 +289,17 @@ def bench(models: Union[str, Sequence[str]], data: Optional[str] = None, *, json
 def eval(model: str, data: str, *, json_out: Optional[str] = None, max_images: Optional[int] = None,
          device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
          trust_engine: bool = False, allow_engine_host_code: bool = False, min_miou: Optional[float] = None,
-         facts: Optional[ModelFacts] = None, ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict:
+         facts: Optional[ModelFacts] = None, ignore_index: Optional[int] = None) -> dict:
     """mIoU and per-class IoU of ``model`` on ``data``'s val split (no timing).
 
     ``data``'s class count comes from its dataset.yaml (or standard layout), else from the
-    model; ``ignore_index`` is the unlabelled value where no dataset.yaml says it.
+    model; ``ignore_index`` is the unlabelled value where no dataset.yaml says it (default: the one the model was
+    trained with, else 255).
 
     >>> edgeseg.eval("student.onnx", data="camvid/")  # doctest: +SKIP
     """
     artifact = describe(model, trust_checkpoint, facts)
-    split = _val_split(data, max_images, model_classes(artifact), ignore_index)
+    split = _val_split(data, max_images, model_classes(artifact), model_ignore_index(artifact, ignore_index))
     runner = open_runner(artifact, device, threads, trust_checkpoint, trust_engine, allow_engine_host_code)
     with runner:
         result = {"artifact": str(artifact.path), "backend": runner.backend, "precision": artifact.precision,

@@ -1,7 +1,7 @@
 import click
 
-from edgeseg.cli.options import (engine_dla_core, ignore_index, model_facts_options, pop_model_facts, threads,
-                                 trust_checkpoint, trust_engine)
+from edgeseg.cli.options import (engine_dla_core, measured_ignore_index, model_facts_options, pop_model_facts,
+                                 threads, trust_checkpoint, trust_engine)
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
 
@@ -10,7 +10,7 @@ _device = click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data", default=None, help="Labelled data for mIoU (its val split; classes: its dataset.yaml, else "
               "the first model's) [default: timing only].")
-@ignore_index
+@measured_ignore_index
 @click.option("--json", "json_out", default=None, help="Write the results as JSON.")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--warmup-ms", type=float, default=0.0, show_default=True, help="Also warm up for at least this long.")
@@ -44,7 +44,7 @@ def bench_command(models, **options):
 @click.argument("model")
 @click.option("--data", required=True, help="Labelled data (its val split; classes: its dataset.yaml, else the "
               "model's).")
-@ignore_index
+@measured_ignore_index
 @click.option("--json", "json_out", default=None, help="Write the results as JSON.")
 @click.option("--max-images", type=int, default=None)
 @click.option("--min-miou", type=float, default=None, help="Exit non-zero when mIoU falls below this.")

@@ -40,6 +40,12 @@ ignore_index = click.option(
     "--ignore-index", type=int, default=255, show_default=True,
     help="Label value of unlabelled pixels in --data (e.g. 11 for CamVid's 'void'), where no dataset.yaml says it: "
          "a dataset.yaml's ignore_index wins.")
+# bench, eval and report measure a model that already says its unlabelled value (train recorded it): that is their
+# default, so a model trained with --ignore-index 11 on a folder without dataset.yaml is measured the same way
+measured_ignore_index = click.option(
+    "--ignore-index", type=int, default=None,
+    help="Label value of unlabelled pixels in --data, where no dataset.yaml says it [default: the one the model was "
+         "trained with, else 255]; a dataset.yaml's ignore_index wins.")
 data_num_classes = click.option(
     "--num-classes", type=int, default=None,
     help="Classes in --data where no dataset.yaml says it (and it is no VOC, ADE20K or Cityscapes folder); a "

@@ -1,12 +1,12 @@
 import click
 
-from edgeseg.cli.options import ignore_index, threads, trust_checkpoint, trust_engine
+from edgeseg.cli.options import measured_ignore_index, threads, trust_checkpoint, trust_engine
 
 
 @click.command("report")
 @click.argument("run_dir")
 @click.option("--data", default=None, help="Labelled data whose val split to measure on [default: the run's own].")
-@ignore_index
+@measured_ignore_index
 @click.option("--out", default=None, help="Folder for report.md/json and the PNGs [default: RUN_DIR].")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Latency rounds; stages take turns in each.")
 @click.option("--iters", "iters_per_round", type=int, default=10, show_default=True, help="Timed calls per round.")

@@ -14,14 +14,14 @@ def report(run_dir: str, *, data: Optional[str] = None, out: Optional[str] = Non
            iters_per_round: int = 10, warmup: int = 10, mask_images: int = 4, max_images: Optional[int] = None,
            device: str = "cpu", threads: Optional[int] = None, trust_checkpoint: bool = False,
            trust_engine: bool = False, allow_engine_host_code: bool = False, show: bool = True,
-           ignore_index: int = 255) -> dict:
+           ignore_index: Optional[int] = None) -> dict:
     """Measure each stage listed in ``RUN_DIR/stages.json`` on ``data``'s val split; write the report.
 
     ``data`` defaults to the data the run was made for; another split of the same layout
     evaluates every stage's artifact there instead. The report goes to ``out`` (default:
     the run folder). ``data``'s class count comes from its dataset.yaml (or standard layout),
     else from the first stage's model; ``ignore_index`` is its unlabelled value where no
-    dataset.yaml says it.
+    dataset.yaml says it (default: the one the first stage's model was trained with, else 255).
 
     >>> edgeseg.report("runs/camvid-cpu")  # doctest: +SKIP
     """
@@ -39,11 +39,12 @@ def report(run_dir: str, *, data: Optional[str] = None, out: Optional[str] = Non
     data = data or run.data
     if not data:
         raise ConfigError(f"{run.root} does not say which data it was made for; pass --data DIR.")
-    from edgeseg.benchmark.api import model_classes
+    from edgeseg.benchmark.api import model_classes, model_ignore_index
     from edgeseg.runtime.loader import describe
 
     first = describe(run.artifact(run.stages[0]), trust_checkpoint) if run.stages else None
-    split = resolve_split(data, "val", classes=model_classes(first) if first else None, ignore_index=ignore_index)
+    split = resolve_split(data, "val", classes=model_classes(first) if first else None,
+                          ignore_index=model_ignore_index(first, ignore_index))
     if max_images:
         split = split.subset(range(min(max_images, len(split))))
     folder = Path(out) if out else run.root
