@@ -35,6 +35,15 @@ CONV_ERROR_IMAGES = 100
 AGREEMENT_IMAGES = 50
 
 
+def warn_if_kernels_saturate() -> None:
+    """Say so where ONNX Runtime's fused INT8 kernels saturate on this CPU (quant/cpu_int8.py)."""
+    from edgeseg.quant.cpu_int8 import outputs_layout_warning
+
+    warning = outputs_layout_warning()
+    if warning:
+        say(f"[yellow]{warning}[/yellow]")
+
+
 def calibration_images(images: str | Path, num: int, seed: int) -> List[Path]:
     """A deterministic sample of ``num`` image files from a folder (or a split's images/ folder)."""
     folder = Path(images)
@@ -102,6 +111,8 @@ def calibrate(model: str, images: str, out: Optional[str] = None, *, method: str
     files = calibration_images(images, num, seed)
     say(f"Calibrating {model_path.name} on {len(files)} images ({method}"
         f"{f' {percentile}' if method == 'percentile' else ''}, {'symmetric' if symmetric else 'asymmetric'})")
+    if quantize_outputs:
+        warn_if_kernels_saturate()
     batches = (preprocess(read_image(f), spec) for f in files)
     with progress_bar("collect ranges", len(files)) as advance:
         histograms = collect_histograms(measured, batches, advance, device=device)

@@ -59,13 +59,22 @@ def load_eval_set(data: str, spec: InputSpec, max_images: Optional[int] = None, 
                    split.info)
 
 
-def onnx_miou(model: str | Path, evalset: EvalSet) -> float:
-    """mIoU (%) of an ONNX model on an EvalSet, at the labels' native size, from one confusion matrix."""
+def onnx_miou(model: str | Path, evalset: EvalSet, *, fused: bool = True) -> float:
+    """mIoU (%) of an ONNX model on an EvalSet, at the labels' native size, from one confusion matrix.
+
+    ``fused=False`` turns ONNX Runtime's graph optimisations off, so a Q/DQ model runs as
+    written (QuantizeLinear/DequantizeLinear around float ops) instead of through the
+    integer kernels ORT fuses it into, whose accumulation saturates on x86 CPUs without
+    VNNI (quant/cpu_int8.py): the model's own arithmetic, apart from this CPU's kernels.
+    """
     import onnxruntime as ort
 
     from edgeseg.metrics import mean_iou
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not fused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     classes = evalset.info.num_classes
     confusion = np.zeros((classes, classes), dtype=np.int64)

@@ -1,0 +1,238 @@
+"""Which models need QAT: INT8 mIoU of every registered family, post-training calibration against QAT.
+
+For each of the 12 families: train it with `edgeseg train` on CamVid at 180x240 (a short
+budget, from scratch: no ImageNet weights are cached here), export it, then in each
+layout (Q/DQ on op inputs, TensorRT's; and ``--quantize-outputs``, ONNX Runtime's fast
+one) calibrate it with the defaults and train it with `edgeseg qat`. Every model is
+measured by the same ``onnx_miou`` on ONNX Runtime CPU.
+
+Training never sees drive 0006R0 (CamVid's val shares its drive with 204 training frames,
+so it flatters): the models train on the other 266 train frames (symbolic links, as
+benchmarks/camvid/run.py --holdout-drive makes them), the targets are judged on
+0006R0's 101 frames, and val is reported beside them. Also measured: the FP32 graph qat
+trained with its rounding switched off, which says how much of QAT's result is the extra
+training.
+
+A family's row is written to results/qat_families.{json,md} as soon as it is measured, and
+families already there are skipped (--redo FAMILY measures one again), so the table fills
+over several sittings: the three heavy families need most of an hour each on 2 cores.
+
+    ../.venv/bin/python qat_families.py                       # every family not measured yet
+    ../.venv/bin/python qat_families.py --families lraspp-mobilenetv3-small --redo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import CACHE, RESULTS, add_camvid_argument, machine, require_camvid, write_results
+from edgeseg.quant.cpu_int8 import cpu_flags, saturating_kernels
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "camvid"))
+from holdout import split_off_drive  # noqa: E402
+
+# cheapest first (seconds per training batch of 8 at 180x240 on 2 cores: 0.35 ... 15)
+FAMILIES = ("lraspp-mobilenetv3-small", "segformer-b0", "pspnet-mobilenetv3", "bisenetv2", "lraspp-mobilenetv3-large",
+            "deeplabv3-mobilenetv3-large", "deeplabv3plus-mobilenetv3", "refinenet-lw-mobilenetv2", "enet", "unet",
+            "fcn-resnet50", "deeplabv3-resnet50")
+# the training budget: epochs over the 266 frames; the heavy families get what fits in a sitting
+TRAIN_EPOCHS = {"unet": 2, "fcn-resnet50": 1, "deeplabv3-resnet50": 1}
+DEFAULT_TRAIN_EPOCHS = 4
+HOLDOUT = "0006R0"
+INPUT_SIZE = "180x240"
+LAYOUTS = {"inputs": False, "outputs": True}  # Q/DQ on op inputs (TensorRT) / also on conv outputs (ORT's fast)
+# targets of the QAT issue
+LOSS_THAT_NEEDS_QAT = 0.5
+SATURATION = {True: "do not saturate", False: "saturate (VPMADDUBSW's int16 sums; edgeseg/quant/cpu_int8.py)"}
+QAT_WITHIN = 0.3
+
+
+def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Path, qat_epochs: int,
+                   num: int) -> dict:
+    """Train, export, calibrate and QAT one family; mIoU of each model on each eval set."""
+    from edgeseg.exporting.api import export
+    from edgeseg.quant.api import calibrate
+    from edgeseg.quant.sensitivity import load_eval_set, onnx_miou
+    from edgeseg.sidecar import read_sidecar, spec_from_sidecar
+    from edgeseg.quantization_aware.api import qat
+    from edgeseg.training.api import train
+    from edgeseg.training.loop import TrainConfig
+
+    folder = work / arch
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint, fp32 = folder / "model.pt", folder / "model.onnx"
+    epochs = TRAIN_EPOCHS.get(arch, DEFAULT_TRAIN_EPOCHS)
+    seconds = {}
+    started = time.perf_counter()
+    if not checkpoint.exists():
+        train(arch, str(data), str(checkpoint), epochs=epochs, input_size=INPUT_SIZE, val_every=epochs,
+              tensorboard=False)
+    seconds["train"] = round(time.perf_counter() - started, 1)
+    if not fp32.exists():
+        export(str(checkpoint), str(fp32), data=str(data))
+    models = {"fp32": fp32}
+    for layout, outputs in LAYOUTS.items():
+        started = time.perf_counter()
+        ptq = folder / f"ptq-{layout}.int8.onnx"
+        if not ptq.exists():
+            calibrate(str(fp32), str(images), str(ptq), num=num, quantize_outputs=outputs)
+        seconds[f"calibrate {layout}"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        out = folder / f"qat-{layout}.int8.onnx"
+        if not out.exists():
+            qat(str(checkpoint), str(data), str(out), images=str(images), num=num, quantize_outputs=outputs,
+                training=TrainConfig(epochs=qat_epochs, batch_size=8, lr=1e-4, val_every=qat_epochs,
+                                     tensorboard=False))
+        seconds[f"qat {layout}"] = round(time.perf_counter() - started, 1)
+        models[f"calibrate {layout}"] = ptq
+        models[f"qat {layout}"] = out
+        models[f"qat-trained fp32 {layout}"] = folder / f"qat-{layout}.onnx"  # qat's trained graph, rounding off
+    started = time.perf_counter()
+    spec, _ = spec_from_sidecar(read_sidecar(fp32))  # each family's own pre-processing
+    evalsets = {split: load_eval_set(str(folder), spec) for split, folder in evaldata.items()}
+    miou = {split: {name: onnx_miou(path, evalset) for name, path in models.items()}
+            for split, evalset in evalsets.items()}
+    add_as_written(miou, models, evalsets)
+    seconds["evaluate"] = round(time.perf_counter() - started, 1)
+    return {"train_epochs": epochs, "qat_epochs": qat_epochs, "miou": miou, "seconds": seconds,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def add_as_written(miou: dict, models: dict, evalsets: dict) -> None:
+    """The --quantize-outputs models once more with ONNX Runtime's graph optimisations off: their Q/DQ arithmetic as
+    written, apart from the fused integer kernels, which saturate on x86 CPUs without VNNI (quant/cpu_int8.py)."""
+    from edgeseg.quant.sensitivity import onnx_miou
+
+    for split, evalset in evalsets.items():
+        for name in ("calibrate outputs", "qat outputs"):
+            miou[split][f"{name}, as written"] = onnx_miou(models[name], evalset, fused=False)
+
+
+def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
+    """Rows measured before the as-written figures existed get them from the models still in ``work``."""
+    from edgeseg.quant.sensitivity import load_eval_set
+    from edgeseg.sidecar import read_sidecar, spec_from_sidecar
+
+    if not document["families"]:
+        return
+    for arch, row in document["families"].items():
+        folder = work / arch
+        models = {"calibrate outputs": folder / "ptq-outputs.int8.onnx",
+                  "qat outputs": folder / "qat-outputs.int8.onnx"}
+        if "calibrate outputs, as written" in row["miou"][HOLDOUT] or not all(p.exists() for p in models.values()):
+            continue
+        spec, _ = spec_from_sidecar(read_sidecar(folder / "model.onnx"))
+        add_as_written(row["miou"], models, {split: load_eval_set(str(path), spec) for split, path in evaldata.items()})
+
+
+def targets(row: dict, split: str) -> dict:
+    """The issue's targets on one eval set: per layout, QAT never below calibration, and within 0.3 of FP32
+    where calibration loses more than 0.5."""
+    miou = row["miou"][split]
+    verdicts = {}
+    for layout in LAYOUTS:
+        # the outputs layout is judged as written: what this CPU's saturating kernels add is no quantisation loss
+        suffix = ", as written" if layout == "outputs" and f"calibrate {layout}, as written" in miou else ""
+        calibrated, trained = miou[f"calibrate {layout}{suffix}"], miou[f"qat {layout}{suffix}"]
+        verdicts[f"qat not below calibrate ({layout})"] = trained >= calibrated
+        if miou["fp32"] - calibrated > LOSS_THAT_NEEDS_QAT:
+            verdicts[f"qat within {QAT_WITHIN} of fp32 ({layout})"] = miou["fp32"] - trained <= QAT_WITHIN
+    return verdicts
+
+
+def _cell(miou: dict, name: str, base: float) -> str:
+    """``value (change)``; for the outputs layout the model as written, then ORT's fused kernels on this CPU."""
+    written = miou.get(f"{name}, as written")
+    if written is None:
+        return f"{miou[name]:.2f} ({miou[name] - base:+.2f})"
+    return f"{written:.2f} ({written - base:+.2f}); fused {miou[name]:.2f} ({miou[name] - base:+.2f})"
+
+
+def markdown(document: dict) -> str:
+    rows = document["families"]
+    lines = ["# INT8 by family: post-training calibration against QAT (CamVid, 180x240, ONNX Runtime CPU)", "",
+             f"Every family trained from scratch by `edgeseg train` on CamVid's train frames without drive {HOLDOUT} "
+             f"(266), for the epochs in the table (a short budget: the models are far from converged, so read the "
+             f"INT8 changes, not the FP32 figures). calibrate: its defaults (auto method, bias correction) on those "
+             f"266 frames. qat: `edgeseg qat` from the same checkpoint, its defaults (learned activation scales, "
+             f"distilled from the FP32 model + labels, AdamW 1e-4) for the QAT epochs in the table. Layouts: "
+             f"**inputs** = Q/DQ on the quantised ops' inputs (TensorRT's), **outputs** = `--quantize-outputs` "
+             f"(also on conv outputs, ONNX Runtime's fast layout). **qat FP32** is the graph qat trained, its rounding "
+             f"switched off: QAT minus it is the rounding's cost after QAT, QAT minus FP32 includes the extra "
+             f"training.", "",
+             f"The outputs layout is given twice. First **as written**: ONNX Runtime with its graph optimisations off, "
+             f"so the Q/DQ model's own arithmetic runs (what a CPU with VNNI, ARM or TensorRT computes, up to "
+             f"rounding); the targets are judged on it. Then **fused**: ONNX Runtime as it runs by default on this "
+             f"machine ({document.get('machine', {}).get('cpu', '?')}, "
+             f"{'with' if document.get('vnni') else 'without'} VNNI), whose fused integer kernels "
+             f"{SATURATION[bool(document.get('vnni'))]}. "
+             f"The inputs layout runs as float convolutions, so it is the same either way.", ""]
+    for split, title in ((HOLDOUT, f"drive {HOLDOUT} (101 frames no model trained on: the targets are judged here)"),
+                         ("val", "val (101 frames of drive 0016E5, whose other 204 frames are in train)")):
+        lines += [f"## mIoU % on {title}", "",
+                  "| family | epochs (train / qat) | FP32 | inputs: calibrate | qat | qat FP32 | outputs: calibrate "
+                  "| qat | qat FP32 | targets | date |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for arch in FAMILIES:
+            row = rows.get(arch)
+            if row is None:
+                lines.append(f"| `{arch}` | not measured yet | | | | | | | | | |")
+                continue
+            m = row["miou"][split]
+            base = m["fp32"]
+            cells = [f"{base:.2f}"]
+            for layout in LAYOUTS:
+                cells += [_cell(m, f"calibrate {layout}", base), _cell(m, f"qat {layout}", base),
+                          f"{m[f'qat-trained fp32 {layout}']:.2f}"]
+            verdicts = targets(row, split)
+            missed = [name for name, ok in verdicts.items() if not ok]
+            verdict = "met" if not missed else "missed: " + "; ".join(missed)
+            lines.append(f"| `{arch}` | {row['train_epochs']} / {row['qat_epochs']} | " + " | ".join(cells)
+                         + f" | {verdict} | {row['date']} |")
+        lines.append("")
+    lines += ["Seconds per family (train, calibrate and qat per layout, evaluating every model on both sets):", ""]
+    for arch, row in rows.items():
+        lines.append(f"- `{arch}`: " + ", ".join(f"{k} {v}" for k, v in row["seconds"].items()))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_camvid_argument(parser)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--redo", action="store_true", help="Measure the given families again.")
+    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--num", type=int, default=500, help="Calibration images (calibrate's default).")
+    parser.add_argument("--work", default=str(CACHE / "qat-families"))
+    args = parser.parse_args()
+
+    data = require_camvid(args.data)
+    work = Path(args.work)
+    splits = split_off_drive(data, HOLDOUT, work / "splits")
+    images = splits["train"] / "train" / "images"
+    evaldata = {HOLDOUT: splits["holdout"], "val": data}
+    results = RESULTS / "qat_families.json"
+    document = json.loads(results.read_text()) if results.exists() else {"families": {}}
+    for arch in args.families:
+        if arch in document["families"] and not args.redo:
+            print(f"{arch}: measured on {document['families'][arch]['date']}; skipped (--redo measures it again)")
+            continue
+        print(f"== {arch}", flush=True)
+        document["families"][arch] = measure_family(arch, splits["train"], images, evaldata, work, args.qat_epochs,
+                                                    args.num)
+        document["machine"] = machine()
+        document["vnni"] = not saturating_kernels(cpu_flags())
+        complete_rows(document, work, evaldata)
+        write_results("qat_families", document, markdown(document))
+    document.setdefault("machine", machine())
+    document["vnni"] = not saturating_kernels(cpu_flags())
+    complete_rows(document, work, evaldata)  # rows measured before the as-written figures, where their models remain
+    write_results("qat_families", document, markdown(document))
+
+
+if __name__ == "__main__":
+    main()
