@@ -101,14 +101,20 @@ def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Pa
             "date": time.strftime("%Y-%m-%d")}
 
 
+AS_WRITTEN = ("calibrate inputs", "qat inputs", "calibrate outputs", "qat outputs")
+
+
 def add_as_written(miou: dict, models: dict, evalsets: dict) -> None:
-    """The --quantize-outputs models once more with ONNX Runtime's graph optimisations off: their Q/DQ arithmetic as
-    written, apart from the fused integer kernels, which saturate on x86 CPUs without VNNI (quant/cpu_int8.py)."""
+    """The INT8 models once more with ONNX Runtime's graph optimisations off: their Q/DQ arithmetic as written,
+    apart from the fused integer kernels (QLinearConv, QLinearMatMul, ...), which saturate on x86 CPUs without VNNI
+    (quant/cpu_int8.py). Mostly the --quantize-outputs layout's; Q/DQ on inputs fuses only where a quantised op
+    feeds another."""
     from edgeseg.quant.sensitivity import onnx_miou
 
     for split, evalset in evalsets.items():
-        for name in ("calibrate outputs", "qat outputs"):
-            miou[split][f"{name}, as written"] = onnx_miou(models[name], evalset, fused=False)
+        for name in AS_WRITTEN:
+            if f"{name}, as written" not in miou[split]:
+                miou[split][f"{name}, as written"] = onnx_miou(models[name], evalset, fused=False)
 
 
 def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
@@ -120,9 +126,10 @@ def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
         return
     for arch, row in document["families"].items():
         folder = work / arch
-        models = {"calibrate outputs": folder / "ptq-outputs.int8.onnx",
-                  "qat outputs": folder / "qat-outputs.int8.onnx"}
-        if "calibrate outputs, as written" in row["miou"][HOLDOUT] or not all(p.exists() for p in models.values()):
+        models = {f"{verb} {layout}": folder / f"{'ptq' if verb == 'calibrate' else 'qat'}-{layout}.int8.onnx"
+                  for verb in ("calibrate", "qat") for layout in LAYOUTS}
+        done = all(f"{name}, as written" in row["miou"][HOLDOUT] for name in AS_WRITTEN)
+        if done or not all(p.exists() for p in models.values()):
             continue
         spec, _ = spec_from_sidecar(read_sidecar(folder / "model.onnx"))
         add_as_written(row["miou"], models, {split: load_eval_set(str(path), spec) for split, path in evaldata.items()})
@@ -134,8 +141,8 @@ def targets(row: dict, split: str) -> dict:
     miou = row["miou"][split]
     verdicts = {}
     for layout in LAYOUTS:
-        # the outputs layout is judged as written: what this CPU's saturating kernels add is no quantisation loss
-        suffix = ", as written" if layout == "outputs" and f"calibrate {layout}, as written" in miou else ""
+        # judged as written: what this CPU's saturating kernels add is no quantisation loss
+        suffix = ", as written" if f"calibrate {layout}, as written" in miou else ""
         calibrated, trained = miou[f"calibrate {layout}{suffix}"], miou[f"qat {layout}{suffix}"]
         verdicts[f"qat not below calibrate ({layout})"] = trained >= calibrated
         if miou["fp32"] - calibrated > LOSS_THAT_NEEDS_QAT:
@@ -144,7 +151,7 @@ def targets(row: dict, split: str) -> dict:
 
 
 def _cell(miou: dict, name: str, base: float) -> str:
-    """``value (change)``; for the outputs layout the model as written, then ORT's fused kernels on this CPU."""
+    """``value (change)``: the model as written, then through ORT's fused kernels on this CPU where measured."""
     written = miou.get(f"{name}, as written")
     if written is None:
         return f"{miou[name]:.2f} ({miou[name] - base:+.2f})"
@@ -163,13 +170,13 @@ def markdown(document: dict) -> str:
              f"(also on conv outputs, ONNX Runtime's fast layout). **qat FP32** is the graph qat trained, its rounding "
              f"switched off: QAT minus it is the rounding's cost after QAT, QAT minus FP32 includes the extra "
              f"training.", "",
-             f"The outputs layout is given twice. First **as written**: ONNX Runtime with its graph optimisations off, "
+             f"Each INT8 model is given twice. First **as written**: ONNX Runtime with its graph optimisations off, "
              f"so the Q/DQ model's own arithmetic runs (what a CPU with VNNI, ARM or TensorRT computes, up to "
              f"rounding); the targets are judged on it. Then **fused**: ONNX Runtime as it runs by default on this "
              f"machine ({document.get('machine', {}).get('cpu', '?')}, "
              f"{'with' if document.get('vnni') else 'without'} VNNI), whose fused integer kernels "
-             f"{SATURATION[bool(document.get('vnni'))]}. "
-             f"The inputs layout runs as float convolutions, so it is the same either way.", ""]
+             f"{SATURATION[bool(document.get('vnni'))]}. Q/DQ on inputs fuses only where a quantised op feeds "
+             f"another (QLinearConv, QLinearMatMul); with --quantize-outputs nearly every conv fuses.", ""]
     for split, title in ((HOLDOUT, f"drive {HOLDOUT} (101 frames no model trained on: the targets are judged here)"),
                          ("val", "val (101 frames of drive 0016E5, whose other 204 frames are in train)")):
         lines += [f"## mIoU % on {title}", "",

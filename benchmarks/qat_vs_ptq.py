@@ -68,7 +68,8 @@ def main() -> None:
     evalset = load_eval_set(str(data), spec)
     images = str(Path(data) / "train" / "images")
     name = "qat_vs_ptq_synthetic" if args.synthetic else "qat_vs_ptq"
-    before = json.loads((RESULTS / f"{name}.json").read_text()) if args.reuse else {}
+    previous = RESULTS / f"{name}.json"
+    before = json.loads(previous.read_text()) if args.reuse and previous.exists() else {}
     rows, seconds = {"FP32": onnx_miou(fp32, evalset)}, {}
 
     def timed(step: str, output: Path, make) -> None:
@@ -105,7 +106,8 @@ def main() -> None:
              "The last column compares each INT8 model with the FP32 graph it rounds: the model for calibrate, the "
              "graph qat trained for qat (so the extra training is taken out).", "",
              f"Machine: {machine()['cpu']}, {'with' if vnni else 'without'} VNNI. ONNX Runtime runs the "
-             f"Q/DQ-on-outputs models through fused integer kernels, which saturate on x86 without VNNI (edgeseg/quant/cpu_int8.py); "
+             f"Q/DQ-on-outputs models through fused integer kernels, which saturate on x86 without VNNI "
+             f"(edgeseg/quant/cpu_int8.py); "
              f"the rows 'as written' run the same models with ONNX Runtime's graph optimisations off, i.e. their own "
              f"Q/DQ arithmetic (what a VNNI CPU, ARM or TensorRT computes, up to rounding).", "",
              "| model | mIoU % | change vs FP32 | INT8 vs its own FP32 |", "|---|---:|---:|---:|"]

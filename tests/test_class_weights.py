@@ -284,3 +284,19 @@ def test_a_train_resumed_with_other_class_weights_is_refused(tiny_data, tmp_path
         api.train("unet", str(tiny_data), str(model), resume=True, class_weights="1,2,1,1,1,1,1,1", **options)
     api.train("unet", str(tiny_data), str(model), resume=True, class_weights="median-frequency", **options)
     assert model.exists()
+
+
+def test_prune_resumed_with_other_class_weights_is_refused_before_pruning(tiny_data, tmp_path, monkeypatch):
+    from edgeseg.pruning import api
+
+    model, out = tmp_path / "model.pt", tmp_path / "pruned.pt"
+    expected = _train_tiny(tiny_data, model, "median-frequency")
+    killed_run = {"loss_settings": {"class_weights": [float(w) for w in expected]}}
+    torch.save(killed_run, tmp_path / "pruned.pt.state")
+    pruned = []
+    monkeypatch.setattr(api, "layer_structure", lambda net: pruned.append(net) or {})
+    with pytest.raises(ConfigError, match=r"pruned.pt.state was trained with class weights \[.*\], this run asks "
+                                          r"for none"):
+        api.prune(str(model), str(out), ratio=0.25, finetune_epochs=1, data=str(tiny_data), batch_size=4,
+                  class_weights="none", resume=True)
+    assert not pruned  # refused before any pruning work

@@ -206,6 +206,23 @@ def test_a_model_trained_with_ignore_11_is_measured_with_it(tmp_path):
     assert result.exit_code == 2 and "holds value 11, outside classes 0..10" in result.stderr and not out.exists()
 
 
+def test_a_foreign_model_on_a_voc_folder_without_ignore_index(tmp_path):
+    """An ONNX from another tool (no sidecar) with --data a VOC folder and no --ignore-index: eval and bench default to
+    the model's value, which it does not record, so VOC's own 255 is used (it crashed on None) and the VOC class
+    names reach the results."""
+    label = np.zeros((SIZE, SIZE), np.int64)
+    label[:, 8:], label[0, :] = 9, 255
+    _voc(tmp_path, [label, label.copy()], rgb=False)
+    model = _ramp_onnx(tmp_path / "foreign.onnx", 21, sidecar=False)
+    for verb in (["eval"], ["bench", "--iters", 1, "--warmup", 0]):
+        out = tmp_path / f"{verb[0]}.json"
+        result = _invoke(verb + [model, "--data", tmp_path, "--input-size", f"{SIZE}x{SIZE}", "--json", out])
+        assert result.exit_code == 0, result.output
+        assert 0 <= json.loads(out.read_text())["miou"] <= 100
+    per_class = json.loads((tmp_path / "eval.json").read_text())["per_class_iou"]
+    assert len(per_class) == 21 and list(per_class)[:2] == ["background", "aeroplane"]
+
+
 def test_model_and_dataset_yaml_disagreeing_names_both(tmp_path):
     _camvid_like(tmp_path)
     yaml_path = tmp_path / "dataset.yaml"

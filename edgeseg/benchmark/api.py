@@ -41,7 +41,11 @@ def model_ignore_index(artifact: Optional[Artifact], given: Optional[int]) -> in
     if given is not None:
         return given
     if artifact is not None and artifact.dataset is not None:
-        return artifact.dataset.ignore_index
+        value = artifact.dataset.ignore_index
+        if value != DEFAULT_IGNORE_INDEX:  # say where a value other than the usual one came from
+            say(f"Label value {value} is unlabelled, as {artifact.path.name} was trained (where --data has no "
+                f"dataset.yaml; --ignore-index changes it)")
+        return value
     return DEFAULT_IGNORE_INDEX
 
 

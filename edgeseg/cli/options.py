@@ -178,7 +178,8 @@ def pop_model_facts(options: dict):
     if options.get("data"):
         from edgeseg.data.dataset import dataset_info
 
-        dataset = dataset_info(options["data"], options.get("ignore_index", 255))
+        given = options.get("ignore_index")  # None where the verb defaults to the model's (bench, eval, report)
+        dataset = dataset_info(options["data"], 255 if given is None else given)
     return ModelFacts(arch=options.pop("arch", None), num_classes=options.pop("num_classes", None),
                       input_size=parse_size(size) if size else None, mean=mean, std=std,  # either unit
                       dataset=dataset, dla_core=options.pop("engine_dla_core", None))

@@ -183,8 +183,8 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
         if state_file is None or not state_file.exists():
             raise ConfigError(f"--resume found no training state {state_file}; start without --resume.")
         state = load_state(state_file)
+        require_same_loss(state, state_file, loss_settings)  # first: other weights may also mean other shapes
         restore_model(state, state_file, model, optimizer, loss=loss_module)
-        require_same_loss(state, state_file, loss_settings)
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
         if amp.scaler is not None and state.get("scaler"):  # float16 loss scaling continues where it was

@@ -113,7 +113,7 @@ def _shown(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value) + "]"
+        return "[" + ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value) + "]"
     return str(value)
 
 
