@@ -159,8 +159,10 @@ def unet(tiny_teacher, tiny_data, tmp_path_factory):
                           "unet.uint8": {"argmax": True, "argmax_dtype": "uint8"}}.items():
         export(str(tiny_teacher), str(folder / f"{name}.onnx"), data=str(tiny_data), **options)
     fast = {"num": 4, "method": "minmax", "bias_correction": False}
+    # ranges clipped at the 95th percentile lose accuracy on any CPU, so the budget must keep layers in float (with
+    # minmax ranges the tiny U-Net's INT8 equalled FP32 on an AMD EPYC and nothing was kept)
     calibrate(str(folder / "unet.onnx"), str(tiny_data), str(folder / "budget.int8.onnx"), data=str(tiny_data),
-              max_miou_drop=0.0, **fast)
+              max_miou_drop=0.0, num=4, method="percentile", percentile=95.0, bias_correction=False)
     calibrate(str(folder / "unet.int32.onnx"), str(tiny_data), str(folder / "classes.int8.onnx"), **fast)
     calibrate(str(folder / "unet.onnx"), str(tiny_data), str(folder / "asym.int8.onnx"), symmetric=False, **fast)
     return folder

@@ -41,7 +41,7 @@ def test_architecture_survives_every_stage(name, tiny_data, tiny_teacher, tmp_pa
                                    show=False)
     assert [r["backend"] for r in (checkpoint, fp32, int8)] == ["pytorch", "onnxruntime", "onnxruntime"]
     # each stage is seeded: the pruned model reaches what it reached when measured (1.5 for another CPU) ...
-    assert fp32["miou"] == pytest.approx(MEASURED_FP32_MIOU[name], abs=1.5)
+    assert fp32["miou"] == pytest.approx(MEASURED_FP32_MIOU[name], abs=SPREAD.get(name, 1.5))
     # ... its ONNX export computes the same (measured: equal to the last digit for all twelve) ...
     assert fp32["miou"] == pytest.approx(checkpoint["miou"], abs=0.05)
     # ... and INT8 stays within 1.0 of FP32 (measured: at most 0.65 away, deeplabv3-resnet50; most within 0.1)
@@ -70,6 +70,9 @@ MEASURED_FP32_MIOU = {
     "deeplabv3plus-mobilenetv3": 4.73, "enet": 3.56, "fcn-resnet50": 13.17, "lraspp-mobilenetv3-large": 3.72,
     "lraspp-mobilenetv3-small": 5.55, "pspnet-mobilenetv3": 6.42, "refinenet-lw-mobilenetv2": 4.24,
     "segformer-b0": 23.26, "unet": 9.56}
+# deeplabv3-resnet50 alone moves more than 1.5 between machines and installs: 14.66, 11.78 (Intel Xeon) and 16.97 (AMD
+# EPYC, AVX2, 2026-12-03) from the same seeds; the other eleven stayed within 1.5 on both CPUs
+SPREAD = {"deeplabv3-resnet50": 5.5}
 
 
 USER_ARCH = '''
