@@ -123,8 +123,6 @@ def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
     from edgeseg.quant.sensitivity import load_eval_set
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
-    if not document["families"]:
-        return
     for arch, row in document["families"].items():
         folder = work / arch
         models = {f"{verb} {layout}": folder / f"{'ptq' if verb == 'calibrate' else 'qat'}-{layout}.int8.onnx"

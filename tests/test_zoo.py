@@ -70,7 +70,7 @@ MEASURED_FP32_MIOU = {
     "deeplabv3plus-mobilenetv3": 4.73, "enet": 3.56, "fcn-resnet50": 13.17, "lraspp-mobilenetv3-large": 3.72,
     "lraspp-mobilenetv3-small": 5.55, "pspnet-mobilenetv3": 6.42, "refinenet-lw-mobilenetv2": 4.24,
     "segformer-b0": 23.26, "unet": 9.56}
-# deeplabv3-resnet50 alone moves more than 1.5 between machines and installs: 14.66, 11.78 (Intel Xeon) and 16.97 (AMD
+# deeplabv3-resnet50 alone moves more than 1.5 between machines and installs: 14.66, 11.78 and 16.97 (AMD
 # EPYC, AVX2, 2026-12-03) from the same seeds; the other eleven stayed within 1.5 on both CPUs
 SPREAD = {"deeplabv3-resnet50": 5.5}
 
