@@ -6,7 +6,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -86,6 +86,19 @@ def alternate(candidates: Dict[str, Callable[[], object]], rounds: int, inner: i
                 function()
             samples[name].append((time.perf_counter() - started) * 1e3 / inner)
     return samples
+
+
+def make_once(output: Path, make: Callable[[], object]) -> Optional[float]:
+    """Run ``make`` unless ``output`` exists (an earlier sitting made it): its seconds, or None when it was kept.
+
+    The long benchmarks (a family table, QAT recipes) stop and continue across sittings; what an earlier
+    sitting made is reused, and its time is unknown rather than a misleading near-zero.
+    """
+    if output.exists():
+        return None
+    started = time.perf_counter()
+    make()
+    return round(time.perf_counter() - started, 1)
 
 
 def median(values: List[float]) -> float:

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, RESULTS, add_camvid_argument, machine, require_camvid, write_results
+from common import CACHE, RESULTS, add_camvid_argument, machine, make_once, require_camvid, write_results
 from edgeseg.quant.cpu_int8 import cpu_flags, saturating_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "camvid"))
@@ -68,11 +68,7 @@ def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Pa
     seconds = {}
 
     def timed(step: str, output: Path, make) -> None:
-        """Make ``output`` unless an earlier sitting did (its seconds are then unknown: None)."""
-        started, made = time.perf_counter(), not output.exists()
-        if made:
-            make()
-        seconds[step] = round(time.perf_counter() - started, 1) if made else None
+        seconds[step] = make_once(output, make)
 
     timed("train", checkpoint, lambda: train(arch, str(data), str(checkpoint), epochs=epochs, input_size=INPUT_SIZE,
                                              val_every=epochs, tensorboard=False))

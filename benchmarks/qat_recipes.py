@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_camvid_argument, machine, require_camvid, write_results
+from common import add_camvid_argument, machine, make_once, require_camvid, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # name: (learning rate, epochs, learned scales)
@@ -53,12 +53,11 @@ def main() -> None:
     for name, (lr, epochs, learn) in RECIPES.items():
         stem = f"qat-lr{lr:g}-{epochs}ep-{'learned' if learn else 'fixed'}"
         out = work / f"{stem}.int8.onnx"
-        started, made = time.perf_counter(), not out.exists()
-        if made:
-            qat(args.model, str(data), str(out), images=images, num=NUM, learn_scales=learn,
-                training=TrainConfig(epochs=epochs, batch_size=8, lr=lr, val_every=epochs, tensorboard=False))
+        seconds = make_once(out, lambda: qat(
+            args.model, str(data), str(out), images=images, num=NUM, learn_scales=learn,
+            training=TrainConfig(epochs=epochs, batch_size=8, lr=lr, val_every=epochs, tensorboard=False)))
         rows[name] = {"int8": onnx_miou(out, evalset), "trained_fp32": onnx_miou(work / f"{stem}.onnx", evalset),
-                      "seconds": round(time.perf_counter() - started, 1) if made else None}
+                      "seconds": seconds}
     base, calibrated = rows["FP32"]["int8"], rows["calibrate default"]["int8"]
     half = (base - calibrated) / 2
     lines = [f"# QAT recipes on {Path(args.model).name}, Q/DQ on op inputs (CamVid val, ONNX Runtime CPU)", "",

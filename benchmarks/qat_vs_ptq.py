@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from common import RESULTS, machine, write_results
+from common import RESULTS, machine, make_once, write_results
 from edgeseg.quant.cpu_int8 import cpu_flags, saturating_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +73,10 @@ def main() -> None:
     rows, seconds = {"FP32": onnx_miou(fp32, evalset)}, {}
 
     def timed(step: str, output: Path, make) -> None:
-        if args.reuse and output.exists():
-            seconds[step] = before.get("seconds", {}).get(step)
-            return
-        started = time.perf_counter()
-        make()
-        seconds[step] = round(time.perf_counter() - started, 1)
+        if not args.reuse:
+            output.unlink(missing_ok=True)
+        made = make_once(output, make)
+        seconds[step] = before.get("seconds", {}).get(step) if made is None else made
 
     for outputs in (False, True):
         layout = ", Q/DQ on conv outputs too" if outputs else ""
