@@ -92,6 +92,11 @@ def _loop_options(epochs: int, lr_help: str) -> list:
                      help="SyncBatchNorm across torchrun processes (CUDA)."),
         click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
                      help="Write TensorBoard events to OUT.tb/."),
+        click.option("--augment", type=click.Choice(["standard", "reference"]), default="standard",
+                     show_default=True,
+                     help="Training augmentation: standard (zoom 0.75-1.5x of the input-size frame, flip, colour "
+                          "jitter 0.3) or reference (torchvision's reference recipe: zoom 1-2x from the "
+                          "full-resolution frame, flip, no colour jitter)."),
         seed, threads,
     ]
 
@@ -99,7 +104,8 @@ def _loop_options(epochs: int, lr_help: str) -> list:
 _RECIPE = click.option("--recipe", default=None, is_eager=True, expose_value=False, callback=_apply_recipe,
                        help="YAML recipe whose section for this verb sets the options not given here.")
 TRAIN_CONFIG_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "val_every", "warmup_epochs",
-                       "grad_clip", "ema_decay", "device", "amp", "sync_bn", "tensorboard", "seed", "threads")
+                       "grad_clip", "ema_decay", "device", "amp", "sync_bn", "tensorboard", "augment", "seed",
+                       "threads")
 
 
 def training_options(function):

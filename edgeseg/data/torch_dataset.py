@@ -11,18 +11,43 @@ from torch.nn import functional as F
 
 from edgeseg.data.dataset import SegmentationSplit
 from edgeseg.data.resize import resize_image, resize_label
+from edgeseg.errors import ConfigError
 from edgeseg.spec import InputSpec
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Joint image/mask augmentation; mask pixels brought in by padding are ignored."""
+    """Joint image/mask augmentation; mask pixels brought in by padding are ignored.
+
+    ``scale`` is the zoom relative to the model input (above 1: a crop of part of the
+    frame). With ``sharp_zoom`` the frames are kept at up to ``scale[1]`` times the input
+    size (never above their own resolution), so a zoomed-in crop shows the frame's own
+    detail instead of upsampled input-size pixels.
+    """
 
     scale: Tuple[float, float] = (0.75, 1.5)
     flip: bool = True
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
+    sharp_zoom: bool = False
+
+
+# --augment: "standard" is edgeseg's recipe so far; "reference" trains as torchvision's segmentation reference
+# does by hand (random scale 0.5-1.0 of a CamVid frame, crop 180x240, flip, no colour jitter): zoom 1-2x the
+# input from the full-resolution frame. Issue 27 measured a hand-trained model 1.8 mIoU above edgeseg's on
+# drives it never saw; benchmarks/camvid/augment.py compares the two there.
+AUGMENTATIONS = {
+    "standard": AugmentConfig(),
+    "reference": AugmentConfig(scale=(1.0, 2.0), brightness=0.0, contrast=0.0, saturation=0.0, sharp_zoom=True),
+}
+
+
+def augmentation(name: str) -> AugmentConfig:
+    """The AugmentConfig of an --augment name."""
+    if name not in AUGMENTATIONS:
+        raise ConfigError(f"Unknown augmentation '{name}'; choose one of: {', '.join(AUGMENTATIONS)}.")
+    return AUGMENTATIONS[name]
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -31,8 +56,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __init__(self, split: SegmentationSplit, spec: InputSpec, augment: Optional[AugmentConfig] = None):
         self.spec, self.augment = spec, augment
         self.ignore_index = split.info.ignore_index
-        self.images = np.stack([resize_image(split.image(i), spec.height, spec.width) for i in range(len(split))])
-        self.labels = np.stack([resize_label(split.label(i), spec.height, spec.width) for i in range(len(split))])
+        if augment is not None and augment.sharp_zoom:  # sizes differ per frame: lists, not one array
+            self.images, self.labels = [], []
+            for i in range(len(split)):
+                image, label = split.image(i), split.label(i)
+                height, width = _sharp_size(image.shape[:2], spec, augment.scale[1])
+                self.images.append(np.array(resize_image(image, height, width)))  # writable, as np.stack's
+                self.labels.append(np.array(resize_label(label, height, width)))
+        else:
+            self.images = np.stack([resize_image(split.image(i), spec.height, spec.width) for i in range(len(split))])
+            self.labels = np.stack([resize_label(split.label(i), spec.height, spec.width) for i in range(len(split))])
         self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
 
@@ -53,7 +86,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         # random scale, then pad (image with the mean colour, mask with ignore) and crop back to size
         s = float(np.random.uniform(*cfg.scale))
         new_h, new_w = max(8, round(height * s)), max(8, round(width * s))
-        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        # sharp frames are mostly shrunk: antialiased, as PIL shrinks the frames inference sees (data/resize.py)
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
+                              antialias=cfg.sharp_zoom)[0]
         label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0].long()
         pad_h, pad_w = max(0, height - new_h), max(0, width - new_w)
         if pad_h or pad_w:
@@ -71,6 +106,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image = (image - image.mean()) * np.random.uniform(1 - cfg.contrast, 1 + cfg.contrast) + image.mean()
         image = image * np.random.uniform(1 - cfg.brightness, 1 + cfg.brightness)
         return image.clamp(0, 255), label.contiguous()
+
+
+def _sharp_size(frame: Tuple[int, int], spec: InputSpec, max_zoom: float) -> Tuple[int, int]:
+    """The size to keep a frame at for sharp zooms: the input size times the largest zoom the frame's own
+    resolution supports (at most ``max_zoom``, at least 1), the input's aspect ratio kept."""
+    factor = min(max_zoom, frame[0] / spec.height, frame[1] / spec.width)
+    factor = max(1.0, factor)
+    return round(spec.height * factor), round(spec.width * factor)
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,7 @@ from edgeseg.arch.backbones import check_backbone_option, load_backbone_weights
 from edgeseg.checkpoint import LoadedModel, load_model
 from edgeseg.console import say
 from edgeseg.data.dataset import DEFAULT_IGNORE_INDEX, ClassCount, ClassCountError
-from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
+from edgeseg.data.torch_dataset import SegmentationDataset, augmentation
 from edgeseg.distillation.losses import match_size, pixel_kl
 from edgeseg.distillation.objective import DistillationObjective, parse_loss
 from edgeseg.errors import ConfigError
@@ -158,7 +158,7 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
             f"(cross-entropy + {described}, T={temperature})")
         if ce_weights is not None:
             say(f"Class weights ({mode}): {weighting.describe(ce_weights, info.classes or [])}")
-    train_set = SegmentationDataset(train_split, spec, AugmentConfig())
+    train_set = SegmentationDataset(train_split, spec, augmentation(config.augment))
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     settings = {"teacher": str(teacher), "teacher_arch": loaded.arch, "loss": "ce+" + "+".join(terms),
                 "weights": terms, "temperature": temperature, "feature_pairs": _pairs(feature_pairs),

@@ -125,7 +125,8 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
         from edgeseg.pruning.training import load_prune_data
 
         said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
-        prune_data = load_prune_data(data, spec, ClassCount(num_classes, said_by), ignore_index)
+        prune_data = load_prune_data(data, spec, ClassCount(num_classes, said_by), ignore_index,
+                                     finetune.augment if finetune is not None else "standard")
     # the loss that ranks channels (taylor) and recovers accuracy is the one the model was trained with
     if class_weights is not None and not prune_data:
         raise ConfigError("--class-weights weighs the loss of taylor's gradients, the sparsity phase and the "

@@ -22,15 +22,16 @@ class PruneData:
     train_split: Optional[object] = None  # the SegmentationSplit behind train_set (class frequencies are counted on it)
 
 
-def load_prune_data(data: str, spec: InputSpec, model_classes: ClassCount, ignore_index: int = 255) -> PruneData:
+def load_prune_data(data: str, spec: InputSpec, model_classes: ClassCount, ignore_index: int = 255,
+                    augment: str = "standard") -> PruneData:
     """``data``'s splits; ``model_classes`` (a ClassCount: the model's) decides the class count where no
-    dataset.yaml does, and is refused where one says another."""
-    from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
+    dataset.yaml does, and is refused where one says another. ``augment`` names the training set's augmentation."""
+    from edgeseg.data.torch_dataset import SegmentationDataset, augmentation
     from edgeseg.training.data import training_splits
 
     train_split, val_split = training_splits(data, classes=model_classes, ignore_index=ignore_index)
     plain = SegmentationDataset(train_split, spec)
-    augmented = SegmentationDataset(train_split, spec, AugmentConfig())
+    augmented = SegmentationDataset(train_split, spec, augmentation(augment))
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     return PruneData(augmented, val_set, plain, train_split.info, train_split)
 

@@ -97,7 +97,8 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     if spec is None:
         raise InputFileError(f"{model} does not record its input size; give it with --input-size HEIGHTxWIDTH.")
     said_by = f"{Path(model).name}'s " + ("weights" if loaded.foreign else "checkpoint")
-    splits = load_prune_data(data, spec, ClassCount(loaded.num_classes, said_by), ignore_index)
+    splits = load_prune_data(data, spec, ClassCount(loaded.num_classes, said_by), ignore_index,
+                             training.augment)
     info = splits.info
     with tempfile.TemporaryDirectory(prefix="edgeseg-qat-") as folder:
         work = Path(folder)

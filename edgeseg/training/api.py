@@ -16,7 +16,7 @@ from edgeseg.checkpoint import save_checkpoint
 from edgeseg.console import say
 from edgeseg.data.dataset import DEFAULT_IGNORE_INDEX, ClassCount
 from edgeseg.errors import ConfigError
-from edgeseg.data.torch_dataset import AugmentConfig, SegmentationDataset
+from edgeseg.data.torch_dataset import SegmentationDataset, augmentation
 from edgeseg.fileio import check_output_path
 from edgeseg.sidecar import write_sidecar
 from edgeseg.training import class_weights as weighting
@@ -105,7 +105,7 @@ def train(arch: str, data: str, out: str, *, epochs: int = 30, batch_size: int =
         if loss_weights is not None:
             say(f"Class weights ({class_weights if class_weights in weighting.MODES else 'given'}): "
                 f"{weighting.describe(loss_weights, info.classes or [str(i) for i in range(info.num_classes)])}")
-    train_set = SegmentationDataset(train_split, spec, AugmentConfig())
+    train_set = SegmentationDataset(train_split, spec, augmentation(config.augment))
     val_set = SegmentationDataset(val_split, spec) if val_split is not None else None
     writer = ResultWriter(out, arch, info, spec, data, config, "train", arch_args=arch_args,
                           extra={"backbone_weights": backbone.to_dict() if backbone else None, "weights": weights,

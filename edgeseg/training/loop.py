@@ -51,12 +51,16 @@ class TrainConfig:
     amp: bool = True  # mixed precision, on CUDA only
     sync_bn: bool = False  # SyncBatchNorm across torchrun processes
     tensorboard: bool = True  # TensorBoard events next to the checkpoint
+    augment: str = "standard"  # the training images' augmentation, a data/torch_dataset.py AUGMENTATIONS name
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_LR:
             raise ConfigError(f"Unknown optimizer '{self.optimizer}'; choose adamw or sgd.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be at least 1.")
+        from edgeseg.data.torch_dataset import augmentation
+
+        augmentation(self.augment)  # an unknown name is refused here, before any work
 
     @property
     def base_lr(self) -> float:
