@@ -94,9 +94,11 @@ def _loop_options(epochs: int, lr_help: str) -> list:
                      help="Write TensorBoard events to OUT.tb/."),
         click.option("--augment", type=click.Choice(["standard", "reference"]), default="standard",
                      show_default=True,
-                     help="Training augmentation: standard (zoom 0.75-1.5x of the input-size frame, flip, colour "
-                          "jitter 0.3) or reference (torchvision's reference recipe: zoom 1-2x from the "
-                          "full-resolution frame, flip, no colour jitter)."),
+                     help="Training augmentation: standard (zoom 0.75-1.5x of the frame shrunk to the input "
+                          "size, flip, colour jitter 0.3) or reference (the recipe users run by hand with "
+                          "torchvision, random scale 0.5-1.0 of a 360x480 CamVid frame and crop 180x240: zoom "
+                          "1-2x from the frame at up to twice the input size, flip, no colour jitter; sharper "
+                          "only where --input-size is smaller than the frames)."),
         seed, threads,
     ]
 
