@@ -349,6 +349,8 @@ def test_cli_from_a_state_dict_through_build_engine_and_bench(user_model, data, 
     assert written["quantization"]["source"] == "qat" and written["qat"]["epochs"] == 1
     assert written["qat"]["selected_method"] == "minmax" and written["qat"]["num_images"] == 8
     assert written["qat"]["training"]["batch_size"] == 4
+    # no --lr: a hundredth of train's AdamW rate (Wu et al. 2020; benchmarks/results/qat_lr_families.md)
+    assert written["qat"]["training"]["lr"] == pytest.approx(1e-5)
 
     trt = trt_double.install(monkeypatch, "10.3.0")
     built = CliRunner().invoke(cli, ["build-engine", str(out), "--backend", "tensorrt", "--out",

@@ -29,7 +29,7 @@ from edgeseg.cli.options import (ignore_index, loop_options, model_facts_options
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature.")
 @ignore_index
 @model_facts_options
-@loop_options(5, "Peak learning rate [default: a tenth of train's: 1e-4 AdamW, 1e-3 SGD].")
+@loop_options(5, "Peak learning rate [default: a hundredth of train's: 1e-5 AdamW, 1e-4 SGD].")
 @trust_checkpoint
 def qat_command(model, out, scales, **options):
     """Quantization-aware training: fine-tune with INT8 rounding; write calibrate's Q/DQ ONNX layout.
