@@ -33,9 +33,9 @@ class AugmentConfig:
     sharp_zoom: bool = False
 
 
-# --augment: "standard" is edgeseg's recipe so far; "reference" trains as torchvision's segmentation reference
-# does by hand (random scale 0.5-1.0 of a CamVid frame, crop 180x240, flip, no colour jitter): zoom 1-2x the
-# input from the full-resolution frame. Issue 27 measured a hand-trained model 1.8 mIoU above edgeseg's on
+# --augment: "standard" is edgeseg's recipe so far; "reference" is the recipe users run by hand with torchvision
+# (random scale 0.5-1.0 of a 360x480 CamVid frame, crop 180x240, flip, no colour jitter): zoom 1-2x the input
+# from the full-resolution frame. Issue 27 measured a hand-trained model 1.8 mIoU above edgeseg's on
 # drives it never saw; benchmarks/camvid/augment.py compares the two there.
 AUGMENTATIONS = {
     "standard": AugmentConfig(),
@@ -135,8 +135,7 @@ def _warn_if_large(split: SegmentationSplit, spec: InputSpec, max_zoom: float) -
 def _sharp_size(frame: Tuple[int, int], spec: InputSpec, max_zoom: float) -> Tuple[int, int]:
     """The size to keep a frame at for sharp zooms: the input size times the largest zoom the frame's own
     resolution supports (at most ``max_zoom``, at least 1), the input's aspect ratio kept."""
-    factor = min(max_zoom, frame[0] / spec.height, frame[1] / spec.width)
-    factor = max(1.0, factor)
+    factor = max(1.0, min(max_zoom, frame[0] / spec.height, frame[1] / spec.width))
     return round(spec.height * factor), round(spec.width * factor)
 
 
