@@ -71,6 +71,7 @@ def test_a_sharp_frame_shrinks_as_inference_shrinks_it(tiny_data):
     ((360, 480), (180, 240), 2.0, (360, 480)),  # CamVid at 180x240: the frame as it is
     ((720, 960), (180, 240), 2.0, (360, 480)),  # never above what the largest zoom needs
     ((300, 480), (180, 240), 2.0, (300, 400)),  # the input's aspect ratio, at what the frame's height supports
+    ((360, 300), (180, 240), 2.0, (225, 300)),  # ... or at what its width supports
     ((100, 100), (180, 240), 2.0, (180, 240)),  # a small frame: the input size (zoom upsamples, as standard)
 ])
 def test_sharp_frames_are_kept_at_what_the_zoom_needs(frame, size, zoom, kept):
@@ -193,6 +194,7 @@ def test_a_large_sharp_dataset_says_what_it_costs(tiny_data, monkeypatch, capsys
     SegmentationDataset(split, InputSpec(32, 32), AUGMENTATIONS["reference"])
     said = " ".join(capsys.readouterr().err.split())
     assert "--augment reference keeps 8 frames at 64x64 in memory" in said and "--augment standard" in said
+    assert "about 0 GiB" in said  # 4 bytes x 64 x 64 x 8 frames, in GiB
     monkeypatch.setattr(torch_dataset, "SHARP_MEMORY_WARNING", 4 * 64 * 64 * 8)
     SegmentationDataset(split, InputSpec(32, 32), AUGMENTATIONS["reference"])
     assert "--augment" not in capsys.readouterr().err
