@@ -27,9 +27,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from common import CACHE, RESULTS, add_camvid_argument, machine, make_once, require_camvid, write_results
 from edgeseg.quant.cpu_int8 import cpu_flags, saturating_kernels
+from edgeseg.quantization_aware.api import LR_FRACTION
+from edgeseg.training.loop import DEFAULT_LR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "camvid"))
 from holdout import split_off_drive  # noqa: E402
@@ -48,11 +51,17 @@ LAYOUTS = {"inputs": False, "outputs": True}  # Q/DQ on op inputs (TensorRT) / a
 LOSS_THAT_NEEDS_QAT = 0.5
 SATURATION = {True: "do not saturate", False: "saturate (VPMADDUBSW's int16 sums; edgeseg/quant/cpu_int8.py)"}
 QAT_WITHIN = 0.3
+QAT_LR = DEFAULT_LR["adamw"] * LR_FRACTION  # qat's default (1e-5); rows measured at 1e-4 say so
 
 
 def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Path, qat_epochs: int,
-                   num: int) -> dict:
-    """Train, export, calibrate and QAT one family; mIoU of each model on each eval set."""
+                   num: int, earlier: Optional[dict] = None) -> dict:
+    """Train, export, calibrate and QAT one family; mIoU of each model on each eval set.
+
+    ``earlier`` is the family's row from an earlier measurement (QAT at another learning rate): its trained,
+    exported and calibrated models are reused, so their figures are kept rather than evaluated again, and its
+    QAT figures are kept beside the new ones under ``earlier_qat``.
+    """
     from edgeseg.exporting.api import export
     from edgeseg.quant.api import calibrate
     from edgeseg.quant.sensitivity import load_eval_set, onnx_miou
@@ -79,23 +88,45 @@ def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Pa
         ptq = folder / f"ptq-{layout}.int8.onnx"
         timed(f"calibrate {layout}", ptq,
               lambda: calibrate(str(fp32), str(images), str(ptq), num=num, quantize_outputs=outputs))
-        out = folder / f"qat-{layout}.int8.onnx"
+        out = folder / f"qat-{layout}-lr{QAT_LR:g}.int8.onnx"  # the name qat_lr_families.py gave its 1e-5 models
         timed(f"qat {layout}", out,
               lambda: qat(str(checkpoint), str(data), str(out), images=str(images), num=num, quantize_outputs=outputs,
-                          training=TrainConfig(epochs=qat_epochs, batch_size=8, lr=1e-4, val_every=qat_epochs,
+                          training=TrainConfig(epochs=qat_epochs, batch_size=8, lr=QAT_LR, val_every=qat_epochs,
                                                tensorboard=False)))
         models[f"calibrate {layout}"] = ptq
         models[f"qat {layout}"] = out
-        models[f"qat-trained fp32 {layout}"] = folder / f"qat-{layout}.onnx"  # qat's trained graph, rounding off
+        models[f"qat-trained fp32 {layout}"] = out.with_name(out.name.replace(".int8.onnx", ".onnx"))  # rounding off
     started = time.perf_counter()
     spec, _ = spec_from_sidecar(read_sidecar(fp32))  # each family's own pre-processing
     evalsets = {split: load_eval_set(str(folder), spec) for split, folder in evaldata.items()}
-    miou = {split: {name: onnx_miou(path, evalset) for name, path in models.items()}
+    kept = _figures_still_true(earlier, seconds)
+    miou = {split: {name: kept[split][name] if name in kept.get(split, {}) else onnx_miou(path, evalset)
+                    for name, path in models.items()}
             for split, evalset in evalsets.items()}
+    for split in miou:
+        miou[split].update({k: v for k, v in kept.get(split, {}).items() if k.endswith(", as written")})
     add_as_written(miou, models, evalsets)
     seconds["evaluate"] = round(time.perf_counter() - started, 1)
-    return {"train_epochs": epochs, "qat_epochs": qat_epochs, "miou": miou, "seconds": seconds,
-            "date": time.strftime("%Y-%m-%d")}
+    row = {"train_epochs": epochs, "qat_epochs": qat_epochs, "qat_lr": QAT_LR, "miou": miou, "seconds": seconds,
+           "date": time.strftime("%Y-%m-%d")}
+    if earlier is not None:
+        # a reused model's time is the earlier sitting's; a QAT model qat_lr_families.py made has none here
+        row["seconds"] = {k: earlier["seconds"].get(k) if v is None and not k.startswith("qat") else v
+                          for k, v in seconds.items()}
+        row["earlier_qat"] = {"lr": earlier.get("qat_lr", 1e-4), "date": earlier["date"],
+                              "miou": {split: {k: v for k, v in figures.items() if k.startswith("qat")}
+                                       for split, figures in earlier["miou"].items()}}
+    return row
+
+
+def _figures_still_true(earlier: Optional[dict], seconds: dict) -> dict:
+    """The earlier row's FP32 and calibrate figures, where this sitting reused the models they measured
+    (nothing was trained or calibrated again); its QAT figures belong to another learning rate."""
+    if earlier is None or seconds["train"] is not None:
+        return {}
+    reused = {"fp32"} | {f"calibrate {layout}" for layout in LAYOUTS if seconds[f"calibrate {layout}"] is None}
+    return {split: {k: v for k, v in figures.items() if k.split(",")[0] in reused}
+            for split, figures in earlier["miou"].items()}
 
 
 AS_WRITTEN = ("calibrate inputs", "qat inputs", "calibrate outputs", "qat outputs")
@@ -121,8 +152,9 @@ def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
 
     for arch, row in document["families"].items():
         folder = work / arch
-        models = {f"{verb} {layout}": folder / f"{'ptq' if verb == 'calibrate' else 'qat'}-{layout}.int8.onnx"
-                  for verb in ("calibrate", "qat") for layout in LAYOUTS}
+        lr = "" if row.get("qat_lr", 1e-4) == 1e-4 else f"-lr{row['qat_lr']:g}"  # 1e-4's models have no lr in name
+        models = {**{f"calibrate {layout}": folder / f"ptq-{layout}.int8.onnx" for layout in LAYOUTS},
+                  **{f"qat {layout}": folder / f"qat-{layout}{lr}.int8.onnx" for layout in LAYOUTS}}
         done = all(f"{name}, as written" in row["miou"][HOLDOUT] for name in AS_WRITTEN)
         if done or not all(p.exists() for p in models.values()):
             continue
@@ -160,8 +192,9 @@ def markdown(document: dict) -> str:
              f"(266), for the epochs in the table (a short budget: the models are far from converged, so read the "
              f"INT8 changes, not the FP32 figures). calibrate: its defaults (auto method, bias correction) on those "
              f"266 frames. qat: `edgeseg qat` from the same checkpoint, its defaults (learned activation scales, "
-             f"distilled from the FP32 model + labels, AdamW 1e-4: the default until qat_lr_families.md moved it "
-             f"to 1e-5) for the QAT epochs in the table. Layouts: "
+             f"distilled from the FP32 model + labels, AdamW at a hundredth of train's rate, {QAT_LR:g}) for the "
+             f"QAT epochs in the table; a row whose epochs say 'at 1e-4' was measured at the earlier default "
+             f"(the last section puts the two beside each other where both were measured). Layouts: "
              f"**inputs** = Q/DQ on the quantised ops' inputs (TensorRT's), **outputs** = `--quantize-outputs` "
              f"(also on conv outputs, ONNX Runtime's fast layout). **qat FP32** is the graph qat trained, its rounding "
              f"switched off: QAT minus it is the rounding's cost after QAT, QAT minus FP32 includes the extra "
@@ -193,9 +226,12 @@ def markdown(document: dict) -> str:
             verdicts = targets(row, split)
             missed = [name for name, ok in verdicts.items() if not ok]
             verdict = "met" if not missed else "missed: " + "; ".join(missed)
-            lines.append(f"| `{arch}` | {row['train_epochs']} / {row['qat_epochs']} | " + " | ".join(cells)
+            lr = row.get("qat_lr", 1e-4)
+            at = "" if lr == QAT_LR else f" at {lr:g}"
+            lines.append(f"| `{arch}` | {row['train_epochs']} / {row['qat_epochs']}{at} | " + " | ".join(cells)
                          + f" | {verdict} | {row['date']} |")
         lines.append("")
+    lines += earlier_lr_section(rows)
     lines += ["Seconds per family (train, calibrate and qat per layout, evaluating every model on both sets; "
               "'earlier sitting': made before the run was restarted, its time not kept):", ""]
     for arch, row in rows.items():
@@ -203,6 +239,32 @@ def markdown(document: dict) -> str:
                                                  for k, v in row["seconds"].items()))
     lines.append("")
     return "\n".join(lines)
+
+
+def earlier_lr_section(rows: dict) -> list:
+    """QAT at the earlier default learning rate beside QAT at the current one, where a family has both."""
+    compared = {arch: row for arch, row in rows.items() if "earlier_qat" in row}
+    if not compared:
+        return []
+    lines = [f"## QAT at the earlier default 1e-4 against {QAT_LR:g} (as written, change from calibrate)", "",
+             "Same checkpoint, calibrated start, seed and epochs; only the learning rate differs. **its FP32**: the "
+             "graph QAT trained, rounding off (where it falls as far as QAT, the training moved the model, not the "
+             "rounding).", "",
+             f"| family | layout | {HOLDOUT}: calibrate | qat 1e-4 | its FP32 | qat {QAT_LR:g} | its FP32 "
+             f"| val: calibrate | qat 1e-4 | qat {QAT_LR:g} |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for arch, row in compared.items():
+        for layout in LAYOUTS:
+            cells = []
+            for split in (HOLDOUT, "val"):
+                now, then = row["miou"][split], row["earlier_qat"]["miou"][split]
+                calibrated = now[f"calibrate {layout}, as written"]
+                cells.append(f"{calibrated:.2f}")
+                for figures in (then, now):
+                    cells.append(f"{figures[f'qat {layout}, as written'] - calibrated:+.2f}")
+                    if split == HOLDOUT:
+                        cells.append(f"{figures[f'qat-trained fp32 {layout}'] - calibrated:+.2f}")
+            lines.append(f"| `{arch}` | {layout} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main() -> None:
@@ -223,12 +285,15 @@ def main() -> None:
     results = RESULTS / "qat_families.json"
     document = json.loads(results.read_text()) if results.exists() else {"families": {}}
     for arch in args.families:
-        if arch in document["families"] and not args.redo:
-            print(f"{arch}: measured on {document['families'][arch]['date']}; skipped (--redo measures it again)")
+        earlier = document["families"].get(arch)
+        if earlier is not None and earlier.get("qat_lr", 1e-4) == QAT_LR and not args.redo:
+            print(f"{arch}: measured on {earlier['date']}; skipped (--redo measures it again)")
             continue
         print(f"== {arch}", flush=True)
+        if earlier is not None and earlier.get("qat_lr", 1e-4) == QAT_LR:
+            earlier = None  # --redo: measure everything again
         document["families"][arch] = measure_family(arch, splits["train"], images, evaldata, work, args.qat_epochs,
-                                                    args.num)
+                                                    args.num, earlier)
         document["machine"] = machine()
         document["vnni"] = not saturating_kernels(cpu_flags())
         complete_rows(document, work, evaldata)
