@@ -263,6 +263,12 @@ def test_resume_ends_bit_identical_to_an_unbroken_run(user_model, data, tmp_path
         _qat(user_model, data, out, training=_training(epochs=2))
     monkeypatch.undo()
     assert state_path(out).is_file() and not out.exists()
+    from edgeseg.errors import ConfigError
+
+    # the distillation's weight is part of the objective the state was trained with
+    with pytest.raises(ConfigError, match=r"trained with kd weight 1, this run asks for 0\.5; resuming would change "
+                                          r"the loss half-way\. .*\(--kd-weight\)"):
+        _qat(user_model, data, out, training=_training(epochs=2), resume=True, kd_weight=0.5)
     finished = []
 
     def recorded(path, history):

@@ -170,5 +170,5 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
                   loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best,
-                  loss_settings={"class_weights": ce_weights})
+                  loss_settings={"class_weights": ce_weights, "temperature": temperature, "loss_weight": terms})
     return writer.final(model, history) if workers.is_main else {}

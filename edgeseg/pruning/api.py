@@ -134,10 +134,12 @@ def prune(model: str, out: str, *, ratio: float = 0.4, target_macs: Optional[flo
     weights_used = _class_weights_for(class_weights, loaded.meta, prune_data, num_classes) if prune_data else \
         loaded.meta.get("class_weights")
     if resume:  # the fine-tuning's loss must be the killed run's: say so before any pruning work
-        from edgeseg.training.state import load_state, require_same_loss, state_path
+        from edgeseg.training.state import load_state, require_same_loss, resume_settings, state_path
 
-        require_same_loss(load_state(state_path(out)), state_path(out),
-                          {"class_weights": weights_used["weights"] if weights_used else None})
+        require_same_loss(load_state(state_path(out)), state_path(out), resume_settings(
+            {"class_weights": weights_used["weights"] if weights_used else None},
+            augment=finetune.augment if finetune is not None else "standard",
+            ignore_index=prune_data.info.ignore_index))
     before = layer_structure(net)
     params_before, macs_before = count_params(net), count_macs(net, spec.height, spec.width)
     training = {"sparsity": _slim(net, prune_data, num_classes, sparsity_epochs, sparsity, batch_size, lr, seed,

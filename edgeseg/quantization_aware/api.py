@@ -123,7 +123,8 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
         history = fit(student, splits.train_set, splits.val_set, kd_loss(teacher, info.ignore_index, temperature,
                                                                           kd_weight),
                       training, num_classes=loaded.num_classes, ignore_index=info.ignore_index,
-                      description="qat", checkpoint_to=str(out_path), resume=resume)
+                      description="qat", checkpoint_to=str(out_path), resume=resume,
+                      loss_settings={"temperature": temperature, "kd_weight": kd_weight})
         if not main:
             return {}
         float_nodes = _write(student, start, work, out_path, cache_path, quantize_outputs)

@@ -145,13 +145,14 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
     from the training state beside the model's, so a resumed run continues it too. Under
     torchrun the work is shared by DDP and only rank 0 writes or draws. ``loss_settings`` (e.g.
     ``{"class_weights": [...]}``) are what the loss is made of but learns nothing of: saved in
-    the state, and a resume that asks for others is refused, since it would silently change
-    the objective half-way.
+    the state with the ignore index and ``config.augment``, and a resume that asks for others
+    is refused, since it would silently change the objective half-way.
     """
     from edgeseg.training import distributed
-    from edgeseg.training.state import (load_state, require_same_loss, restore_model, restore_rng, save_state,
-                                        state_path)
+    from edgeseg.training.state import (load_state, require_same_loss, restore_model, restore_rng, resume_settings,
+                                        save_state, state_path)
 
+    settings = resume_settings(loss_settings, augment=config.augment, ignore_index=ignore_index)
     if config.threads:
         torch.set_num_threads(config.threads)
     workers = distributed.join(config.device)
@@ -187,7 +188,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
         if state_file is None or not state_file.exists():
             raise ConfigError(f"--resume found no training state {state_file}; start without --resume.")
         state = load_state(state_file)
-        require_same_loss(state, state_file, loss_settings)  # first: other weights may also mean other shapes
+        require_same_loss(state, state_file, settings)  # first: other weights may also mean other shapes
         restore_model(state, state_file, model, optimizer, loss=loss_module)
         if ema is not None and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
@@ -255,7 +256,7 @@ def fit(model: nn.Module, train_set, val_set, loss_fn: LossFn, config: TrainConf
                 if state_file is not None:
                     save_state(state_file, model=trained, optimizer=optimizer, epoch=epoch, step=step,
                                history=history, generator=generator, ema=ema, best=best, loss=loss_module,
-                               scaler=amp.scaler, loss_settings=loss_settings)
+                               scaler=amp.scaler, loss_settings=settings)
                     _write_csv(Path(str(checkpoint_to) + ".log.csv"), history)
             distributed.barrier(workers)
     if ema is not None:

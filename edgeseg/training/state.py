@@ -94,27 +94,43 @@ def restore_model(state: dict, path: Path, model, optimizer, loss=None) -> None:
                           f"prune: its pruning options), or delete {path.name} to start over.")
 
 
-def require_same_loss(state: dict, path: Path, loss_settings: Optional[dict]) -> None:
-    """Refuse, in one sentence, to resume a state whose loss was made with other settings (class weights)."""
+def resume_settings(loss_settings: Optional[dict], *, augment: str, ignore_index: int) -> dict:
+    """What a run's objective is made of but its state learns nothing of: the loss's own settings (class weights,
+    distillation's temperature and weights), the label value it ignores and its training images' augmentation.
+    Saved in the state; a resume that asks for others is refused (require_same_loss)."""
+    return {**(loss_settings or {}), "ignore_index": ignore_index, "augment": augment}
+
+
+# what a changed setting would change half-way, where not the loss; where it is set, where not --its-name
+_CHANGES = {"augment": "the training images"}
+_SET_BY = {"ignore_index": "--ignore-index, or the data's dataset.yaml",
+           "loss_weight": "--loss, --loss-weight, --kd-weight"}
+
+
+def require_same_loss(state: dict, path: Path, settings: Optional[dict]) -> None:
+    """Refuse, in one sentence, to resume a state whose objective was made with other settings (resume_settings).
+    Settings a state does not record (written before edgeseg recorded them) are not checked."""
     saved = state.get("loss_settings")
     if saved is None:  # written before edgeseg recorded them
         return
-    wanted = dict(loss_settings or {})
-    for name in sorted(set(saved) | set(wanted)):
-        if saved.get(name) != wanted.get(name):
+    wanted = dict(settings or {})
+    for name in sorted(saved):
+        if saved[name] != wanted.get(name):
             words = name.replace("_", " ")
-            raise ConfigError(f"The training state {path} was trained with {words} {_shown(saved.get(name))}, this "
-                              f"run asks for {_shown(wanted.get(name))}; resuming would change the loss half-way. "
-                              f"Resume with the run's own options (--{name.replace('_', '-')}), or delete "
-                              f"{path.name} to start over.")
+            raise ConfigError(f"The training state {path} was trained with {words} {_shown(saved[name])}, this "
+                              f"run asks for {_shown(wanted.get(name))}; resuming would change "
+                              f"{_CHANGES.get(name, 'the loss')} half-way. Resume with the run's own options "
+                              f"({_SET_BY.get(name, '--' + name.replace('_', '-'))}), or delete {path.name} to start over.")
 
 
 def _shown(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value) + "]"
-    return str(value)
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items())
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 _LOSS = "loss."  # the loss's tensors are named apart from the model's in messages: loss.connectors.0.project.weight
