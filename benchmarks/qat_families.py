@@ -105,10 +105,11 @@ def measure_family(arch: str, data: Path, images: Path, evaldata: dict, work: Pa
             for split, evalset in evalsets.items()}
     for split in miou:
         miou[split].update({k: v for k, v in kept.get(split, {}).items() if k.endswith(", as written")})
-    add_as_written(miou, models, evalsets)
+    intervals = {}
+    add_as_written(miou, intervals, models, evalsets)
     seconds["evaluate"] = round(time.perf_counter() - started, 1)
-    row = {"train_epochs": epochs, "qat_epochs": qat_epochs, "qat_lr": QAT_LR, "miou": miou, "seconds": seconds,
-           "date": time.strftime("%Y-%m-%d")}
+    row = {"train_epochs": epochs, "qat_epochs": qat_epochs, "qat_lr": QAT_LR, "miou": miou,
+           "intervals": intervals, "seconds": seconds, "date": time.strftime("%Y-%m-%d")}
     if earlier is not None:
         # a reused model's time is the earlier sitting's; a QAT model qat_lr_families.py made has none here
         row["seconds"] = {k: earlier["seconds"].get(k) if v is None and not k.startswith("qat") else v
@@ -130,23 +131,34 @@ def _figures_still_true(earlier: Optional[dict], seconds: dict) -> dict:
 
 
 AS_WRITTEN = ("calibrate inputs", "qat inputs", "calibrate outputs", "qat outputs")
+# CamVid's labelled frames are about a second apart along one drive: neighbours share most of the street, so
+# the intervals draw runs of 10 frames (about the square root of 101, the usual block length), not single frames
+INTERVAL_BLOCK = 10
 
 
-def add_as_written(miou: dict, models: dict, evalsets: dict) -> None:
+def add_as_written(miou: dict, intervals: dict, models: dict, evalsets: dict) -> None:
     """The INT8 models once more with ONNX Runtime's graph optimisations off: their Q/DQ arithmetic as written,
     apart from the fused integer kernels (QLinearConv, QLinearMatMul, ...), which saturate on x86 CPUs without VNNI
     (quant/cpu_int8.py). Mostly the --quantize-outputs layout's; Q/DQ on inputs fuses only where a quantised op
-    feeds another."""
-    from edgeseg.quant.sensitivity import onnx_miou
+    feeds another. Per layout, also QAT minus calibrate with its 95% paired bootstrap interval over the frames
+    (``intervals[split][layout]``): where it holds 0, these frames cannot tell the two apart."""
+    from edgeseg.metrics import mean_iou, paired_miou_interval
+    from edgeseg.quant.sensitivity import onnx_frame_confusions
 
     for split, evalset in evalsets.items():
-        for name in AS_WRITTEN:
-            if f"{name}, as written" not in miou[split]:
-                miou[split][f"{name}, as written"] = onnx_miou(models[name], evalset, fused=False)
+        for layout in LAYOUTS:
+            names = (f"calibrate {layout}", f"qat {layout}")
+            if layout in intervals.get(split, {}) and all(f"{n}, as written" in miou[split] for n in names):
+                continue
+            frames = {n: onnx_frame_confusions(models[n], evalset, fused=False) for n in names}
+            for name in names:
+                miou[split][f"{name}, as written"] = round(mean_iou(frames[name].sum(0)), 4)
+            intervals.setdefault(split, {})[layout] = paired_miou_interval(*frames.values(), block=INTERVAL_BLOCK)
 
 
 def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
-    """Rows measured before the as-written figures existed get them from the models still in ``work``."""
+    """Rows measured before the as-written figures or their intervals existed get them from the models still in
+    ``work``."""
     from edgeseg.quant.sensitivity import load_eval_set
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
@@ -155,26 +167,44 @@ def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
         lr = "" if row.get("qat_lr", 1e-4) == 1e-4 else f"-lr{row['qat_lr']:g}"  # 1e-4's models have no lr in name
         models = {**{f"calibrate {layout}": folder / f"ptq-{layout}.int8.onnx" for layout in LAYOUTS},
                   **{f"qat {layout}": folder / f"qat-{layout}{lr}.int8.onnx" for layout in LAYOUTS}}
-        done = all(f"{name}, as written" in row["miou"][HOLDOUT] for name in AS_WRITTEN)
+        intervals = row.setdefault("intervals", {})
+        done = all(layout in intervals.get(split, {}) for split in evaldata for layout in LAYOUTS)
         if done or not all(p.exists() for p in models.values()):
             continue
+        print(f"{arch}: as written, with intervals", flush=True)
         spec, _ = spec_from_sidecar(read_sidecar(folder / "model.onnx"))
-        add_as_written(row["miou"], models, {split: load_eval_set(str(path), spec) for split, path in evaldata.items()})
+        add_as_written(row["miou"], intervals, models,
+                       {split: load_eval_set(str(path), spec) for split, path in evaldata.items()})
 
 
 def targets(row: dict, split: str) -> dict:
-    """The issue's targets on one eval set: per layout, QAT never below calibration, and within 0.3 of FP32
-    where calibration loses more than 0.5."""
+    """The issue's targets on one eval set, each with its margin (met where >= 0): per layout, QAT never below
+    calibration, and within 0.3 of FP32 where calibration loses more than 0.5."""
     miou = row["miou"][split]
-    verdicts = {}
+    margins = {}
     for layout in LAYOUTS:
         # judged as written: what this CPU's saturating kernels add is no quantisation loss
         suffix = ", as written" if f"calibrate {layout}, as written" in miou else ""
         calibrated, trained = miou[f"calibrate {layout}{suffix}"], miou[f"qat {layout}{suffix}"]
-        verdicts[f"qat not below calibrate ({layout})"] = trained >= calibrated
+        margins[f"qat not below calibrate ({layout})"] = round(trained - calibrated, 2)
         if miou["fp32"] - calibrated > LOSS_THAT_NEEDS_QAT:
-            verdicts[f"qat within {QAT_WITHIN} of fp32 ({layout})"] = miou["fp32"] - trained <= QAT_WITHIN
-    return verdicts
+            margins[f"qat within {QAT_WITHIN} of fp32 ({layout})"] = round(QAT_WITHIN - (miou["fp32"] - trained), 2)
+    return margins
+
+
+def _chance(row: dict, split: str, target: str) -> str:
+    """For a 'not below calibrate' miss: whether the frames tell QAT and calibrate apart at all."""
+    layout = target.split("(")[-1].rstrip(")")
+    interval = row.get("intervals", {}).get(split, {}).get(layout)
+    if interval is None or "below calibrate" not in target:
+        return ""
+    told = "within chance" if interval["low"] <= 0 <= interval["high"] else "beyond chance"
+    return f", {told} (95% interval {interval['low']:+.2f} to {interval['high']:+.2f})"
+
+
+def _rate(lr: float) -> str:
+    """1e-05 as 1e-5, as the docs write learning rates."""
+    return f"{lr:.0e}".replace("e-0", "e-")
 
 
 def _cell(miou: dict, name: str, base: float) -> str:
@@ -192,7 +222,7 @@ def markdown(document: dict) -> str:
              f"(266), for the epochs in the table (a short budget: the models are far from converged, so read the "
              f"INT8 changes, not the FP32 figures). calibrate: its defaults (auto method, bias correction) on those "
              f"266 frames. qat: `edgeseg qat` from the same checkpoint, its defaults (learned activation scales, "
-             f"distilled from the FP32 model + labels, AdamW at a hundredth of train's rate, {QAT_LR:g}) for the "
+             f"distilled from the FP32 model + labels, AdamW at a hundredth of train's rate, {_rate(QAT_LR)}) for the "
              f"QAT epochs in the table; a row whose epochs say 'at 1e-4' was measured at the earlier default "
              f"(the last section puts the two beside each other where both were measured). Layouts: "
              f"**inputs** = Q/DQ on the quantised ops' inputs (TensorRT's), **outputs** = `--quantize-outputs` "
@@ -223,14 +253,15 @@ def markdown(document: dict) -> str:
             for layout in LAYOUTS:
                 cells += [_cell(m, f"calibrate {layout}", base), _cell(m, f"qat {layout}", base),
                           f"{m[f'qat-trained fp32 {layout}']:.2f}"]
-            verdicts = targets(row, split)
-            missed = [name for name, ok in verdicts.items() if not ok]
+            missed = [f"{name} by {-margin:.2f}{_chance(row, split, name)}"
+                      for name, margin in targets(row, split).items() if margin < 0]
             verdict = "met" if not missed else "missed: " + "; ".join(missed)
             lr = row.get("qat_lr", 1e-4)
-            at = "" if lr == QAT_LR else f" at {lr:g}"
+            at = "" if lr == QAT_LR else f" at {_rate(lr)}"
             lines.append(f"| `{arch}` | {row['train_epochs']} / {row['qat_epochs']}{at} | " + " | ".join(cells)
                          + f" | {verdict} | {row['date']} |")
         lines.append("")
+    lines += interval_section(rows)
     lines += earlier_lr_section(rows)
     lines += ["Seconds per family (train, calibrate and qat per layout, evaluating every model on both sets; "
               "'earlier sitting': made before the run was restarted, its time not kept):", ""]
@@ -241,17 +272,36 @@ def markdown(document: dict) -> str:
     return "\n".join(lines)
 
 
+def interval_section(rows: dict) -> list:
+    """QAT minus calibrate with its paired block-bootstrap interval, per family, layout and eval set."""
+    measured = {arch: row["intervals"] for arch in FAMILIES if (row := rows.get(arch)) and row.get("intervals")}
+    if not measured:
+        return []
+    lines = [f"## QAT minus calibrate, as written, and what the frames tell apart", "",
+             f"Each cell: QAT's mIoU minus calibrate's, then its 95% paired bootstrap interval (both models scored "
+             f"on the same redrawn frames, in runs of {INTERVAL_BLOCK} consecutive frames, since neighbouring frames "
+             f"of a drive share most of the street; edgeseg.metrics.paired_miou_interval). An interval that holds 0: "
+             f"these 101 frames cannot tell QAT and calibrate apart.", "",
+             f"| family | layout | drive {HOLDOUT} | val |", "|---|---|---|---|"]
+    for arch, intervals in measured.items():
+        for layout in LAYOUTS:
+            cells = [(f"{i['difference']:+.2f} ({i['low']:+.2f} to {i['high']:+.2f})" if (i := intervals.get(split, {})
+                      .get(layout)) else "") for split in (HOLDOUT, "val")]
+            lines.append(f"| `{arch}` | {layout} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def earlier_lr_section(rows: dict) -> list:
     """QAT at the earlier default learning rate beside QAT at the current one, where a family has both."""
     compared = {arch: row for arch, row in rows.items() if "earlier_qat" in row}
     if not compared:
         return []
-    lines = [f"## QAT at the earlier default 1e-4 against {QAT_LR:g} (as written, change from calibrate)", "",
+    lines = [f"## QAT at the earlier default 1e-4 against {_rate(QAT_LR)} (as written, change from calibrate)", "",
              "Same checkpoint, calibrated start, seed and epochs; only the learning rate differs. **its FP32**: the "
              "graph QAT trained, rounding off (where it falls as far as QAT, the training moved the model, not the "
              "rounding).", "",
-             f"| family | layout | {HOLDOUT}: calibrate | qat 1e-4 | its FP32 | qat {QAT_LR:g} | its FP32 "
-             f"| val: calibrate | qat 1e-4 | qat {QAT_LR:g} |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"| family | layout | {HOLDOUT}: calibrate | qat 1e-4 | its FP32 | qat {_rate(QAT_LR)} | its FP32 "
+             f"| val: calibrate | qat 1e-4 | qat {_rate(QAT_LR)} |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arch, row in compared.items():
         for layout in LAYOUTS:
             cells = []

@@ -69,3 +69,64 @@ def test_labels_outside_the_classes_are_skipped_not_counted():
 def test_an_empty_matrix_gives_nan_not_an_error():
     empty = np.zeros((3, 3), np.int64)
     assert np.isnan(mean_iou(empty)) and np.isnan(pixel_accuracy(empty))
+
+
+def _bootstrap_by_loop(frames_a, frames_b, block, rounds, level, seed):
+    """The circular block bootstrap written out one round at a time, from its definition."""
+    rng = np.random.default_rng(seed)
+    count = len(frames_a)
+    differences = []
+    for _ in range(rounds):
+        picked = []
+        while len(picked) < count:
+            start = int(rng.integers(0, count))
+            picked += [(start + k) % count for k in range(block)]
+        picked = picked[:count]
+        differences.append(mean_iou(sum(frames_b[i] for i in picked)) - mean_iou(sum(frames_a[i] for i in picked)))
+    tail = 100 * (1 - level) / 2
+    return np.percentile(differences, [tail, 100 - tail])
+
+
+def _frames(rng, count, classes, error):
+    """Per-frame confusions: 50-150 pixels per class and frame, a fraction ``error`` of them predicted wrong."""
+    frames = np.zeros((count, classes, classes), np.int64)
+    for frame in frames:
+        for c in range(classes):
+            pixels = int(rng.integers(50, 150))
+            wrong = int(rng.binomial(pixels, error))
+            frame[c, c] = pixels - wrong
+            frame[c, (c + 1 + int(rng.integers(0, classes - 1))) % classes] += wrong
+    return frames
+
+
+@pytest.mark.parametrize("block", [1, 5])
+def test_the_paired_interval_is_the_bootstraps_percentiles(block):
+    from edgeseg.metrics import paired_miou_interval
+
+    rng = np.random.default_rng(4)
+    a = _frames(rng, 40, 4, 0.2)
+    b = a.copy()
+    b[::3] = _frames(rng, len(b[::3]), 4, 0.1)  # every third frame better
+    got = paired_miou_interval(a, b, block=block, rounds=4000, seed=1)
+    low, high = _bootstrap_by_loop(a, b, block, 4000, 0.95, 1)
+    assert got["difference"] == pytest.approx(mean_iou(b.sum(0)) - mean_iou(a.sum(0)), abs=1e-4)
+    assert 0 < low < got["difference"] < high
+    # the same draws as the loop (same seed, same order): the same percentiles
+    assert (got["low"], got["high"]) == pytest.approx((low, high), abs=1e-3)
+
+
+def test_identical_models_differ_by_exactly_nothing_and_neighbours_widen_the_interval():
+    from edgeseg.metrics import paired_miou_interval
+
+    rng = np.random.default_rng(0)
+    a = _frames(rng, 30, 3, 0.2)
+    same = paired_miou_interval(a, a.copy())
+    assert (same["difference"], same["low"], same["high"]) == (0, 0, 0)
+    # a drive whose frames come in runs of 6 near-duplicates: single-frame draws pretend 30 independent frames
+    runs_a = np.repeat(_frames(rng, 5, 3, 0.2), 6, axis=0)
+    runs_b = np.repeat(_frames(rng, 5, 3, 0.2), 6, axis=0)
+    single = paired_miou_interval(runs_a, runs_b, block=1, rounds=3000)
+    blocks = paired_miou_interval(runs_a, runs_b, block=6, rounds=3000)
+    assert blocks["high"] - blocks["low"] > 1.3 * (single["high"] - single["low"])
+    with pytest.raises(ValueError, match="same frames"):
+        paired_miou_interval(a, a[:-1])

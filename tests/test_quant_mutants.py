@@ -852,7 +852,7 @@ def _class_model(path, classes=3):
 
 
 def test_onnx_miou_is_the_miou_of_one_confusion_matrix_over_every_image(tmp_path):
-    from edgeseg.quant.sensitivity import EvalSet, onnx_miou
+    from edgeseg.quant.sensitivity import EvalSet, onnx_frame_confusions, onnx_miou
     from edgeseg.spec import DatasetInfo
 
     x1 = np.zeros((1, 3, 2, 4), np.float32)
@@ -873,6 +873,10 @@ def test_onnx_miou_is_the_miou_of_one_confusion_matrix_over_every_image(tmp_path
     iou = tp / (confusion.sum(0) + confusion.sum(1) - tp)
     assert onnx_miou(_class_model(tmp_path / "m.onnx"), evalset) == round(100 * iou.mean(), 4)
     assert onnx_miou(_class_model(tmp_path / "m.onnx"), evalset) == round(100 * (3 / 6 + 3 / 4 + 4 / 6) / 3, 4)
+    # the per-image matrices are each image's own counts: x1 has 3 class-0 and 3 class-1 pixels right and one
+    # label-1 pixel predicted 0; x2 has 4 class-2 right and two label-0 pixels predicted 2
+    frames = onnx_frame_confusions(_class_model(tmp_path / "m.onnx"), evalset)
+    assert frames.tolist() == [[[3, 0, 0], [1, 3, 0], [0, 0, 0]], [[0, 0, 2], [0, 0, 0], [0, 0, 4]]]
 
 
 def test_onnx_miou_scores_at_the_labels_size(tmp_path):

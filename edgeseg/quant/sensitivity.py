@@ -67,9 +67,15 @@ def onnx_miou(model: str | Path, evalset: EvalSet, *, fused: bool = True) -> flo
     integer kernels ORT fuses it into, whose accumulation saturates on x86 CPUs without
     VNNI (quant/cpu_int8.py): the model's own arithmetic, apart from this CPU's kernels.
     """
-    import onnxruntime as ort
-
     from edgeseg.metrics import mean_iou
+
+    return round(mean_iou(onnx_frame_confusions(model, evalset, fused=fused).sum(0)), 4)
+
+
+def onnx_frame_confusions(model: str | Path, evalset: EvalSet, *, fused: bool = True) -> np.ndarray:
+    """One confusion matrix per image, (images, classes, classes): their sum is onnx_miou's matrix, and
+    metrics.paired_miou_interval tells from them whether two models differ by more than the images' chance."""
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     if not fused:
@@ -77,11 +83,11 @@ def onnx_miou(model: str | Path, evalset: EvalSet, *, fused: bool = True) -> flo
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     classes = evalset.info.num_classes
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    for batch, label in zip(evalset.batches, evalset.labels):
+    confusions = np.zeros((len(evalset.labels), classes, classes), dtype=np.int64)
+    for confusion, batch, label in zip(confusions, evalset.batches, evalset.labels):
         pred = native.argmax(session.run(None, {name: batch})[0])[0]
         native.accumulate_confusion(confusion, resize_label(pred, *label.shape[:2]), label, evalset.info.ignore_index)
-    return round(mean_iou(confusion), 4)
+    return confusions
 
 
 def quantized_layers(model_path: str | Path, kept_float: Sequence[str]) -> List[str]:
