@@ -156,9 +156,9 @@ def add_as_written(miou: dict, intervals: dict, models: dict, evalsets: dict) ->
             intervals.setdefault(split, {})[layout] = paired_miou_interval(*frames.values(), block=INTERVAL_BLOCK)
 
 
-def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
+def complete_rows(document: dict, work: Path, evaldata: dict, pending=()) -> None:
     """Rows measured before the as-written figures or their intervals existed get them from the models still in
-    ``work``."""
+    ``work``; not the ``pending`` families, which this run measures again."""
     from edgeseg.quant.sensitivity import load_eval_set
     from edgeseg.sidecar import read_sidecar, spec_from_sidecar
 
@@ -169,7 +169,7 @@ def complete_rows(document: dict, work: Path, evaldata: dict) -> None:
                   **{f"qat {layout}": folder / f"qat-{layout}{lr}.int8.onnx" for layout in LAYOUTS}}
         intervals = row.setdefault("intervals", {})
         done = all(layout in intervals.get(split, {}) for split in evaldata for layout in LAYOUTS)
-        if done or not all(p.exists() for p in models.values()):
+        if done or arch in pending or not all(p.exists() for p in models.values()):
             continue
         print(f"{arch}: as written, with intervals", flush=True)
         spec, _ = spec_from_sidecar(read_sidecar(folder / "model.onnx"))
@@ -334,7 +334,7 @@ def main() -> None:
     evaldata = {HOLDOUT: splits["holdout"], "val": data}
     results = RESULTS / "qat_families.json"
     document = json.loads(results.read_text()) if results.exists() else {"families": {}}
-    for arch in args.families:
+    for number, arch in enumerate(args.families):
         earlier = document["families"].get(arch)
         if earlier is not None and earlier.get("qat_lr", 1e-4) == QAT_LR and not args.redo:
             print(f"{arch}: measured on {earlier['date']}; skipped (--redo measures it again)")
@@ -346,7 +346,7 @@ def main() -> None:
                                                     args.num, earlier)
         document["machine"] = machine()
         document["vnni"] = not saturating_kernels(cpu_flags())
-        complete_rows(document, work, evaldata)
+        complete_rows(document, work, evaldata, pending=args.families[number + 1:])
         write_results("qat_families", document, markdown(document))
     document.setdefault("machine", machine())
     document["vnni"] = not saturating_kernels(cpu_flags())
