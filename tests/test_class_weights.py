@@ -278,7 +278,7 @@ def test_a_train_resumed_with_other_class_weights_is_refused(tiny_data, tmp_path
     monkeypatch.setattr(api, "cross_entropy_loss", real)
     with pytest.raises(ConfigError, match=r"model.pt.state was trained with class weights \[[0-9., ]+\], this run "
                                           r"asks for none; resuming would change the loss half-way\. Resume with "
-                                          r"the run's own options \(--class-weights\)"):
+                                          r"the run's own options \(class_weights=\)"):
         api.train("unet", str(tiny_data), str(model), resume=True, **options)
     with pytest.raises(ConfigError, match="this run asks for \\[1, 2, 1, 1, 1, 1, 1, 1\\]"):
         api.train("unet", str(tiny_data), str(model), resume=True, class_weights="1,2,1,1,1,1,1,1", **options)

@@ -89,17 +89,24 @@ def test_a_state_without_the_connectors_is_refused(tiny_teacher, tiny_data, tmp_
     out = tmp_path / "killed.pt"
     with pytest.raises(KeyboardInterrupt):
         _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl+feat", kill_after=KILLED_AFTER)
-    with pytest.raises(ConfigError, match=r"its loss\.connectors\.0\.project\.weight is \(16, 8, 1, 1\), this run's "
-                                          r"loss's is \(32, 8, 1, 1\)\. Resume with the options"):
+    with pytest.raises(ConfigError, match=r"trained with feature pairs \[\[encoder\.1, encoder\.1\], \[encoder\.2, "
+                                          r"encoder\.2\]\], this run asks for \[\[encoder\.1, encoder\.2\]\]"):
         _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl+feat", pairs=["encoder.1:encoder.2"],
                  resume=True)
+    # another distance between the same pairs keeps the connectors' shapes: refused by the recorded settings
+    with pytest.raises(ConfigError, match=r"trained with feature loss mse, this run asks for cwd; .*\(feature_loss=\)"):
+        _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl+feat", feature_loss="cwd", resume=True)
     # another --loss is another objective: refused by its terms' weights first
     with pytest.raises(ConfigError, match=r"trained with loss weight kl=1, feat=1, this run asks for kl=1; resuming "
-                                          r"would change the loss half-way\. .*\(--loss, --loss-weight, --kd-weight\)"):
+                                          r"would change the loss half-way\. .*\(loss=, loss_weights=, kd_weight=\)"):
         _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl", resume=True)
     old = load_state(state_path(out))
     del old["loss_settings"]  # as an older edgeseg wrote it: the connectors themselves still tell
     torch.save(old, state_path(out))
+    with pytest.raises(ConfigError, match=r"its loss\.connectors\.0\.project\.weight is \(16, 8, 1, 1\), this run's "
+                                          r"loss's is \(32, 8, 1, 1\)\. Resume with the options"):
+        _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl+feat", pairs=["encoder.1:encoder.2"],
+                 resume=True)
     with pytest.raises(ConfigError, match=r"it has loss\.connectors\.0\.project\.weight, which this run's loss lacks"):
         _distill(tiny_teacher, tiny_data, out, monkeypatch, loss="kl", resume=True)
     del old["loss"]

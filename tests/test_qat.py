@@ -265,10 +265,18 @@ def test_resume_ends_bit_identical_to_an_unbroken_run(user_model, data, tmp_path
     assert state_path(out).is_file() and not out.exists()
     from edgeseg.errors import ConfigError
 
-    # the distillation's weight is part of the objective the state was trained with
+    # the distillation's weight is part of the objective the state was trained with; refused before calibrating
+    from edgeseg.quantization_aware import api
+
+    calibrated = []
+    monkeypatch.setattr(api, "_calibrated_start", lambda *args: calibrated.append(args))
     with pytest.raises(ConfigError, match=r"trained with kd weight 1, this run asks for 0\.5; resuming would change "
-                                          r"the loss half-way\. .*\(--kd-weight\)"):
+                                          r"the loss half-way\. .*\(kd_weight=\)"):
         _qat(user_model, data, out, training=_training(epochs=2), resume=True, kd_weight=0.5)
+    with pytest.raises(ConfigError, match=r"trained with temperature 4, this run asks for 2; .*\(temperature=\)"):
+        _qat(user_model, data, out, training=_training(epochs=2), resume=True, temperature=2.0)
+    assert not calibrated
+    monkeypatch.undo()
     finished = []
 
     def recorded(path, history):

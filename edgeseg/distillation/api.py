@@ -24,6 +24,14 @@ from edgeseg.training.data import check_classes, parse_size, training_splits
 from edgeseg.training.loop import TrainConfig, fit, training_config
 
 
+def distill_settings(class_weights, temperature: float, terms: dict, feature_pairs, feature_loss: str) -> dict:
+    """What distillation's objective is made of but learns nothing of, checked on --resume (training.state)."""
+    settings = {"class_weights": class_weights, "temperature": temperature, "loss_weight": terms}
+    if "feat" in terms:  # another pairing or distance with connectors of the same shapes would pass unseen
+        settings.update(feature_pairs=_pairs(feature_pairs), feature_loss=feature_loss)
+    return settings
+
+
 def kd_loss(teacher: torch.nn.Module, ignore_index: int, temperature: float, kd_weight: float, class_weights=None):
     """Ground-truth cross-entropy (weighted per class by ``class_weights``, a list, if given) + kd_weight *
     pixel-wise KL to the frozen teacher (used by prune's fine-tuning)."""
@@ -170,5 +178,5 @@ def distill(teacher: str, data: str, out: str, *, student: str = "mobilenetv3", 
     history = fit(model, train_set, val_set, objective, config, num_classes=info.num_classes,
                   ignore_index=info.ignore_index, description=f"distill {student_arch}",
                   loss_module=objective.learned, checkpoint_to=out, resume=resume, on_best=writer.best,
-                  loss_settings={"class_weights": ce_weights, "temperature": temperature, "loss_weight": terms})
+                  loss_settings=distill_settings(ce_weights, temperature, terms, feature_pairs, feature_loss))
     return writer.final(model, history) if workers.is_main else {}

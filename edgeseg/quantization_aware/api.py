@@ -104,6 +104,12 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
     splits = load_prune_data(data, spec, ClassCount(loaded.num_classes, said_by), ignore_index,
                              training.augment)
     info = splits.info
+    loss_settings = {"temperature": temperature, "kd_weight": kd_weight}
+    if resume:  # the killed run's objective, checked before exporting and calibrating again
+        from edgeseg.training.state import load_state, require_same_loss, resume_settings
+
+        require_same_loss(load_state(state_path(out_path)), state_path(out_path),
+                          resume_settings(loss_settings, augment=training.augment, ignore_index=info.ignore_index))
     with tempfile.TemporaryDirectory(prefix="edgeseg-qat-") as folder:
         work = Path(folder)
         # under torchrun every process exports and calibrates for itself (the same numbers, no shared folder
@@ -124,7 +130,7 @@ def qat(model: str, data: str, out: Optional[str] = None, *, training: Optional[
                                                                           kd_weight),
                       training, num_classes=loaded.num_classes, ignore_index=info.ignore_index,
                       description="qat", checkpoint_to=str(out_path), resume=resume,
-                      loss_settings={"temperature": temperature, "kd_weight": kd_weight})
+                      loss_settings=loss_settings)
         if not main:
             return {}
         float_nodes = _write(student, start, work, out_path, cache_path, quantize_outputs)

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgeseg.errors import ConfigError, InputFileError
+from edgeseg.errors import ConfigError, InputFileError, option
 from edgeseg.fileio import atomic_path
 
 
@@ -98,13 +98,25 @@ def resume_settings(loss_settings: Optional[dict], *, augment: str, ignore_index
     """What a run's objective is made of but its state learns nothing of: the loss's own settings (class weights,
     distillation's temperature and weights), the label value it ignores and its training images' augmentation.
     Saved in the state; a resume that asks for others is refused (require_same_loss)."""
-    return {**(loss_settings or {}), "ignore_index": ignore_index, "augment": augment}
+    return _plain({**(loss_settings or {}), "ignore_index": ignore_index, "augment": augment})
 
 
-# what a changed setting would change half-way, where not the loss; where it is set, where not --its-name
+def _plain(value):
+    """Python's own numbers, lists and dicts: the state is read back with weights_only=True, which refuses numpy
+    scalars (a temperature given as np.float32 from Python would make the state unreadable)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+# what a changed setting would change half-way, where not the loss
 _CHANGES = {"augment": "the training images"}
-_SET_BY = {"ignore_index": "--ignore-index, or the data's dataset.yaml",
-           "loss_weight": "--loss, --loss-weight, --kd-weight"}
+# where a setting is set (on the command line, from Python), where not --its-name / its_name=
+_SET_BY = {"ignore_index": ("--ignore-index, or the data's dataset.yaml", "ignore_index=, or the data's dataset.yaml"),
+           "loss_weight": ("--loss, --loss-weight, --kd-weight", "loss=, loss_weights=, kd_weight="),
+           "feature_pairs": ("--feature-pair", "feature_pairs="), "augment": ("--augment", "TrainConfig(augment=...)")}
 
 
 def require_same_loss(state: dict, path: Path, settings: Optional[dict]) -> None:
@@ -114,13 +126,13 @@ def require_same_loss(state: dict, path: Path, settings: Optional[dict]) -> None
     if saved is None:  # written before edgeseg recorded them
         return
     wanted = dict(settings or {})
-    for name in sorted(saved):
+    for name in saved:  # in the order the run recorded them: the loss's terms before their details
         if saved[name] != wanted.get(name):
             words = name.replace("_", " ")
             raise ConfigError(f"The training state {path} was trained with {words} {_shown(saved[name])}, this "
                               f"run asks for {_shown(wanted.get(name))}; resuming would change "
                               f"{_CHANGES.get(name, 'the loss')} half-way. Resume with the run's own options "
-                              f"({_SET_BY.get(name, '--' + name.replace('_', '-'))}), or delete {path.name} to start over.")
+                              f"({option(*_SET_BY.get(name, ('--' + name.replace('_', '-'), name + '=')))}), or delete {path.name} to start over.")
 
 
 def _shown(value) -> str:
